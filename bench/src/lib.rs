@@ -1,0 +1,1 @@
+//! stentor-bench: criterion benches of the hot path and the regression gate.

@@ -1,0 +1,315 @@
+//! Every knob of the server: its flag, its environment variable, its default,
+//! its allowed range and its unit (in the name).
+//!
+//! Validation happens here, once, at startup: a bad value ends the process
+//! with exit code 2 and one line naming the flag and the range, never a panic.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+use crate::wire::http::Limits;
+
+/// stentor — a Server-Sent Events edge server for Linux on io_uring.
+///
+/// Publishers POST events to topics; clients subscribe with EventSource to
+/// GET /events?topic=NAME. Every flag can also be set by the environment
+/// variable shown next to it.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "stentor", version, about, long_about = None, max_term_width = 100)]
+pub struct Config {
+    // ---- Network -------------------------------------------------------
+    /// Address to listen on (IPv4 or [IPv6]:port). Port 0 lets the kernel pick.
+    #[arg(
+        long,
+        env = "STENTOR_LISTEN",
+        default_value = "0.0.0.0:8080",
+        help_heading = "Network"
+    )]
+    pub listen: SocketAddr,
+
+    /// Worker threads, each with its own io_uring and listener; 0 = one per core.
+    #[arg(long, env = "STENTOR_WORKERS", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=256), help_heading = "Network")]
+    pub workers: u16,
+
+    /// Connections the node holds at most; past it new ones get 503 [1..=4000000].
+    #[arg(long, env = "STENTOR_MAX_CONNECTIONS", default_value_t = 120_000,
+          value_parser = clap::value_parser!(u32).range(1..=4_000_000), help_heading = "Network")]
+    pub max_connections: u32,
+
+    /// Connections one client IP may hold at once; past it 429 [1..=4000000].
+    #[arg(long, env = "STENTOR_MAX_CONNECTIONS_PER_IP", default_value_t = 150_000,
+          value_parser = clap::value_parser!(u32).range(1..=4_000_000), help_heading = "Network")]
+    pub max_connections_per_ip: u32,
+
+    // ---- Requests ------------------------------------------------------
+    /// Largest request head (request line + headers) in bytes; past it 431 [256..=1048576].
+    #[arg(long, env = "STENTOR_HEAD_BYTES_MAX", default_value_t = 8192,
+          value_parser = clap::value_parser!(u32).range(256..=1_048_576), help_heading = "Requests")]
+    pub head_bytes_max: u32,
+
+    /// Most headers in one request; past it 431 [4..=256].
+    #[arg(long, env = "STENTOR_HEADERS_COUNT_MAX", default_value_t = 64,
+          value_parser = clap::value_parser!(u16).range(4..=256), help_heading = "Requests")]
+    pub headers_count_max: u16,
+
+    /// Longest request target (path + query) in bytes; past it 414 [64..=65536].
+    #[arg(long, env = "STENTOR_URI_BYTES_MAX", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(64..=65_536), help_heading = "Requests")]
+    pub uri_bytes_max: u32,
+
+    /// Largest request body (publish) in bytes after decoding; past it 413 [1..=67108864].
+    #[arg(long, env = "STENTOR_BODY_BYTES_MAX", default_value_t = 1_048_576,
+          value_parser = clap::value_parser!(u32).range(1..=67_108_864), help_heading = "Requests")]
+    pub body_bytes_max: u32,
+
+    /// Time a client has to send a whole request; then 408 and close [100..=600000].
+    #[arg(long, env = "STENTOR_REQUEST_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(100..=600_000), help_heading = "Requests")]
+    pub request_timeout_ms: u32,
+
+    /// Time an idle keep-alive connection (no stream) is kept open [100..=3600000].
+    #[arg(long, env = "STENTOR_IDLE_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u32).range(100..=3_600_000), help_heading = "Requests")]
+    pub idle_timeout_ms: u32,
+
+    // ---- Streams -------------------------------------------------------
+    /// Interval of the heartbeat comment sent to otherwise idle streams [100..=3600000].
+    #[arg(long, env = "STENTOR_HEARTBEAT_MS", default_value_t = 15_000,
+          value_parser = clap::value_parser!(u32).range(100..=3_600_000), help_heading = "Streams")]
+    pub heartbeat_ms: u32,
+
+    /// Reconnection delay sent to clients in the stream's first `retry:` [0..=3600000].
+    #[arg(long, env = "STENTOR_RETRY_MS", default_value_t = 3_000,
+          value_parser = clap::value_parser!(u32).range(0..=3_600_000), help_heading = "Streams")]
+    pub retry_ms: u32,
+
+    /// Topics one stream may subscribe to; more gets 400 [1..=1024].
+    #[arg(long, env = "STENTOR_TOPICS_PER_STREAM_MAX", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..=1024), help_heading = "Streams")]
+    pub topics_per_stream_max: u16,
+
+    /// Longest topic name in bytes (A-Z a-z 0-9 and `-_.:/`) [1..=1024].
+    #[arg(long, env = "STENTOR_TOPIC_BYTES_MAX", default_value_t = 128,
+          value_parser = clap::value_parser!(u16).range(1..=1024), help_heading = "Streams")]
+    pub topic_bytes_max: u16,
+
+    /// Bytes queued for one slow connection before it is dropped [4096..=1073741824].
+    #[arg(long, env = "STENTOR_QUEUE_BYTES_MAX", default_value_t = 262_144,
+          value_parser = clap::value_parser!(u32).range(4096..=1_073_741_824), help_heading = "Streams")]
+    pub queue_bytes_max: u32,
+
+    /// Age of the oldest queued frame before its connection is dropped [100..=3600000].
+    #[arg(long, env = "STENTOR_QUEUE_AGE_MS_MAX", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(100..=3_600_000), help_heading = "Streams")]
+    pub queue_age_ms_max: u32,
+
+    /// Events kept per topic for Last-Event-ID resume [0..=10000000].
+    #[arg(long, env = "STENTOR_HISTORY_EVENTS_MAX", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(0..=10_000_000), help_heading = "Streams")]
+    pub history_events_max: u32,
+
+    /// Bytes of encoded frames kept per topic for resume [0..=4294967295].
+    #[arg(
+        long,
+        env = "STENTOR_HISTORY_BYTES_MAX",
+        default_value_t = 1_048_576,
+        help_heading = "Streams"
+    )]
+    pub history_bytes_max: u32,
+
+    // ---- Security ------------------------------------------------------
+    /// Bearer token required to publish; unset = publishing only from loopback.
+    #[arg(
+        long,
+        env = "STENTOR_PUBLISH_TOKEN",
+        hide_env_values = true,
+        help_heading = "Security"
+    )]
+    pub publish_token: Option<String>,
+
+    /// Bearer token (header or `access_token` query) required to subscribe.
+    #[arg(
+        long,
+        env = "STENTOR_SUBSCRIBE_TOKEN",
+        hide_env_values = true,
+        help_heading = "Security"
+    )]
+    pub subscribe_token: Option<String>,
+
+    /// Origins allowed by CORS, comma-separated, or `*`; unset = no CORS headers.
+    #[arg(
+        long,
+        env = "STENTOR_CORS_ORIGIN",
+        value_delimiter = ',',
+        help_heading = "Security"
+    )]
+    pub cors_origin: Vec<String>,
+
+    /// Publish requests per second allowed per token or client IP; past it 429 [1..=10000000].
+    #[arg(long, env = "STENTOR_PUBLISH_RATE_PER_S_MAX", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000), help_heading = "Security")]
+    pub publish_rate_per_s_max: u32,
+
+    // ---- Operations ----------------------------------------------------
+    /// Time allowed on SIGTERM/SIGINT to flush queued frames before closing [0..=600000].
+    #[arg(long, env = "STENTOR_SHUTDOWN_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u32).range(0..=600_000), help_heading = "Operations")]
+    pub shutdown_ms: u32,
+
+    /// Log level: error, warn, info, debug or trace (RUST_LOG is read too).
+    #[arg(long, env = "STENTOR_LOG_LEVEL", default_value = "info",
+          value_parser = ["error", "warn", "info", "debug", "trace"], help_heading = "Operations")]
+    pub log_level: String,
+}
+
+/// A configuration that parses but cannot work (checked across flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Config {
+    /// Checks that involve more than one flag.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for origin in &self.cors_origin {
+            let ok =
+                origin == "*" || origin.starts_with("http://") || origin.starts_with("https://");
+            if !ok || origin.contains(['\r', '\n', ' ']) {
+                return Err(ConfigError {
+                    message: format!(
+                        "invalid value '{origin}' for '--cors-origin': expected '*' or an origin like https://example.com"
+                    ),
+                });
+            }
+        }
+        for (flag, token) in [
+            ("--publish-token", &self.publish_token),
+            ("--subscribe-token", &self.subscribe_token),
+        ] {
+            if let Some(t) = token {
+                if t.len() < 16 || t.len() > 4096 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(ConfigError {
+                        message: format!(
+                            "invalid value for '{flag}': a token is 16..=4096 printable ASCII characters without spaces"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Worker threads to start: the flag, or one per core.
+    pub fn workers_effective(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => usize::from(n),
+        }
+    }
+
+    /// The request limits handed to the HTTP parser.
+    pub fn http_limits(&self) -> Limits {
+        Limits {
+            head_bytes_max: self.head_bytes_max as usize,
+            headers_count_max: usize::from(self.headers_count_max),
+            uri_bytes_max: self.uri_bytes_max as usize,
+            body_bytes_max: self.body_bytes_max as usize,
+        }
+    }
+
+    /// Parse the command line and environment. On a bad value, print one
+    /// line naming the flag and its range and exit with code 2; `--help` and
+    /// `--version` print and exit 0.
+    pub fn from_args_or_exit() -> Config {
+        Self::from_iter_or_exit(std::env::args_os())
+    }
+
+    pub fn from_iter_or_exit<I, T>(args: I) -> Config
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let config = match Config::try_parse_from(args) {
+            Ok(c) => c,
+            Err(e) => {
+                use clap::error::ErrorKind;
+                if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                    let _ = e.print();
+                    std::process::exit(0);
+                }
+                // clap's message is "error: ..." then usage lines; an operator
+                // reading a journal wants the one line that names the flag.
+                let rendered = e.render().to_string();
+                let first = rendered
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("error: invalid arguments");
+                eprintln!("stentor: {}", first.trim_start_matches("error: "));
+                std::process::exit(2);
+            }
+        };
+        if let Err(e) = config.validate() {
+            eprintln!("stentor: {e}");
+            std::process::exit(2);
+        }
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("stentor").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_work_on_a_fresh_machine() {
+        let c = parse(&[]).expect("defaults parse");
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert!(
+            c.max_connections >= 100_000,
+            "the default must hold 100k subscribers"
+        );
+        c.validate().expect("defaults validate");
+        assert!(c.workers_effective() >= 1);
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_flag_and_range() {
+        let e = parse(&["--workers", "9999"]).unwrap_err();
+        let text = e.render().to_string();
+        assert!(text.contains("--workers"), "{text}");
+        assert!(text.contains("0..=256"), "{text}");
+        let e = parse(&["--head-bytes-max", "10"]).unwrap_err();
+        assert!(e.render().to_string().contains("--head-bytes-max"));
+        let e = parse(&["--listen", "nonsense"]).unwrap_err();
+        assert!(e.render().to_string().contains("--listen"));
+    }
+
+    #[test]
+    fn cross_flag_validation() {
+        let c = parse(&["--cors-origin", "example.com"]).unwrap();
+        assert!(c.validate().unwrap_err().message.contains("--cors-origin"));
+        let c = parse(&["--cors-origin", "*,https://a.example"]).unwrap();
+        assert_eq!(c.cors_origin.len(), 2);
+        c.validate().unwrap();
+        let c = parse(&["--publish-token", "short"]).unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .message
+            .contains("--publish-token"));
+    }
+}

@@ -1,0 +1,13 @@
+//! stentor: a Server-Sent Events edge server for Linux on io_uring.
+//!
+//! The crate is layered so the hot path stays both fast and testable:
+//! - [`wire`]: pure encoders and parsers (SSE frames, HTTP/1.1), no I/O;
+//! - [`hub`]: topics, ids, history and who gets which frame, no I/O;
+//! - [`ring`], [`conn`], [`worker`], [`node`]: the io_uring loop that moves
+//!   bytes and asks the pure layers what to do;
+//! - [`config`], [`log`]: every knob with its limit, and structured logs.
+
+pub mod config;
+pub mod log;
+pub mod node;
+pub mod wire;
