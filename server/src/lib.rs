@@ -5,9 +5,15 @@
 //! - [`hub`]: topics, ids, history and who gets which frame, no I/O;
 //! - [`ring`], [`conn`], [`worker`], [`node`]: the io_uring loop that moves
 //!   bytes and asks the pure layers what to do;
-//! - [`config`], [`log`]: every knob with its limit, and structured logs.
+//! - [`config`], [`log`], [`metrics`]: every knob with its limit, structured
+//!   logs, and the counters that show each limit biting.
 
 pub mod config;
+pub mod conn;
+pub mod hub;
 pub mod log;
+pub mod metrics;
 pub mod node;
+pub mod ring;
 pub mod wire;
+pub mod worker;

@@ -1,0 +1,1 @@
+//! Topics, ids, history and who gets which frame. Pure: no I/O, no clocks.

@@ -1,0 +1,1 @@
+//! Counters and histograms, rendered as Prometheus text.

@@ -1,0 +1,1 @@
+//! The io_uring event loop pieces: tokens, submission batching, buffer ring.

@@ -1,0 +1,1 @@
+//! One thread = one ring (or a few) + one listener + one slab of connections.
