@@ -1,1 +1,2 @@
 //! Topics, ids, history and who gets which frame. Pure: no I/O, no clocks.
+pub mod index;

@@ -1,0 +1,143 @@
+//! Tokens: what an SQE's `user_data` carries so its completion can be routed.
+//!
+//! Layout of the u64, high to low: `kind` (8 bits) | `generation` (24 bits) |
+//! `key` (32 bits). `key` names a slab slot (or an accept slot for
+//! [`OpKind::Accept`]); `generation` is the slot's generation when the SQE was
+//! made, so a completion that arrives after the slot was reused is recognised
+//! as stale and dropped instead of acting on a stranger's connection.
+
+/// What kind of operation an SQE was; the completion handler dispatches on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum OpKind {
+    /// One of the worker's accept SQEs; `key` is the accept slot.
+    Accept = 1,
+    /// Multishot recv on a connection.
+    Recv = 2,
+    /// A `Send` or `SendMsg` on a connection.
+    Send = 3,
+    /// `AsyncCancel` of a connection's ops.
+    Cancel = 4,
+    /// Close of a connection's fixed slot.
+    Close = 5,
+    /// Read of the worker's wake-up eventfd (inbox or shutdown).
+    Wake = 6,
+    /// The coarse worker tick.
+    Tick = 7,
+    /// Cancel of the accept SQEs at shutdown.
+    AcceptCancel = 8,
+}
+
+impl OpKind {
+    const ALL: [OpKind; 8] = [
+        OpKind::Accept,
+        OpKind::Recv,
+        OpKind::Send,
+        OpKind::Cancel,
+        OpKind::Close,
+        OpKind::Wake,
+        OpKind::Tick,
+        OpKind::AcceptCancel,
+    ];
+
+    fn from_u8(value: u8) -> Option<OpKind> {
+        Self::ALL.into_iter().find(|k| *k as u8 == value)
+    }
+}
+
+/// Generations wrap at this many bits: a stale completion would have to
+/// survive 16M reuses of one slot to be mistaken for a live one.
+pub const GENERATION_BITS: u32 = 24;
+pub const GENERATION_MAX: u32 = (1 << GENERATION_BITS) - 1;
+
+/// A decoded `user_data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token {
+    pub kind: OpKind,
+    pub generation: u32,
+    pub key: u32,
+}
+
+impl Token {
+    /// `generation` is masked to [`GENERATION_BITS`]; callers keep their
+    /// generations in range with [`next_generation`].
+    pub fn new(kind: OpKind, key: u32, generation: u32) -> Token {
+        debug_assert!(generation <= GENERATION_MAX, "generation out of range");
+        Token {
+            kind,
+            generation: generation & GENERATION_MAX,
+            key,
+        }
+    }
+
+    pub fn pack(self) -> u64 {
+        (u64::from(self.kind as u8) << 56)
+            | (u64::from(self.generation & GENERATION_MAX) << 32)
+            | u64::from(self.key)
+    }
+
+    /// `None` for a user_data we never produced (a kernel or programming
+    /// error: the caller logs it and drops the completion).
+    pub fn unpack(user_data: u64) -> Option<Token> {
+        let kind = OpKind::from_u8((user_data >> 56) as u8)?;
+        Some(Token {
+            kind,
+            generation: ((user_data >> 32) as u32) & GENERATION_MAX,
+            key: user_data as u32,
+        })
+    }
+}
+
+/// The generation after `generation`, wrapping inside [`GENERATION_BITS`].
+pub fn next_generation(generation: u32) -> u32 {
+    (generation + 1) & GENERATION_MAX
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_kind_and_the_bounds() {
+        for kind in OpKind::ALL {
+            for key in [0, 1, 19_999, u32::MAX] {
+                for generation in [0, 1, 12_345, GENERATION_MAX] {
+                    let t = Token::new(kind, key, generation);
+                    assert_eq!(Token::unpack(t.pack()), Some(t));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fields_do_not_bleed_into_each_other() {
+        let t = Token::new(OpKind::Send, u32::MAX, 0);
+        assert_eq!(Token::unpack(t.pack()).unwrap().generation, 0);
+        let t = Token::new(OpKind::Send, 0, GENERATION_MAX);
+        let u = Token::unpack(t.pack()).unwrap();
+        assert_eq!((u.key, u.kind), (0, OpKind::Send));
+    }
+
+    #[test]
+    fn unknown_kinds_are_rejected() {
+        assert_eq!(Token::unpack(0), None);
+        assert_eq!(Token::unpack(0xff << 56), None);
+        assert_eq!(Token::unpack(9 << 56), None);
+    }
+
+    #[test]
+    fn generations_wrap_inside_their_bits() {
+        assert_eq!(next_generation(GENERATION_MAX), 0);
+        assert_eq!(next_generation(7), 8);
+    }
+
+    #[test]
+    fn a_reused_slot_makes_old_tokens_stale() {
+        // The check the worker does: same key, different generation = stale.
+        let old = Token::new(OpKind::Recv, 42, 5);
+        let slot_generation = next_generation(5);
+        let seen = Token::unpack(old.pack()).unwrap();
+        assert_eq!(seen.key, 42);
+        assert_ne!(seen.generation, slot_generation, "must be seen as stale");
+    }
+}
