@@ -44,6 +44,8 @@ pub mod flag {
     pub const DEADLINE_IDLE: u8 = 1 << 4;
     /// `100 Continue` was sent for the request being read.
     pub const CONTINUE_SENT: u8 = 1 << 5;
+    /// The node was full at accept: answer the first request 503 and close.
+    pub const REFUSE: u8 = 1 << 6;
 }
 
 /// No `SendMsg` slot taken.

@@ -1,7 +1,20 @@
-//! The node: starts the workers, waits for a signal, shuts them down.
-//! CONTRACT (filled in by the data-plane work).
+//! The node: plans capacity, binds one SO_REUSEPORT listener per worker,
+//! starts the workers, waits for SIGTERM/SIGINT, then drains them.
+//!
+//! [`Shared`] is the only state the workers share: the publish path (ids,
+//! and later history) behind one lock, and one inbox per worker. Delivery
+//! itself takes no lock: each worker walks its own index.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use crate::config::Config;
+use crate::wire::sse::{self, EncodeError, Event, Frame};
+use crate::worker::{self, WorkerSetup};
 
 /// Why the node could not start or stopped with an error. The binary prints
 /// it as one line and exits non-zero.
@@ -16,10 +29,474 @@ impl std::fmt::Display for NodeError {
     }
 }
 
+impl NodeError {
+    fn new(message: impl Into<String>) -> NodeError {
+        NodeError {
+            message: message.into(),
+        }
+    }
+}
+
+/// Most fixed-file slots one ring is given, whatever RLIMIT_NOFILE says
+/// (the kernel table costs memory; past this, add workers instead).
+pub const FIXED_SLOTS_PER_RING_CAP: u64 = 1 << 16;
+/// Slots of each ring kept free of ordinary connections so a full worker can
+/// still accept, answer 503 and close instead of leaving clients hanging in
+/// the backlog.
+pub const REJECT_HEADROOM_SLOTS: u32 = 32;
+/// Most worker threads (the `--workers` flag's own bound).
+pub const WORKERS_MAX: usize = 256;
+/// Listen backlog per worker socket.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// How many connections the node can hold, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capacity {
+    pub workers: usize,
+    pub fixed_slots_per_ring: u32,
+    pub connections_per_ring: u32,
+    pub connections_max: u32,
+    pub nofile_soft: u64,
+    pub reason: String,
+}
+
+/// A ring's fixed-file table holds at most RLIMIT_NOFILE (soft) entries, but
+/// each ring has its own: the node holds more connections than the
+/// descriptor limit by running enough rings, one per worker thread.
+pub fn plan_capacity(workers_flag: usize, max_connections: u32, nofile_soft: u64) -> Capacity {
+    let fixed = nofile_soft.clamp(64, FIXED_SLOTS_PER_RING_CAP) as u32;
+    let per_ring = fixed - REJECT_HEADROOM_SLOTS;
+    let needed = (max_connections as usize).div_ceil(per_ring as usize);
+    let workers_flag = workers_flag.clamp(1, WORKERS_MAX);
+    let workers = workers_flag.max(needed).min(WORKERS_MAX);
+    let held = (workers as u64 * u64::from(per_ring)).min(u64::from(u32::MAX)) as u32;
+    let connections_max = max_connections.min(held);
+    let reason = if workers > workers_flag {
+        format!(
+            "one ring per worker; a ring's fixed-file table is capped by RLIMIT_NOFILE={nofile_soft}, \
+             so workers were raised from {workers_flag} to {workers} to hold --max-connections={max_connections}"
+        )
+    } else if connections_max < max_connections {
+        format!(
+            "{workers} rings x {per_ring} slots (RLIMIT_NOFILE={nofile_soft}, at most {WORKERS_MAX} workers) \
+             hold fewer than --max-connections={max_connections}"
+        )
+    } else {
+        format!("--max-connections={max_connections} within {workers} rings x {per_ring} slots")
+    };
+    Capacity {
+        workers,
+        fixed_slots_per_ring: fixed,
+        connections_per_ring: per_ring,
+        connections_max,
+        nofile_soft,
+        reason,
+    }
+}
+
+/// One worker's inbox: frames published anywhere, waiting for that worker,
+/// plus the eventfd its ring keeps a read pending on.
+pub struct Inbox {
+    events: Mutex<Vec<(Arc<str>, Frame)>>,
+    wake: OwnedFd,
+}
+
+impl Inbox {
+    fn new() -> io::Result<Inbox> {
+        // Blocking eventfd on purpose: io_uring polls it; O_NONBLOCK would
+        // make the ring's read complete at once with EAGAIN.
+        // SAFETY: plain syscall; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Inbox {
+            events: Mutex::new(Vec::new()),
+            // SAFETY: fd was just created and is owned by nobody else.
+            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    pub fn wake_fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
+    }
+
+    /// Move every waiting frame into `out` (which the worker reuses).
+    pub fn take_into(&self, out: &mut Vec<(Arc<str>, Frame)>) {
+        let mut events = lock(&self.events);
+        if out.is_empty() {
+            std::mem::swap(&mut *events, out);
+        } else {
+            out.append(&mut events);
+        }
+    }
+
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd. A failure
+        // (counter overflow, impossible here) only delays delivery to the
+        // next tick, which drains the inbox anyway.
+        unsafe {
+            libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8);
+        }
+    }
+}
+
+/// The publish path's state: ids now, history later (hub issue).
+#[derive(Debug)]
+struct PublishState {
+    next_id: u64,
+}
+
+/// What every worker shares.
+pub struct Shared {
+    pub config: Config,
+    pub capacity: Capacity,
+    publish: Mutex<PublishState>,
+    pub inboxes: Vec<Inbox>,
+    pub shutdown: AtomicBool,
+    pub connections_open: AtomicU32,
+}
+
+/// A poisoned lock means a thread panicked while holding it; the data (a
+/// Vec of frames, a counter) is still consistent, so carry on.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn new(config: Config, capacity: Capacity) -> io::Result<Shared> {
+        let inboxes = (0..capacity.workers)
+            .map(|_| Inbox::new())
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Shared {
+            config,
+            capacity,
+            publish: Mutex::new(PublishState { next_id: 1 }),
+            inboxes,
+            shutdown: AtomicBool::new(false),
+            connections_open: AtomicU32::new(0),
+        })
+    }
+
+    /// Give `event` the next id, encode it once, and hand the frame to every
+    /// worker. Ids and inbox order are decided under one lock, so every
+    /// worker sees events in id order.
+    pub fn publish(&self, topic: &str, mut event: Event) -> Result<u64, EncodeError> {
+        let topic: Arc<str> = Arc::from(topic);
+        let mut woken = [false; WORKERS_MAX];
+        let id = {
+            let mut state = lock(&self.publish);
+            let id = state.next_id;
+            event.id = Some(id.to_string());
+            let frame = sse::encode(&event)?;
+            state.next_id += 1;
+            for (i, inbox) in self.inboxes.iter().enumerate() {
+                let mut events = lock(&inbox.events);
+                woken[i] = events.is_empty();
+                events.push((topic.clone(), frame.clone()));
+            }
+            id
+        };
+        // Wake outside the lock: a syscall per worker would lengthen it. An
+        // inbox that was not empty already has a wake-up on its way.
+        for (i, inbox) in self.inboxes.iter().enumerate() {
+            if woken[i] {
+                inbox.wake();
+            }
+        }
+        crate::metrics::add(&crate::metrics::COUNTERS.events_published_total, 1);
+        Ok(id)
+    }
+
+    /// Flag shutdown and wake every worker so it notices.
+    pub fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        for inbox in &self.inboxes {
+            inbox.wake();
+        }
+    }
+}
+
+fn nofile_soft() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return 1024;
+    }
+    rl.rlim_cur
+}
+
+fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live i32 and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A listening socket with SO_REUSEPORT, so every worker has its own and
+/// the kernel spreads new connections across them.
+fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain syscall; checked below.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is new and owned here; the OwnedFd closes it on error.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    let rc = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: pointer and length of a live sockaddr_in.
+            unsafe {
+                libc::bind(
+                    fd,
+                    (&sin as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: pointer and length of a live sockaddr_in6.
+            unsafe {
+                libc::bind(
+                    fd,
+                    (&sin6 as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain syscall on our socket.
+    if unsafe { libc::listen(fd, LISTEN_BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(TcpListener::from(owned))
+}
+
+/// Block SIGTERM and SIGINT in this thread and every thread it starts, so
+/// they are only ever taken by `sigtimedwait` in [`run`].
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local set, then the thread mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Wait up to `timeout` for one of `set`; the signal number, if any.
+fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: set and ts are live; a null siginfo is allowed.
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
+}
+
 /// Run the server until SIGTERM/SIGINT, then drain and return.
 pub fn run(config: &Config) -> Result<(), NodeError> {
-    let _ = config;
-    Err(NodeError {
-        message: "the io_uring data plane is not built yet (issue 4)".into(),
-    })
+    // Probe io_uring once, up front, for a clear message instead of one per worker.
+    if let Err(e) = io_uring::IoUring::new(4) {
+        return Err(NodeError::new(crate::ring::unavailable_message(&e)));
+    }
+    let nofile = nofile_soft();
+    let capacity = plan_capacity(
+        config.workers_effective(),
+        config.max_connections,
+        nofile,
+    );
+
+    // The first listener picks the port when asked for port 0; the others
+    // bind to the same one.
+    let mut listeners = Vec::with_capacity(capacity.workers);
+    let first = bind_listener(config.listen)
+        .map_err(|e| NodeError::new(format!("cannot listen on {}: {e}", config.listen)))?;
+    let bound = first
+        .local_addr()
+        .map_err(|e| NodeError::new(format!("cannot read the bound address: {e}")))?;
+    listeners.push(first);
+    for _ in 1..capacity.workers {
+        listeners.push(
+            bind_listener(bound)
+                .map_err(|e| NodeError::new(format!("cannot listen on {bound}: {e}")))?,
+        );
+    }
+
+    let signals = block_signals();
+    let shared = Arc::new(
+        Shared::new(config.clone(), capacity.clone())
+            .map_err(|e| NodeError::new(format!("cannot create eventfd: {e}")))?,
+    );
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut handles = Vec::with_capacity(capacity.workers);
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let setup = WorkerSetup {
+            id,
+            listener,
+            fixed_slots: capacity.fixed_slots_per_ring,
+            connections_max: capacity.connections_per_ring,
+        };
+        let for_worker = shared.clone();
+        let ready = ready_tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("stentor-w{id}"))
+            .spawn(move || worker::run(setup, for_worker, ready));
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                shared.request_shutdown();
+                join_all(handles);
+                return Err(NodeError::new(format!("cannot start worker {id}: {e}")));
+            }
+        }
+    }
+    drop(ready_tx);
+    let mut failure = None;
+    for _ in 0..handles.len() {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                failure.get_or_insert(message);
+            }
+            Err(_) => {
+                failure.get_or_insert("a worker exited during startup".to_string());
+            }
+        }
+    }
+    if let Some(message) = failure {
+        shared.request_shutdown();
+        join_all(handles);
+        return Err(NodeError::new(message));
+    }
+
+    crate::info!(
+        "listening",
+        addr = bound,
+        workers = capacity.workers,
+        connections_max = capacity.connections_max,
+        fixed_slots_per_ring = capacity.fixed_slots_per_ring,
+        nofile_soft = capacity.nofile_soft,
+        reason = format!("{:?}", capacity.reason),
+    );
+
+    // Wait for a signal; also notice workers that died on their own.
+    let signal = loop {
+        if let Some(sig) = wait_signal(&signals, Duration::from_millis(500)) {
+            break Some(sig);
+        }
+        if handles.iter().all(|h| h.is_finished()) {
+            break None;
+        }
+    };
+    match signal {
+        Some(sig) => {
+            let name = if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
+            crate::info!(
+                "shutting down",
+                signal = name,
+                shutdown_ms = config.shutdown_ms
+            );
+            shared.request_shutdown();
+            join_all(handles);
+            crate::info!("stopped");
+            Ok(())
+        }
+        None => {
+            join_all(handles);
+            Err(NodeError::new(
+                "every worker stopped on an error (see the log lines above)",
+            ))
+        }
+    }
+}
+
+fn join_all(handles: Vec<std::thread::JoinHandle<()>>) {
+    for h in handles {
+        if h.join().is_err() {
+            crate::error!("a worker thread panicked");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_flags_reach_100k_under_a_20000_descriptor_cap() {
+        let c = plan_capacity(2, 120_000, 20_000);
+        assert_eq!(c.fixed_slots_per_ring, 20_000);
+        assert_eq!(c.connections_per_ring, 19_968);
+        assert_eq!(c.workers, 7);
+        assert_eq!(c.connections_max, 120_000);
+        assert!(c.reason.contains("raised from 2 to 7"), "{}", c.reason);
+    }
+
+    #[test]
+    fn more_workers_than_needed_are_kept() {
+        let c = plan_capacity(16, 1000, 20_000);
+        assert_eq!(c.workers, 16);
+        assert_eq!(c.connections_max, 1000);
+    }
+
+    #[test]
+    fn a_tiny_limit_is_reported_not_hidden() {
+        let c = plan_capacity(1, 4_000_000, 1024);
+        assert_eq!(c.workers, WORKERS_MAX);
+        assert!(c.connections_max < 4_000_000);
+        assert!(c.reason.contains("hold fewer"), "{}", c.reason);
+    }
+
+    #[test]
+    fn listeners_share_a_kernel_picked_port() {
+        let a = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = a.local_addr().unwrap();
+        let b = bind_listener(addr).unwrap();
+        assert_eq!(b.local_addr().unwrap(), addr);
+    }
 }

@@ -1,1 +1,1003 @@
-//! One thread = one ring (or a few) + one listener + one slab of connections.
+//! One thread = one ring + one listener + one slab of connections.
+//!
+//! The loop, top to bottom: submit what the last batch produced and wait
+//! for completions (one `io_uring_enter`); dispatch each completion on its
+//! token; then deliver the inbox, close what must close and start one send
+//! per connection that has frames waiting. Every SQE made in a batch goes to
+//! the kernel in the next enter: that is how broadcasts go out in batches.
+
+mod route;
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use bytes::Bytes;
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use slab::Slab;
+
+use crate::conn::{flag, CloseReason, Conn, Phase, DEADLINE_NONE, MSG_SLOT_NONE};
+use crate::hub::index::Index;
+use crate::metrics::{self, COUNTERS};
+use crate::node::Shared;
+use crate::ring::bufring::BufRing;
+use crate::ring::msgpool::{MsgPool, IOVECS_PER_SEND_MAX};
+use crate::ring::token::{next_generation, OpKind, Token};
+use crate::wire::http::{self, BodyFraming, BodyStatus, HeadStatus, Limits, RequestHead};
+use crate::wire::sse::{self, Frame};
+use route::{Action, Response, RouteConfig};
+
+/// Length of one coarse tick: deadlines, heartbeats and stall checks are
+/// accurate to about this much.
+pub const TICK_MS: u64 = 100;
+/// Ticks between sweeps over all streams (heartbeats, queue ages).
+pub const SWEEP_TICKS: u32 = 5;
+/// Accept SQEs kept in flight per worker.
+pub const ACCEPTS_IN_FLIGHT: usize = 16;
+/// Pipelined requests handled per received chunk before yielding.
+pub const REQUESTS_PER_READ_MAX: usize = 16;
+/// Consecutive failures of `io_uring_enter` before the worker gives up.
+pub const ENTER_ERRORS_MAX: u32 = 100;
+/// Buffer group id of the worker's provided-buffer ring.
+const BUF_GROUP: u16 = 0;
+
+/// What the node hands a worker.
+pub struct WorkerSetup {
+    pub id: usize,
+    pub listener: TcpListener,
+    /// Size of the ring's sparse fixed-file table.
+    pub fixed_slots: u32,
+    /// Connections this worker holds before answering 503.
+    pub connections_max: u32,
+}
+
+/// Start the worker on this thread: report startup success or failure on
+/// `ready`, then run until shutdown.
+pub fn run(setup: WorkerSetup, shared: Arc<Shared>, ready: mpsc::Sender<Result<(), String>>) {
+    let id = setup.id;
+    let mut worker = match Worker::new(setup, shared) {
+        Ok(w) => w,
+        Err(message) => {
+            let _ = ready.send(Err(message));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    if let Err(message) = worker.run_loop() {
+        crate::error!("worker stopped on an error", worker = id, error = message);
+        metrics::add(&COUNTERS.worker_errors_total, 1);
+    }
+}
+
+/// Storage a pending accept writes the peer address into.
+struct AcceptSlot {
+    addr: libc::sockaddr_storage,
+    len: libc::socklen_t,
+    armed: bool,
+}
+
+/// Hot-path counts kept locally and added to the node's counters each tick.
+#[derive(Default)]
+struct Stats {
+    deliveries: u64,
+    sends: u64,
+    send_bytes: u64,
+    heartbeats: u64,
+    stale: u64,
+    requests: u64,
+}
+
+/// Limits converted to ticks once.
+struct Ticks {
+    request: u32,
+    idle: u32,
+    heartbeat: u32,
+    queue_age: u32,
+    shutdown: u32,
+}
+
+fn ms_to_ticks(ms: u32) -> u32 {
+    (u64::from(ms).div_ceil(TICK_MS)).max(1) as u32
+}
+
+struct Worker {
+    // The ring is declared first so it is dropped first: the buffers,
+    // msghdrs and addresses below are memory the kernel may still touch
+    // until the ring is gone.
+    ring: IoUring,
+    bufs: BufRing,
+    msgs: MsgPool,
+    accepts: Box<[AcceptSlot]>,
+    wake_buf: Box<u64>,
+    tick_ts: Box<types::Timespec>,
+
+    id: usize,
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    wake_fd: i32,
+    conns: Slab<Conn>,
+    index: Index,
+    generation: u32,
+    connections_max: u32,
+    limits: Limits,
+    route_cfg: RouteConfig,
+    ticks: Ticks,
+    queue_bytes_max: u32,
+    started: Instant,
+    now: u32,
+    next_sweep: u32,
+    /// (deadline tick, slab key) of connections reading a request or idle
+    /// between keep-alive requests. Streams have none, so idle subscribers
+    /// cost nothing here.
+    deadlines: BTreeSet<(u32, u32)>,
+    dirty: Vec<u32>,
+    to_close: Vec<(u32, CloseReason)>,
+    inbox_batch: Vec<(Arc<str>, Frame)>,
+    cqes: Vec<cqueue::Entry>,
+    heartbeat: Frame,
+    stream_preamble: Bytes,
+    draining_until: Option<u32>,
+    accept_cancel_in_flight: bool,
+    accepts_parked: bool,
+    last_full_log: u32,
+    stats: Stats,
+}
+
+impl Worker {
+    fn new(setup: WorkerSetup, shared: Arc<Shared>) -> Result<Worker, String> {
+        let id = setup.id;
+        let (ring, mode) =
+            crate::ring::build_ring().map_err(|e| crate::ring::unavailable_message(&e))?;
+        ring.submitter()
+            .register_files_sparse(setup.fixed_slots)
+            .map_err(|e| {
+                format!(
+                    "worker {id}: cannot register a fixed-file table of {} slots: {e} \
+                     (the table is capped by RLIMIT_NOFILE)",
+                    setup.fixed_slots
+                )
+            })?;
+        let bufs = BufRing::new(&ring.submitter(), BUF_GROUP)
+            .map_err(|e| crate::ring::unavailable_message(&e))?;
+        crate::debug!("worker ready", worker = id, ring_mode = format!("{mode:?}"));
+
+        let config = &shared.config;
+        let heartbeat = sse::encode_comment("");
+        let mut preamble = Vec::with_capacity(200);
+        http::write_stream_head(&mut preamble, 200, &route::STREAM_HEADERS);
+        preamble.extend_from_slice(&sse::encode_comment("connected"));
+        preamble.extend_from_slice(format!("retry: {}\n\n", config.retry_ms).as_bytes());
+        let accepts = (0..ACCEPTS_IN_FLIGHT)
+            .map(|_| AcceptSlot {
+                // SAFETY: sockaddr_storage is plain data; zero is valid.
+                addr: unsafe { std::mem::zeroed() },
+                len: 0,
+                armed: false,
+            })
+            .collect();
+        let wake_fd = shared.inboxes[id].wake_fd();
+        let mut w = Worker {
+            ring,
+            bufs,
+            msgs: MsgPool::new(),
+            accepts,
+            wake_buf: Box::new(0),
+            tick_ts: Box::new(types::Timespec::new().nsec((TICK_MS * 1_000_000) as u32)),
+            id,
+            listener: setup.listener,
+            wake_fd,
+            conns: Slab::new(),
+            index: Index::new(),
+            generation: 0,
+            connections_max: setup.connections_max,
+            limits: config.http_limits(),
+            route_cfg: RouteConfig {
+                topics_per_stream_max: usize::from(config.topics_per_stream_max),
+                topic_bytes_max: usize::from(config.topic_bytes_max),
+            },
+            ticks: Ticks {
+                request: ms_to_ticks(config.request_timeout_ms),
+                idle: ms_to_ticks(config.idle_timeout_ms),
+                heartbeat: ms_to_ticks(config.heartbeat_ms),
+                queue_age: ms_to_ticks(config.queue_age_ms_max),
+                shutdown: (u64::from(config.shutdown_ms) / TICK_MS) as u32,
+            },
+            queue_bytes_max: config.queue_bytes_max,
+            started: Instant::now(),
+            now: 1,
+            next_sweep: 1,
+            deadlines: BTreeSet::new(),
+            dirty: Vec::new(),
+            to_close: Vec::new(),
+            inbox_batch: Vec::new(),
+            cqes: Vec::with_capacity(crate::ring::CQ_ENTRIES as usize),
+            heartbeat,
+            stream_preamble: Bytes::from(preamble),
+            draining_until: None,
+            accept_cancel_in_flight: false,
+            accepts_parked: false,
+            last_full_log: 0,
+            stats: Stats::default(),
+            shared,
+        };
+        for slot in 0..ACCEPTS_IN_FLIGHT {
+            w.arm_accept(slot);
+        }
+        w.arm_wake();
+        w.arm_tick();
+        w.ring
+            .submit()
+            .map_err(|e| format!("worker {id}: first submit failed: {e}"))?;
+        Ok(w)
+    }
+
+    fn run_loop(&mut self) -> Result<(), String> {
+        let mut enter_errors = 0;
+        loop {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => enter_errors = 0,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+                    ) => {}
+                Err(e) => {
+                    enter_errors += 1;
+                    crate::error!("io_uring_enter failed", worker = self.id, error = e);
+                    if enter_errors >= ENTER_ERRORS_MAX {
+                        return Err(format!("io_uring_enter keeps failing: {e}"));
+                    }
+                }
+            }
+            self.now = 1 + (self.started.elapsed().as_millis() as u64 / TICK_MS) as u32;
+            let mut batch = std::mem::take(&mut self.cqes);
+            batch.extend(self.ring.completion());
+            for cqe in batch.drain(..) {
+                self.on_completion(cqe.user_data(), cqe.result(), cqe.flags());
+            }
+            self.cqes = batch;
+            self.after_batch();
+            if self.finished() {
+                crate::debug!("worker stopped", worker = self.id);
+                return Ok(());
+            }
+        }
+    }
+
+    // ---- submission helpers -------------------------------------------
+
+    /// Queue one SQE; if the SQ is full, submit what is there and retry:
+    /// an SQE is never dropped.
+    fn push(&mut self, entries: &[squeue::Entry]) {
+        for attempt in 0..ENTER_ERRORS_MAX {
+            // SAFETY: every entry points only at memory that outlives its
+            // completion: frames held in send queues until the send
+            // completes, msghdrs in the pool, buffers and addresses owned by
+            // this worker (dropped after the ring).
+            let pushed = unsafe { self.ring.submission().push_multiple(entries) };
+            if pushed.is_ok() {
+                return;
+            }
+            if let Err(e) = self.ring.submit() {
+                if attempt + 1 == ENTER_ERRORS_MAX {
+                    crate::error!("cannot submit", worker = self.id, error = e);
+                }
+            }
+        }
+        metrics::add(&COUNTERS.worker_errors_total, 1);
+        crate::error!("submission queue stuck: an operation was lost", worker = self.id);
+    }
+
+    fn arm_accept(&mut self, slot: usize) {
+        let a = &mut self.accepts[slot];
+        debug_assert!(!a.armed);
+        a.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        a.armed = true;
+        let entry = opcode::Accept::new(
+            types::Fd(self.listener.as_raw_fd()),
+            (&mut a.addr as *mut libc::sockaddr_storage).cast(),
+            &mut a.len,
+        )
+        .file_index(Some(types::DestinationSlot::auto_target()))
+        .flags(libc::SOCK_CLOEXEC)
+        .build()
+        .user_data(Token::new(OpKind::Accept, slot as u32, 0).pack());
+        self.push(&[entry]);
+    }
+
+    fn arm_wake(&mut self) {
+        let entry = opcode::Read::new(
+            types::Fd(self.wake_fd),
+            (&mut *self.wake_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(Token::new(OpKind::Wake, 0, 0).pack());
+        self.push(&[entry]);
+    }
+
+    fn arm_tick(&mut self) {
+        let entry = opcode::Timeout::new(&*self.tick_ts)
+            .build()
+            .user_data(Token::new(OpKind::Tick, 0, 0).pack());
+        self.push(&[entry]);
+    }
+
+    fn arm_recv(&mut self, key: u32) {
+        let conn = &mut self.conns[key as usize];
+        debug_assert!(!conn.has(flag::RECV_ARMED));
+        conn.set(flag::RECV_ARMED);
+        conn.op_started();
+        let entry = opcode::RecvMulti::new(types::Fixed(conn.fixed), BUF_GROUP)
+            .build()
+            .user_data(Token::new(OpKind::Recv, key, conn.generation).pack());
+        self.push(&[entry]);
+    }
+
+    /// Start one send for `key` if it has frames and none in flight: a
+    /// `Send` for one frame, a `SendMsg` coalescing up to
+    /// `IOVECS_PER_SEND_MAX` frames otherwise.
+    fn start_send(&mut self, key: u32) {
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(key as usize) else {
+            return;
+        };
+        if conn.phase == Phase::Closing || conn.sendq.is_sending() || conn.sendq.is_empty() {
+            return;
+        }
+        let token = Token::new(OpKind::Send, key, conn.generation).pack();
+        let slot = if conn.sendq.frames_len() > 1 {
+            self.msgs.take()
+        } else {
+            None
+        };
+        let entry = match slot {
+            Some(slot) => {
+                let (hdr, bytes) = self.msgs.fill(slot, conn.sendq.batch(IOVECS_PER_SEND_MAX));
+                conn.sendq.start(bytes);
+                conn.msg_slot = slot;
+                opcode::SendMsg::new(types::Fixed(conn.fixed), hdr).build()
+            }
+            None => {
+                let Some(first) = conn.sendq.batch(1).next() else {
+                    return;
+                };
+                let (ptr, len) = (first.as_ptr(), first.len() as u32);
+                conn.sendq.start(len);
+                opcode::Send::new(types::Fixed(conn.fixed), ptr, len).build()
+            }
+        };
+        conn.op_started();
+        conn.last_send_tick = now;
+        self.push(&[entry.user_data(token)]);
+    }
+
+    // ---- completions -----------------------------------------------------
+
+    fn on_completion(&mut self, user_data: u64, result: i32, flags: u32) {
+        let Some(token) = Token::unpack(user_data) else {
+            crate::error!(
+                "completion with an unknown token",
+                worker = self.id,
+                user_data = user_data
+            );
+            metrics::add(&COUNTERS.worker_errors_total, 1);
+            return;
+        };
+        match token.kind {
+            OpKind::Accept => self.on_accept(token.key as usize, result),
+            OpKind::Recv => self.on_recv(token, result, flags),
+            OpKind::Send => self.on_send(token, result),
+            OpKind::Cancel | OpKind::Close => self.on_conn_op_done(token),
+            OpKind::Wake => self.on_wake(),
+            OpKind::Tick => self.on_tick(),
+            OpKind::AcceptCancel => self.accept_cancel_in_flight = false,
+        }
+    }
+
+    fn on_accept(&mut self, slot: usize, result: i32) {
+        let Some(a) = self.accepts.get_mut(slot) else {
+            return;
+        };
+        a.armed = false;
+        if result < 0 {
+            match -result {
+                libc::ECANCELED => {}
+                libc::ENFILE | libc::EMFILE | libc::ENOMEM | libc::ENOBUFS => {
+                    // The fixed table (or memory) is full: park this accept
+                    // until a connection frees a slot or the next tick.
+                    self.accepts_parked = true;
+                    if self.now.wrapping_sub(self.last_full_log) >= 50 {
+                        self.last_full_log = self.now;
+                        crate::warn!(
+                            "accept paused: no free slot",
+                            worker = self.id,
+                            connections = self.conns.len(),
+                            errno = -result
+                        );
+                    }
+                }
+                libc::EINTR | libc::EAGAIN | libc::ECONNABORTED | libc::EPROTO
+                | libc::EPERM => {
+                    if self.draining_until.is_none() {
+                        self.arm_accept(slot);
+                    }
+                }
+                errno => {
+                    crate::warn!("accept failed", worker = self.id, errno = errno);
+                    metrics::add(&COUNTERS.worker_errors_total, 1);
+                    self.accepts_parked = true;
+                }
+            }
+            return;
+        }
+        let fixed = result as u32;
+        let peer_loopback = peer_is_loopback(&a.addr);
+        self.generation = next_generation(self.generation);
+        let key = self.conns.vacant_key() as u32;
+        self.conns
+            .insert(Conn::new(fixed, self.generation, peer_loopback));
+        metrics::add(&COUNTERS.connections_accepted_total, 1);
+        metrics::add(&COUNTERS.connections_open, 1);
+        let open_before = self.shared.connections_open.fetch_add(1, Ordering::Relaxed);
+        if self.draining_until.is_some() {
+            self.close_conn(key, CloseReason::Shutdown);
+            return;
+        }
+        let full = open_before >= self.shared.capacity.connections_max
+            || self.conns.len() > self.connections_max as usize;
+        if full {
+            // Read the request first, then answer 503: closing with unread
+            // bytes would reset the connection and lose the answer.
+            self.conns[key as usize].set(flag::REFUSE);
+        }
+        self.arm_recv(key);
+        self.set_deadline(key, false);
+        self.arm_accept(slot);
+    }
+
+    fn on_recv(&mut self, token: Token, result: i32, flags: u32) {
+        let more = cqueue::more(flags);
+        let bid = cqueue::buffer_select(flags);
+        let Some(conn) = live(&mut self.conns, &mut self.stats.stale, token) else {
+            if let Some(bid) = bid {
+                self.bufs.give_back(bid);
+            }
+            return;
+        };
+        if !more {
+            conn.op_finished();
+            conn.clear(flag::RECV_ARMED);
+        }
+        if let Some(bid) = bid {
+            // Copy out and hand the buffer straight back: buffers are
+            // shared by every connection of the worker.
+            if result > 0 && conn.phase == Phase::Request && !conn.has(flag::CLOSE_AFTER_SEND) {
+                conn.read_buf
+                    .extend_from_slice(self.bufs.get(bid, result as usize));
+            }
+            self.bufs.give_back(bid);
+        }
+        let key = token.key;
+        if conn.phase == Phase::Closing {
+            self.maybe_free(key);
+            return;
+        }
+        match result {
+            r if r > 0 => {
+                if conn.phase == Phase::Request {
+                    self.on_request_bytes(key);
+                }
+            }
+            0 => {
+                self.close_conn(key, CloseReason::PeerClosed);
+                return;
+            }
+            r if -r == libc::ENOBUFS || -r == libc::ECANCELED => {}
+            r => {
+                let reason = if -r == libc::ECONNRESET {
+                    CloseReason::PeerClosed
+                } else {
+                    CloseReason::Error
+                };
+                self.close_conn(key, reason);
+                return;
+            }
+        }
+        if let Some(conn) = self.conns.get(key as usize) {
+            if !more && conn.phase != Phase::Closing && !conn.has(flag::RECV_ARMED) {
+                self.arm_recv(key);
+            }
+        }
+    }
+
+    fn on_send(&mut self, token: Token, result: i32) {
+        let Some(conn) = live(&mut self.conns, &mut self.stats.stale, token) else {
+            return;
+        };
+        conn.op_finished();
+        if conn.msg_slot != MSG_SLOT_NONE {
+            self.msgs.give_back(conn.msg_slot);
+            conn.msg_slot = MSG_SLOT_NONE;
+        }
+        if result >= 0 {
+            conn.sendq.complete(result as u32);
+            self.stats.sends += 1;
+            self.stats.send_bytes += result as u64;
+        } else {
+            conn.sendq.abort();
+        }
+        let key = token.key;
+        if conn.phase == Phase::Closing {
+            self.maybe_free(key);
+            return;
+        }
+        if result < 0 {
+            let reason = match -result {
+                libc::EPIPE | libc::ECONNRESET => CloseReason::PeerClosed,
+                _ => CloseReason::Error,
+            };
+            self.close_conn(key, reason);
+            return;
+        }
+        if !conn.sendq.is_empty() {
+            self.mark_dirty(key);
+        } else if conn.has(flag::CLOSE_AFTER_SEND) {
+            self.close_conn(key, CloseReason::Done);
+        }
+    }
+
+    fn on_conn_op_done(&mut self, token: Token) {
+        let Some(conn) = live(&mut self.conns, &mut self.stats.stale, token) else {
+            return;
+        };
+        conn.op_finished();
+        self.maybe_free(token.key);
+    }
+
+    fn on_wake(&mut self) {
+        if self.shared.shutdown.load(Ordering::SeqCst) {
+            self.begin_drain();
+        }
+        self.arm_wake();
+    }
+
+    fn on_tick(&mut self) {
+        self.arm_tick();
+        self.expire_deadlines();
+        if self.accepts_parked && self.draining_until.is_none() {
+            self.unpark_accepts();
+        }
+        if self.now >= self.next_sweep {
+            self.next_sweep = self.now + SWEEP_TICKS.min(self.ticks.heartbeat);
+            self.sweep();
+        }
+        if self.shared.shutdown.load(Ordering::SeqCst) {
+            self.begin_drain();
+        }
+        if let Some(until) = self.draining_until {
+            if self.now >= until {
+                let keys: Vec<u32> = self.conns.iter().map(|(k, _)| k as u32).collect();
+                for key in keys {
+                    self.close_conn(key, CloseReason::Shutdown);
+                }
+            }
+        }
+        self.flush_stats();
+    }
+
+    // ---- requests --------------------------------------------------------
+
+    fn on_request_bytes(&mut self, key: u32) {
+        for _ in 0..REQUESTS_PER_READ_MAX {
+            let conn = &mut self.conns[key as usize];
+            if conn.phase != Phase::Request || conn.has(flag::CLOSE_AFTER_SEND) {
+                conn.read_buf = Vec::new();
+                return;
+            }
+            if conn.read_buf.is_empty() {
+                return;
+            }
+            if conn.has(flag::DEADLINE_IDLE) {
+                // A new request began on a keep-alive connection: it now
+                // has the request deadline, not the idle one.
+                self.set_deadline(key, false);
+            }
+            let conn = &mut self.conns[key as usize];
+            let (head, head_len) = match http::parse_head(&conn.read_buf, &self.limits) {
+                Err(e) => {
+                    self.respond(key, Response::text(e.status(), e.reason(), false));
+                    return;
+                }
+                Ok(HeadStatus::Partial) => return,
+                Ok(HeadStatus::Complete { head, head_len }) => (head, head_len),
+            };
+            let (body, consumed) = match head.body {
+                BodyFraming::None => (Vec::new(), 0),
+                framing => match http::read_body(framing, &conn.read_buf[head_len..], &self.limits) {
+                    Err(e) => {
+                        self.respond(key, Response::text(e.status(), e.reason(), false));
+                        return;
+                    }
+                    Ok(BodyStatus::Partial) => {
+                        if head.expect_continue && !conn.has(flag::CONTINUE_SENT) {
+                            conn.set(flag::CONTINUE_SENT);
+                            conn.sendq
+                                .push(Frame::from_static(http::CONTINUE_100), self.now);
+                            self.mark_dirty(key);
+                        }
+                        return;
+                    }
+                    Ok(BodyStatus::Complete { body, consumed }) => (body, consumed),
+                },
+            };
+            conn.read_buf.drain(..head_len + consumed);
+            conn.clear(flag::CONTINUE_SENT);
+            self.stats.requests += 1;
+            if conn.has(flag::REFUSE) {
+                let mut r = Response::text(503, "server full, retry later", false);
+                r.retry_after_s = Some(1);
+                metrics::add(&COUNTERS.connections_refused_total, 1);
+                self.respond(key, r);
+                return;
+            }
+            self.handle_request(key, &head, &body);
+        }
+    }
+
+    fn handle_request(&mut self, key: u32, head: &RequestHead, body: &[u8]) {
+        let peer_loopback = self.conns[key as usize].has(flag::PEER_LOOPBACK);
+        match route::route(head, body, peer_loopback, &self.route_cfg) {
+            Action::Respond(r) => self.respond(key, r),
+            Action::Stream { topics } => self.start_stream(key, &topics),
+            Action::Publish {
+                topic,
+                event,
+                keep_alive,
+            } => {
+                let r = match self.shared.publish(&topic, event) {
+                    Ok(id) => Response::json(200, format!("{{\"id\":\"{id}\"}}"), keep_alive),
+                    Err(e) => Response::text(400, &format!("invalid event: {e:?}"), keep_alive),
+                };
+                self.respond(key, r);
+            }
+        }
+    }
+
+    /// Queue a response; keep the connection for the next request or close
+    /// it once the response is sent.
+    fn respond(&mut self, key: u32, response: Response) {
+        let bytes = Bytes::from(response.encode());
+        let conn = &mut self.conns[key as usize];
+        conn.sendq.push(bytes, self.now);
+        if response.keep_alive && self.draining_until.is_none() {
+            if conn.read_buf.is_empty() {
+                self.set_deadline(key, true);
+            }
+        } else {
+            let conn = &mut self.conns[key as usize];
+            conn.set(flag::CLOSE_AFTER_SEND);
+            conn.read_buf = Vec::new();
+            self.clear_deadline(key);
+        }
+        self.mark_dirty(key);
+    }
+
+    fn start_stream(&mut self, key: u32, topics: &[String]) {
+        let subs: Box<[_]> = topics
+            .iter()
+            .map(|t| self.index.subscribe(t, key))
+            .collect();
+        self.clear_deadline(key);
+        let conn = &mut self.conns[key as usize];
+        conn.subs = subs;
+        conn.phase = Phase::Streaming;
+        // A stream never reads another request: free the buffer now.
+        conn.read_buf = Vec::new();
+        conn.sendq.push(self.stream_preamble.clone(), self.now);
+        metrics::add(&COUNTERS.streams_opened_total, 1);
+        self.mark_dirty(key);
+    }
+
+    fn set_deadline(&mut self, key: u32, idle: bool) {
+        self.clear_deadline(key);
+        let tick = self.now + if idle { self.ticks.idle } else { self.ticks.request };
+        let conn = &mut self.conns[key as usize];
+        conn.deadline_tick = tick;
+        if idle {
+            conn.set(flag::DEADLINE_IDLE);
+        } else {
+            conn.clear(flag::DEADLINE_IDLE);
+        }
+        self.deadlines.insert((tick, key));
+    }
+
+    fn clear_deadline(&mut self, key: u32) {
+        let conn = &mut self.conns[key as usize];
+        if conn.deadline_tick != DEADLINE_NONE {
+            self.deadlines.remove(&(conn.deadline_tick, key));
+            conn.deadline_tick = DEADLINE_NONE;
+        }
+    }
+
+    fn expire_deadlines(&mut self) {
+        while let Some(&(tick, key)) = self.deadlines.first() {
+            if tick > self.now {
+                break;
+            }
+            self.deadlines.pop_first();
+            let conn = &mut self.conns[key as usize];
+            debug_assert_eq!(conn.deadline_tick, tick);
+            conn.deadline_tick = DEADLINE_NONE;
+            if conn.has(flag::DEADLINE_IDLE) {
+                self.close_conn(key, CloseReason::IdleTimeout);
+            } else {
+                metrics::add(&COUNTERS.requests_timed_out_total, 1);
+                self.respond(key, Response::text(408, "request timeout", false));
+            }
+        }
+    }
+
+    // ---- fan-out -----------------------------------------------------------
+
+    fn drain_inbox(&mut self) {
+        let mut batch = std::mem::take(&mut self.inbox_batch);
+        self.shared.inboxes[self.id].take_into(&mut batch);
+        for (topic, frame) in batch.drain(..) {
+            self.deliver(&topic, &frame);
+        }
+        self.inbox_batch = batch;
+    }
+
+    /// Queue `frame` (a refcount, not a copy) for every local subscriber.
+    fn deliver(&mut self, topic: &str, frame: &Frame) {
+        let now = self.now;
+        for &key in self.index.subscribers(topic) {
+            let conn = &mut self.conns[key as usize];
+            debug_assert_eq!(conn.phase, Phase::Streaming);
+            let queued = conn.sendq.push(frame.clone(), now);
+            self.stats.deliveries += 1;
+            if queued > self.queue_bytes_max {
+                self.to_close.push((key, CloseReason::SlowQueueBytes));
+            } else if !conn.has(flag::DIRTY) {
+                conn.set(flag::DIRTY);
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, key: u32) {
+        let conn = &mut self.conns[key as usize];
+        if !conn.has(flag::DIRTY) {
+            conn.set(flag::DIRTY);
+            self.dirty.push(key);
+        }
+    }
+
+    /// Heartbeats for quiet streams and the queue-age limit for stalled ones.
+    fn sweep(&mut self) {
+        let now = self.now;
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.phase != Phase::Streaming {
+                continue;
+            }
+            if let Some(oldest) = conn.sendq.oldest_tick() {
+                if now.saturating_sub(oldest) >= self.ticks.queue_age {
+                    self.to_close.push((key as u32, CloseReason::SlowQueueAge));
+                }
+                continue;
+            }
+            if now.saturating_sub(conn.last_send_tick) >= self.ticks.heartbeat {
+                conn.sendq.push(self.heartbeat.clone(), now);
+                self.stats.heartbeats += 1;
+                if !conn.has(flag::DIRTY) {
+                    conn.set(flag::DIRTY);
+                    self.dirty.push(key as u32);
+                }
+            }
+        }
+    }
+
+    fn after_batch(&mut self) {
+        self.drain_inbox();
+        let mut to_close = std::mem::take(&mut self.to_close);
+        for (key, reason) in to_close.drain(..) {
+            self.close_conn(key, reason);
+        }
+        self.to_close = to_close;
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for key in dirty.drain(..) {
+            if let Some(conn) = self.conns.get_mut(key as usize) {
+                conn.clear(flag::DIRTY);
+                self.start_send(key);
+            }
+        }
+        self.dirty = dirty;
+    }
+
+    // ---- closing -----------------------------------------------------------
+
+    /// Unsubscribe, cancel whatever is in flight and close the fixed slot.
+    /// The slab slot is freed once every op has completed.
+    fn close_conn(&mut self, key: u32, reason: CloseReason) {
+        let Some(conn) = self.conns.get_mut(key as usize) else {
+            return;
+        };
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        match reason {
+            CloseReason::SlowQueueBytes => metrics::add(&COUNTERS.dropped_slow_bytes_total, 1),
+            CloseReason::SlowQueueAge => metrics::add(&COUNTERS.dropped_slow_age_total, 1),
+            _ => {}
+        }
+        let subs = std::mem::take(&mut conn.subs);
+        conn.phase = Phase::Closing;
+        conn.read_buf = Vec::new();
+        let (fixed, generation, busy) = (conn.fixed, conn.generation, conn.ops_in_flight > 0);
+        self.clear_deadline(key);
+        let conns = &mut self.conns;
+        for sub in subs.iter() {
+            self.index.unsubscribe(*sub, key, |other, topic, pos| {
+                for s in conns[other as usize].subs.iter_mut() {
+                    if s.topic == topic {
+                        s.pos = pos;
+                    }
+                }
+            });
+        }
+        let close = opcode::Close::new(types::Fixed(fixed))
+            .build()
+            .user_data(Token::new(OpKind::Close, key, generation).pack());
+        if busy {
+            // Cancel the recv (and a pending send) first: a closed fixed slot
+            // alone would leave them, and the socket, alive. Hard-linked so
+            // the close runs whatever the cancel finds.
+            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(fixed)).all())
+                .build()
+                .flags(squeue::Flags::IO_HARDLINK)
+                .user_data(Token::new(OpKind::Cancel, key, generation).pack());
+            let conn = &mut self.conns[key as usize];
+            conn.op_started();
+            conn.op_started();
+            self.push(&[cancel, close]);
+        } else {
+            self.conns[key as usize].op_started();
+            self.push(&[close]);
+        }
+    }
+
+    fn maybe_free(&mut self, key: u32) {
+        if !self.conns[key as usize].can_free() {
+            return;
+        }
+        let conn = self.conns.remove(key as usize);
+        assert_eq!(conn.ops_in_flight, 0, "slot freed with ops in flight");
+        debug_assert_eq!(conn.msg_slot, MSG_SLOT_NONE);
+        self.shared.connections_open.fetch_sub(1, Ordering::Relaxed);
+        COUNTERS.connections_open.fetch_sub(1, Ordering::Relaxed);
+        if self.accepts_parked && self.draining_until.is_none() {
+            self.unpark_accepts();
+        }
+    }
+
+    fn unpark_accepts(&mut self) {
+        self.accepts_parked = false;
+        for slot in 0..ACCEPTS_IN_FLIGHT {
+            if !self.accepts[slot].armed {
+                self.arm_accept(slot);
+            }
+        }
+    }
+
+    fn begin_drain(&mut self) {
+        if self.draining_until.is_some() {
+            return;
+        }
+        self.draining_until = Some(self.now + self.ticks.shutdown);
+        self.accepts_parked = false;
+        if self.accepts.iter().any(|a| a.armed) {
+            self.accept_cancel_in_flight = true;
+            let entry = opcode::AsyncCancel2::new(
+                types::CancelBuilder::fd(types::Fd(self.listener.as_raw_fd())).all(),
+            )
+            .build()
+            .user_data(Token::new(OpKind::AcceptCancel, 0, 0).pack());
+            self.push(&[entry]);
+        }
+        // Idle and request connections close now; streams and pending
+        // answers close once their queue is flushed (or at the deadline).
+        let mut close_now = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.phase == Phase::Closing {
+                continue;
+            }
+            if conn.sendq.is_empty() {
+                close_now.push(key as u32);
+            } else {
+                conn.set(flag::CLOSE_AFTER_SEND);
+            }
+        }
+        for key in close_now {
+            self.close_conn(key, CloseReason::Shutdown);
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.draining_until.is_some()
+            && self.conns.is_empty()
+            && !self.accept_cancel_in_flight
+            && self.accepts.iter().all(|a| !a.armed)
+    }
+
+    fn flush_stats(&mut self) {
+        let s = std::mem::take(&mut self.stats);
+        metrics::add(&COUNTERS.deliveries_total, s.deliveries);
+        metrics::add(&COUNTERS.sends_total, s.sends);
+        metrics::add(&COUNTERS.send_bytes_total, s.send_bytes);
+        metrics::add(&COUNTERS.heartbeats_total, s.heartbeats);
+        metrics::add(&COUNTERS.stale_completions_total, s.stale);
+        metrics::add(&COUNTERS.requests_total, s.requests);
+    }
+}
+
+/// The live connection a token names, or `None` for a stale completion
+/// (its slot was freed and reused since; the generation differs).
+fn live<'a>(conns: &'a mut Slab<Conn>, stale: &mut u64, token: Token) -> Option<&'a mut Conn> {
+    match conns.get_mut(token.key as usize) {
+        Some(c) if c.generation == token.generation => Some(c),
+        _ => {
+            *stale += 1;
+            None
+        }
+    }
+}
+
+/// Whether an accepted peer is on loopback (127.0.0.0/8, ::1, or a
+/// v4-mapped 127.x address).
+fn peer_is_loopback(addr: &libc::sockaddr_storage) -> bool {
+    match i32::from(addr.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: family says this storage holds a sockaddr_in.
+            let sin = unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).is_loopback()
+        }
+        libc::AF_INET6 => {
+            // SAFETY: family says this storage holds a sockaddr_in6.
+            let sin6 =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_peers_are_recognised() {
+        // SAFETY: plain data.
+        let mut s: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        s.ss_family = libc::AF_INET as libc::sa_family_t;
+        // SAFETY: we wrote the family; the cast matches it.
+        let sin = unsafe { &mut *(&mut s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+        sin.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::new(127, 0, 0, 9)).to_be();
+        assert!(peer_is_loopback(&s));
+        sin.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::new(10, 0, 0, 1)).to_be();
+        assert!(!peer_is_loopback(&s));
+    }
+
+    #[test]
+    fn ticks_round_up() {
+        assert_eq!(ms_to_ticks(1), 1);
+        assert_eq!(ms_to_ticks(100), 1);
+        assert_eq!(ms_to_ticks(101), 2);
+        assert_eq!(ms_to_ticks(15_000), 150);
+    }
+}

@@ -1,0 +1,240 @@
+//! What to do with one complete request: the routing table of the node,
+//! kept apart from the loop so the API can grow without touching I/O.
+//! Pure: a parsed head and body in, an [`Action`] out.
+
+use serde::Deserialize;
+
+use crate::wire::http::{self, Method, RequestHead};
+use crate::wire::sse::Event;
+
+/// The knobs routing needs (copied from the config once per worker).
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub topics_per_stream_max: usize,
+    pub topic_bytes_max: usize,
+}
+
+/// A plain response to write and send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub allow: Option<&'static str>,
+    pub retry_after_s: Option<u32>,
+    pub body: Vec<u8>,
+    pub keep_alive: bool,
+}
+
+impl Response {
+    pub fn text(status: u16, body: &str, keep_alive: bool) -> Response {
+        let mut text = body.as_bytes().to_vec();
+        text.push(b'\n');
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            allow: None,
+            retry_after_s: None,
+            body: text,
+            keep_alive,
+        }
+    }
+
+    pub fn json(status: u16, body: String, keep_alive: bool) -> Response {
+        Response {
+            status,
+            content_type: "application/json",
+            allow: None,
+            retry_after_s: None,
+            body: body.into_bytes(),
+            keep_alive,
+        }
+    }
+
+    /// The wire bytes (head and body) of this response.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(160 + self.body.len());
+        let retry_after = self.retry_after_s.map(|s| s.to_string());
+        let mut headers: Vec<(&str, &str)> = vec![("Content-Type", self.content_type)];
+        if let Some(allow) = self.allow {
+            headers.push(("Allow", allow));
+        }
+        if let Some(r) = retry_after.as_deref() {
+            headers.push(("Retry-After", r));
+        }
+        http::write_response(&mut out, self.status, &headers, &self.body, self.keep_alive);
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Respond(Response),
+    /// Open an SSE stream on these (deduplicated, validated) topics.
+    Stream { topics: Vec<String> },
+    /// Publish `event` to `topic`, then answer with its id.
+    Publish {
+        topic: String,
+        event: Event,
+        keep_alive: bool,
+    },
+}
+
+/// The response head of a stream (DESIGN.md, wire rules).
+pub const STREAM_HEADERS: [(&str, &str); 3] = [
+    ("Content-Type", "text/event-stream"),
+    ("Cache-Control", "no-store"),
+    ("X-Accel-Buffering", "no"),
+];
+
+pub fn route(head: &RequestHead, body: &[u8], peer_loopback: bool, cfg: &RouteConfig) -> Action {
+    let keep_alive = head.keep_alive;
+    match head.path.as_str() {
+        "/events" => match head.method {
+            Method::Get => stream(head, cfg),
+            _ => method_not_allowed("GET", keep_alive),
+        },
+        "/publish" => match head.method {
+            Method::Post => publish(head, body, peer_loopback, cfg),
+            _ => method_not_allowed("POST", keep_alive),
+        },
+        "/healthz" => match head.method {
+            Method::Get => Action::Respond(Response::text(200, "ok", keep_alive)),
+            _ => method_not_allowed("GET", keep_alive),
+        },
+        _ => Action::Respond(Response::text(404, "not found", keep_alive)),
+    }
+}
+
+fn method_not_allowed(allow: &'static str, keep_alive: bool) -> Action {
+    let mut r = Response::text(405, "method not allowed", keep_alive);
+    r.allow = Some(allow);
+    Action::Respond(r)
+}
+
+fn bad_request(reason: &str) -> Action {
+    // A malformed request may have left the connection out of step: close.
+    Action::Respond(Response::text(400, reason, false))
+}
+
+/// Topic names: 1..=topic_bytes_max of `A-Z a-z 0-9 - _ . : /`.
+pub fn topic_is_valid(topic: &str, topic_bytes_max: usize) -> bool {
+    !topic.is_empty()
+        && topic.len() <= topic_bytes_max
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b))
+}
+
+fn stream(head: &RequestHead, cfg: &RouteConfig) -> Action {
+    let pairs = match http::parse_query(&head.query) {
+        Ok(p) => p,
+        Err(e) => return bad_request(e.reason()),
+    };
+    let mut topics: Vec<String> = Vec::new();
+    for (k, v) in pairs {
+        if k != "topic" || topics.contains(&v) {
+            continue;
+        }
+        if !topic_is_valid(&v, cfg.topic_bytes_max) {
+            return bad_request(&format!(
+                "invalid topic: 1..={} bytes of A-Z a-z 0-9 - _ . : /",
+                cfg.topic_bytes_max
+            ));
+        }
+        if topics.len() == cfg.topics_per_stream_max {
+            return bad_request(&format!(
+                "too many topics: at most {} per stream",
+                cfg.topics_per_stream_max
+            ));
+        }
+        topics.push(v);
+    }
+    if topics.is_empty() {
+        return bad_request("missing topic: use /events?topic=NAME (repeatable)");
+    }
+    Action::Stream { topics }
+}
+
+#[derive(Debug, Deserialize)]
+struct PublishJson {
+    topic: String,
+    data: String,
+    #[serde(default)]
+    event: Option<String>,
+}
+
+fn publish(head: &RequestHead, body: &[u8], peer_loopback: bool, cfg: &RouteConfig) -> Action {
+    let keep_alive = head.keep_alive;
+    if !peer_loopback {
+        return Action::Respond(Response::text(
+            403,
+            "publishing is only accepted from loopback",
+            keep_alive,
+        ));
+    }
+    let is_json = head
+        .header("content-type")
+        .map(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"))
+        .unwrap_or(false);
+    let (topic, data, event) = if is_json {
+        match serde_json::from_slice::<PublishJson>(body) {
+            Ok(p) => (p.topic, p.data, p.event),
+            Err(_) => {
+                return Action::Respond(Response::text(
+                    400,
+                    "invalid JSON: expected {\"topic\":\"...\",\"data\":\"...\"}",
+                    keep_alive,
+                ))
+            }
+        }
+    } else {
+        let pairs = match http::parse_form(body) {
+            Ok(p) => p,
+            Err(e) => return Action::Respond(Response::text(400, e.reason(), keep_alive)),
+        };
+        let field = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        match (field("topic"), field("data")) {
+            (Some(t), Some(d)) => (t, d, field("event")),
+            _ => {
+                return Action::Respond(Response::text(
+                    400,
+                    "missing field: topic and data are required",
+                    keep_alive,
+                ))
+            }
+        }
+    };
+    if !topic_is_valid(&topic, cfg.topic_bytes_max) {
+        return Action::Respond(Response::text(
+            400,
+            &format!(
+                "invalid topic: 1..={} bytes of A-Z a-z 0-9 - _ . : /",
+                cfg.topic_bytes_max
+            ),
+            keep_alive,
+        ));
+    }
+    Action::Publish {
+        topic,
+        event: Event {
+            event,
+            id: None,
+            data,
+            retry: None,
+        },
+        keep_alive,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(topic_is_valid("news/eu.fr:1_a-b", 128));
+        assert!(!topic_is_valid("", 128));
+        assert!(!topic_is_valid("a b", 128));
+        assert!(!topic_is_valid("abc", 2));
+    }
+}
