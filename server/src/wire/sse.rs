@@ -172,7 +172,11 @@ pub fn encode_into(event: &Event, out: &mut BytesMut) -> Result<(), EncodeError>
         put_field(out, DATA_PREFIX, line.as_bytes());
     }
     out.extend_from_slice(b"\n");
-    debug_assert_eq!(out.len() - start, len, "encoded_len disagrees with encode_into");
+    debug_assert_eq!(
+        out.len() - start,
+        len,
+        "encoded_len disagrees with encode_into"
+    );
     Ok(())
 }
 
@@ -218,8 +222,7 @@ pub fn parse_retry(text: &str) -> Result<u64, EncodeError> {
         return Err(EncodeError::RetryNotDigits);
     }
     // Digits only, so the one way left to fail is overflow.
-    text.parse::<u64>()
-        .map_err(|_| EncodeError::RetryOverflow)
+    text.parse::<u64>().map_err(|_| EncodeError::RetryOverflow)
 }
 
 fn put_field(out: &mut BytesMut, prefix: &[u8], value: &[u8]) {
@@ -591,22 +594,19 @@ impl Parser {
                 self.data.push_str(value);
                 self.data.push('\n');
             }
-            "id" => {
-                if !value.contains('\0') {
-                    self.id_buffer.clear();
-                    self.id_buffer.push_str(value);
+            // An id with NUL is ignored, as in browsers.
+            "id" if !value.contains('\0') => {
+                self.id_buffer.clear();
+                self.id_buffer.push_str(value);
+            }
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                // Digits only: the one failure left is overflow, which a
+                // browser cannot honour either; keep the previous value.
+                if let Ok(retry_ms) = value.parse::<u64>() {
+                    self.retry_ms = Some(retry_ms);
                 }
             }
-            "retry" => {
-                if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-                    // Digits only: the one failure left is overflow, which a
-                    // browser cannot honour either; keep the previous value.
-                    if let Ok(retry_ms) = value.parse::<u64>() {
-                        self.retry_ms = Some(retry_ms);
-                    }
-                }
-            }
-            _ => {} // Unknown fields are ignored, as in browsers.
+            _ => {} // Unknown fields and refused values are ignored, as in browsers.
         }
     }
 
@@ -722,7 +722,10 @@ mod tests {
             ("  two spaces", b"data:   two spaces\n\n"),
             (": not a comment", b"data: : not a comment\n\n"),
             ("id: 7", b"data: id: 7\n\n"),
-            ("h\u{e9}llo \u{1F600}", "data: h\u{e9}llo \u{1F600}\n\n".as_bytes()),
+            (
+                "h\u{e9}llo \u{1F600}",
+                "data: h\u{e9}llo \u{1F600}\n\n".as_bytes(),
+            ),
         ];
         for (data, wire) in cases {
             let frame = encode(&event(data)).unwrap();
@@ -781,7 +784,7 @@ mod tests {
             (Some("a\r"), None, EncodeError::EventLineBreak),
             (Some("a"), Some("1\r\n"), EncodeError::IdLineBreak),
             (None, Some("\n"), EncodeError::IdLineBreak),
-            (None, Some("1\02"), EncodeError::IdNul),
+            (None, Some("1\u{0}2"), EncodeError::IdNul),
             // The first fault in field order is the one reported.
             (Some("\n"), Some("\0"), EncodeError::EventLineBreak),
             (None, Some("\0\n"), EncodeError::IdLineBreak),
@@ -820,7 +823,9 @@ mod tests {
             "field `id` contains a NUL character; a browser would ignore the id"
         );
         assert_eq!(EncodeError::RetryNotDigits.field(), "retry");
-        assert!(EncodeError::RetryOverflow.to_string().contains("18446744073709551615"));
+        assert!(EncodeError::RetryOverflow
+            .to_string()
+            .contains("18446744073709551615"));
     }
 
     #[test]
@@ -1047,7 +1052,12 @@ mod tests {
         ];
         for (wire, expected) in cases {
             let (_, parser) = parse(wire);
-            assert_eq!(parser.retry_ms(), *expected, "{:?}", String::from_utf8_lossy(wire));
+            assert_eq!(
+                parser.retry_ms(),
+                *expected,
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
         }
         // Retry takes effect at its line, without a dispatch.
         let (items, parser) = parse(b"retry: 10\n");
