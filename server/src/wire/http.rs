@@ -338,8 +338,13 @@ fn partial_target_bytes(window: &[u8], parsed: Option<&str>) -> usize {
 
 fn map_parse_error(error: httparse::Error, window: &[u8], line_done: bool) -> HttpError {
     use httparse::Error as E;
-    // A control byte explains a Token/HeaderValue error better than either.
-    let control = window
+    // A control byte in the head explains a Token/HeaderValue error better
+    // than either (bytes after the blank line belong to the body).
+    let head_end = window
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(window.len());
+    let control = window[..head_end]
         .iter()
         .any(|&b| (b < 0x20 && b != b'\t' && b != b'\r' && b != b'\n') || b == 0x7f);
     match error {
