@@ -420,6 +420,7 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
         workers = capacity.workers,
         connections_max = capacity.connections_max,
         fixed_slots_per_ring = capacity.fixed_slots_per_ring,
+        connections_per_ring = capacity.connections_per_ring,
         nofile_soft = capacity.nofile_soft,
         reason = format!("{:?}", capacity.reason),
     );

@@ -41,6 +41,8 @@ pub const ACCEPTS_IN_FLIGHT: usize = 16;
 pub const REQUESTS_PER_READ_MAX: usize = 16;
 /// Consecutive failures of `io_uring_enter` before the worker gives up.
 pub const ENTER_ERRORS_MAX: u32 = 100;
+/// Repeated warnings of a worker are logged at most once per this many ticks.
+pub const LOG_EVERY_TICKS: u32 = 50;
 /// Buffer group id of the worker's provided-buffer ring.
 const BUF_GROUP: u16 = 0;
 
@@ -142,7 +144,7 @@ struct Worker {
     draining_until: Option<u32>,
     accept_cancel_in_flight: bool,
     accepts_parked: bool,
-    last_full_log: u32,
+    last_log_tick: u32,
     stats: Stats,
 }
 
@@ -219,7 +221,7 @@ impl Worker {
             draining_until: None,
             accept_cancel_in_flight: false,
             accepts_parked: false,
-            last_full_log: 0,
+            last_log_tick: 0,
             stats: Stats::default(),
             shared,
         };
@@ -301,8 +303,9 @@ impl Worker {
             (&mut a.addr as *mut libc::sockaddr_storage).cast(),
             &mut a.len,
         )
+        // No SOCK_CLOEXEC: the kernel refuses it for direct descriptors,
+        // which are never inherited by exec anyway.
         .file_index(Some(types::DestinationSlot::auto_target()))
-        .flags(libc::SOCK_CLOEXEC)
         .build()
         .user_data(Token::new(OpKind::Accept, slot as u32, 0).pack());
         self.push(&[entry]);
@@ -410,8 +413,7 @@ impl Worker {
                     // The fixed table (or memory) is full: park this accept
                     // until a connection frees a slot or the next tick.
                     self.accepts_parked = true;
-                    if self.now.wrapping_sub(self.last_full_log) >= 50 {
-                        self.last_full_log = self.now;
+                    if self.log_allowed() {
                         crate::warn!(
                             "accept paused: no free slot",
                             worker = self.id,
@@ -427,9 +429,12 @@ impl Worker {
                     }
                 }
                 errno => {
-                    crate::warn!("accept failed", worker = self.id, errno = errno);
+                    // Unexpected: retry at the next tick, not in a hot loop.
                     metrics::add(&COUNTERS.worker_errors_total, 1);
                     self.accepts_parked = true;
+                    if self.log_allowed() {
+                        crate::warn!("accept failed", worker = self.id, errno = errno);
+                    }
                 }
             }
             return;
@@ -660,7 +665,7 @@ impl Worker {
             } => {
                 let r = match self.shared.publish(&topic, event) {
                     Ok(id) => Response::json(200, format!("{{\"id\":\"{id}\"}}"), keep_alive),
-                    Err(e) => Response::text(400, &format!("invalid event: {e:?}"), keep_alive),
+                    Err(e) => Response::text(400, &format!("invalid event: {e}"), keep_alive),
                 };
                 self.respond(key, r);
             }
@@ -891,6 +896,15 @@ impl Worker {
                 self.arm_accept(slot);
             }
         }
+    }
+
+    /// Rate limit for repeated warnings: one per `LOG_EVERY_TICKS`.
+    fn log_allowed(&mut self) -> bool {
+        if self.last_log_tick == 0 || self.now.wrapping_sub(self.last_log_tick) >= LOG_EVERY_TICKS {
+            self.last_log_tick = self.now;
+            return true;
+        }
+        false
     }
 
     fn begin_drain(&mut self) {
