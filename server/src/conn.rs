@@ -119,7 +119,10 @@ impl Conn {
 
     /// An op completed for good (for multishot: its last completion).
     pub fn op_finished(&mut self) {
-        assert!(self.ops_in_flight > 0, "completion for a connection with nothing in flight");
+        assert!(
+            self.ops_in_flight > 0,
+            "completion for a connection with nothing in flight"
+        );
         self.ops_in_flight -= 1;
     }
 

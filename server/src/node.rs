@@ -345,11 +345,7 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
         return Err(NodeError::new(crate::ring::unavailable_message(&e)));
     }
     let nofile = nofile_soft();
-    let capacity = plan_capacity(
-        config.workers_effective(),
-        config.max_connections,
-        nofile,
-    );
+    let capacity = plan_capacity(config.workers_effective(), config.max_connections, nofile);
 
     // The first listener picks the port when asked for port 0; the others
     // bind to the same one.
@@ -436,7 +432,11 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
     };
     match signal {
         Some(sig) => {
-            let name = if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
+            let name = if sig == libc::SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
             crate::info!(
                 "shutting down",
                 signal = name,

@@ -290,7 +290,10 @@ impl Worker {
             }
         }
         metrics::add(&COUNTERS.worker_errors_total, 1);
-        crate::error!("submission queue stuck: an operation was lost", worker = self.id);
+        crate::error!(
+            "submission queue stuck: an operation was lost",
+            worker = self.id
+        );
     }
 
     fn arm_accept(&mut self, slot: usize) {
@@ -422,8 +425,7 @@ impl Worker {
                         );
                     }
                 }
-                libc::EINTR | libc::EAGAIN | libc::ECONNABORTED | libc::EPROTO
-                | libc::EPERM => {
+                libc::EINTR | libc::EAGAIN | libc::ECONNABORTED | libc::EPROTO | libc::EPERM => {
                     if self.draining_until.is_none() {
                         self.arm_accept(slot);
                     }
@@ -622,7 +624,8 @@ impl Worker {
             };
             let (body, consumed) = match head.body {
                 BodyFraming::None => (Vec::new(), 0),
-                framing => match http::read_body(framing, &conn.read_buf[head_len..], &self.limits) {
+                framing => match http::read_body(framing, &conn.read_buf[head_len..], &self.limits)
+                {
                     Err(e) => {
                         self.respond(key, Response::text(e.status(), e.reason(), false));
                         return;
@@ -709,7 +712,12 @@ impl Worker {
 
     fn set_deadline(&mut self, key: u32, idle: bool) {
         self.clear_deadline(key);
-        let tick = self.now + if idle { self.ticks.idle } else { self.ticks.request };
+        let tick = self.now
+            + if idle {
+                self.ticks.idle
+            } else {
+                self.ticks.request
+            };
         let conn = &mut self.conns[key as usize];
         conn.deadline_tick = tick;
         if idle {
@@ -861,10 +869,11 @@ impl Worker {
             // Cancel the recv (and a pending send) first: a closed fixed slot
             // alone would leave them, and the socket, alive. Hard-linked so
             // the close runs whatever the cancel finds.
-            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(fixed)).all())
-                .build()
-                .flags(squeue::Flags::IO_HARDLINK)
-                .user_data(Token::new(OpKind::Cancel, key, generation).pack());
+            let cancel =
+                opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(fixed)).all())
+                    .build()
+                    .flags(squeue::Flags::IO_HARDLINK)
+                    .user_data(Token::new(OpKind::Cancel, key, generation).pack());
             let conn = &mut self.conns[key as usize];
             conn.op_started();
             conn.op_started();
@@ -976,7 +985,8 @@ fn peer_is_loopback(addr: &libc::sockaddr_storage) -> bool {
     match i32::from(addr.ss_family) {
         libc::AF_INET => {
             // SAFETY: family says this storage holds a sockaddr_in.
-            let sin = unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).is_loopback()
         }
         libc::AF_INET6 => {
@@ -1000,7 +1010,8 @@ mod tests {
         let mut s: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         s.ss_family = libc::AF_INET as libc::sa_family_t;
         // SAFETY: we wrote the family; the cast matches it.
-        let sin = unsafe { &mut *(&mut s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+        let sin =
+            unsafe { &mut *(&mut s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
         sin.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::new(127, 0, 0, 9)).to_be();
         assert!(peer_is_loopback(&s));
         sin.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::new(10, 0, 0, 1)).to_be();

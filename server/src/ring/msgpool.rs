@@ -21,6 +21,9 @@ pub struct MsgSlot {
 }
 
 pub struct MsgPool {
+    // Boxed on purpose: a slot's address must not move when the Vec grows
+    // while other slots are in flight.
+    #[allow(clippy::vec_box)]
     slots: Vec<Box<MsgSlot>>,
     free: Vec<u32>,
 }
@@ -115,7 +118,10 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(pool.in_use(), 2);
         let (hdr_again, _) = pool.fill(a, data.iter().copied());
-        assert_eq!(hdr, hdr_again, "address must not move while others are taken");
+        assert_eq!(
+            hdr, hdr_again,
+            "address must not move while others are taken"
+        );
         pool.give_back(a);
         assert_eq!(pool.take(), Some(a));
     }
@@ -125,7 +131,8 @@ mod tests {
         let mut pool = MsgPool::new();
         let i = pool.take().unwrap();
         let one = b"x".as_slice();
-        let (_, bytes) = pool.fill(i, std::iter::repeat(one).take(IOVECS_PER_SEND_MAX + 10));
+        let many = vec![one; IOVECS_PER_SEND_MAX + 10];
+        let (_, bytes) = pool.fill(i, many.into_iter());
         assert_eq!(bytes as usize, IOVECS_PER_SEND_MAX);
     }
 }

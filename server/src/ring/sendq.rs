@@ -103,7 +103,10 @@ impl SendQueue {
     /// Record that a send of `bytes` (from [`Self::batch`]) is in flight.
     pub fn start(&mut self, bytes: u32) {
         assert!(!self.is_sending(), "a second send on one connection");
-        assert!(bytes > 0 && bytes <= self.bytes, "send of {bytes} B past the queue");
+        assert!(
+            bytes > 0 && bytes <= self.bytes,
+            "send of {bytes} B past the queue"
+        );
         self.in_flight = bytes;
     }
 
@@ -112,7 +115,10 @@ impl SendQueue {
     /// the offset into the next one; returns how many frames were finished.
     pub fn complete(&mut self, sent: u32) -> usize {
         assert!(self.is_sending(), "completion without a send in flight");
-        assert!(sent <= self.in_flight, "kernel sent more than was handed over");
+        assert!(
+            sent <= self.in_flight,
+            "kernel sent more than was handed over"
+        );
         self.in_flight = 0;
         self.bytes -= sent;
         let mut left = sent as usize;

@@ -70,7 +70,9 @@ impl Response {
 pub enum Action {
     Respond(Response),
     /// Open an SSE stream on these (deduplicated, validated) topics.
-    Stream { topics: Vec<String> },
+    Stream {
+        topics: Vec<String>,
+    },
     /// Publish `event` to `topic`, then answer with its id.
     Publish {
         topic: String,
@@ -174,7 +176,11 @@ fn publish(head: &RequestHead, body: &[u8], peer_loopback: bool, cfg: &RouteConf
     }
     let is_json = head
         .header("content-type")
-        .map(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"))
+        .map(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        })
         .unwrap_or(false);
     let (topic, data, event) = if is_json {
         match serde_json::from_slice::<PublishJson>(body) {
@@ -192,7 +198,12 @@ fn publish(head: &RequestHead, body: &[u8], peer_loopback: bool, cfg: &RouteConf
             Ok(p) => p,
             Err(e) => return Action::Respond(Response::text(400, e.reason(), keep_alive)),
         };
-        let field = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let field = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
         match (field("topic"), field("data")) {
             (Some(t), Some(d)) => (t, d, field("event")),
             _ => {

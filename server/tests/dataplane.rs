@@ -1,0 +1,572 @@
+//! The io_uring data plane end to end: the real `stentor` binary on a
+//! kernel-picked loopback port, driven by plain blocking sockets. Every wait
+//! is bounded; every child is killed by PID when its test ends.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use stentor::wire::sse::{Item, Parser};
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Server {
+    child: Child,
+    port: u16,
+    /// The startup line, for tests that read capacity figures.
+    listening: String,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stentor"))
+            .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start stentor");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep draining so the server never blocks on a full pipe.
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("msg=\"listening\"") => {
+                    let port = line
+                        .split_whitespace()
+                        .find_map(|f| f.strip_prefix("addr=127.0.0.1:"))
+                        .and_then(|p| p.parse().ok())
+                        .expect("port in the listening line");
+                    return Server {
+                        child,
+                        port,
+                        listening: line,
+                    };
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("stentor did not log its listening line in time");
+                }
+            }
+        }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        s
+    }
+
+    /// Send SIGTERM and wait (bounded) for the exit status.
+    fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: signals our own child by its PID.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Read until `\r\n\r\n`; returns the head and whatever body bytes followed.
+fn read_head(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            return (head, buf[end + 4..].to_vec());
+        }
+        let n = s.read(&mut chunk).expect("read head");
+        assert!(
+            n > 0,
+            "closed before the head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        assert!(buf.len() < 65536, "head too long");
+    }
+}
+
+/// One request with `Connection: close`: status and body.
+fn request(server: &Server, raw: &str) -> (u16, String) {
+    let mut s = server.connect();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("read response");
+    let text = String::from_utf8_lossy(&all).into_owned();
+    let status = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn publish(server: &Server, topic: &str, data: &str) -> u64 {
+    let body = format!("topic={topic}&data={data}");
+    let raw = format!(
+        "POST /publish HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, body) = request(server, &raw);
+    assert_eq!(status, 200, "publish answered {body}");
+    body.trim()
+        .trim_start_matches("{\"id\":\"")
+        .trim_end_matches("\"}")
+        .parse()
+        .unwrap_or_else(|_| panic!("id in {body}"))
+}
+
+/// An open SSE stream with its parser.
+struct Stream {
+    sock: TcpStream,
+    parser: Parser,
+    items: Vec<Item>,
+}
+
+impl Stream {
+    fn open(server: &Server, topics: &[&str]) -> Stream {
+        let mut sock = server.connect();
+        let query: Vec<String> = topics.iter().map(|t| format!("topic={t}")).collect();
+        write!(
+            sock,
+            "GET /events?{} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n",
+            query.join("&")
+        )
+        .unwrap();
+        let (head, rest) = read_head(&mut sock);
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        let mut s = Stream {
+            sock,
+            parser: Parser::new(),
+            items: Vec::new(),
+        };
+        s.parser.feed(&rest, &mut s.items);
+        s
+    }
+
+    /// Read until `pred` holds for the items seen so far (bounded by the
+    /// socket timeout); false if the stream ended first.
+    fn read_until(&mut self, mut pred: impl FnMut(&[Item]) -> bool) -> bool {
+        let mut chunk = [0u8; 16384];
+        while !pred(&self.items) {
+            match self.sock.read(&mut chunk) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => self.parser.feed(&chunk[..n], &mut self.items),
+            }
+        }
+        true
+    }
+
+    fn event_ids(&self) -> Vec<u64> {
+        self.items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Event(e) => e.last_event_id.parse().ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn wait_connected(&mut self) {
+        let ok = self.read_until(|items| {
+            items
+                .iter()
+                .any(|i| matches!(i, Item::Comment(c) if c == "connected"))
+        });
+        assert!(ok, "no `: connected` comment");
+    }
+}
+
+fn has_event(items: &[Item], id: u64) -> bool {
+    let id = id.to_string();
+    items
+        .iter()
+        .any(|i| matches!(i, Item::Event(e) if e.last_event_id == id))
+}
+
+#[test]
+fn a_stream_gets_its_head_connected_retry_and_events() {
+    let server = Server::start(&["--workers", "2", "--retry-ms", "1234"]);
+    assert!(
+        server.listening.contains("connections_max="),
+        "{}",
+        server.listening
+    );
+    let mut sock = server.connect();
+    sock.write_all(b"GET /events?topic=news HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let (head, rest) = read_head(&mut sock);
+    let lower = head.to_ascii_lowercase();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        lower.contains("content-type: text/event-stream\r\n"),
+        "{head}"
+    );
+    assert!(lower.contains("cache-control: no-store\r\n"), "{head}");
+    assert!(lower.contains("x-accel-buffering: no\r\n"), "{head}");
+    let mut s = Stream {
+        sock,
+        parser: Parser::new(),
+        items: Vec::new(),
+    };
+    s.parser.feed(&rest, &mut s.items);
+    s.wait_connected();
+    let id = publish(&server, "news", "hello%20world");
+    assert!(s.read_until(|items| has_event(items, id)));
+    assert_eq!(s.parser.retry_ms(), Some(1234));
+    let ev = s
+        .items
+        .iter()
+        .find_map(|i| match i {
+            Item::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(ev.data, "hello world");
+    assert_eq!(ev.event_type, "message");
+}
+
+#[test]
+fn plain_requests_keep_alive_and_refusals_are_clear() {
+    let server = Server::start(&["--workers", "1"]);
+    let mut s = server.connect();
+    s.write_all(
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .unwrap();
+    let (h1, rest) = read_head(&mut s);
+    assert!(h1.starts_with("HTTP/1.1 200 "), "{h1}");
+    // Two pipelined answers on one keep-alive connection.
+    let mut seen = rest;
+    let mut chunk = [0u8; 1024];
+    while seen.windows(12).filter(|w| w == b"HTTP/1.1 200").count() < 1 {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    let (status, body) = request(&server, "GET /events HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(status, 400);
+    assert!(body.contains("topic"), "{body}");
+    let (status, _) = request(
+        &server,
+        "GET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 404);
+    let mut s = server.connect();
+    s.write_all(b"DELETE /publish HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (head, _) = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 405 "), "{head}");
+    assert!(head.to_ascii_lowercase().contains("allow: post"), "{head}");
+    let (status, _) = request(&server, "GET /healthz HTTP/9.9\r\nHost: t\r\n\r\n");
+    assert!(status >= 400, "{status}");
+}
+
+#[test]
+fn expect_100_continue_gets_continue_then_the_answer() {
+    let server = Server::start(&["--workers", "1"]);
+    let mut s = server.connect();
+    let body = "topic=a&data=x";
+    write!(
+        s,
+        "POST /publish HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let (head, _) = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 100 Continue"), "{head}");
+    s.write_all(body.as_bytes()).unwrap();
+    let (head, _) = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+}
+
+#[test]
+fn a_slow_head_gets_408_and_is_closed() {
+    let server = Server::start(&["--workers", "1", "--request-timeout-ms", "300"]);
+    let mut s = server.connect();
+    s.write_all(b"GET /events?topic=a HTTP/1.1\r\nHo").unwrap();
+    let started = Instant::now();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("server closes");
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn heartbeats_reach_quiet_streams() {
+    let server = Server::start(&["--workers", "1", "--heartbeat-ms", "200"]);
+    let mut s = Stream::open(&server, &["quiet"]);
+    s.wait_connected();
+    let ok = s.read_until(|items| {
+        items
+            .iter()
+            .filter(|i| matches!(i, Item::Comment(c) if c.is_empty()))
+            .count()
+            >= 2
+    });
+    assert!(ok, "no heartbeats: {:?}", s.items);
+}
+
+#[test]
+fn a_full_node_answers_503_with_retry_after() {
+    let server = Server::start(&["--workers", "1", "--max-connections", "2"]);
+    let mut a = Stream::open(&server, &["t"]);
+    let mut b = Stream::open(&server, &["t"]);
+    a.wait_connected();
+    b.wait_connected();
+    let mut c = server.connect();
+    c.write_all(b"GET /events?topic=t HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let (head, _) = read_head(&mut c);
+    assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: "),
+        "{head}"
+    );
+}
+
+#[test]
+fn a_thousand_streams_all_receive_a_broadcast() {
+    const STREAMS: usize = 1000;
+    let server = Server::start(&["--workers", "2"]);
+    let mut socks = Vec::with_capacity(STREAMS);
+    for _ in 0..STREAMS {
+        let mut s = server.connect();
+        s.write_all(b"GET /events?topic=all HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        socks.push(s);
+    }
+    let mut streams: Vec<Stream> = socks
+        .into_iter()
+        .map(|mut sock| {
+            let (head, rest) = read_head(&mut sock);
+            assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+            let mut s = Stream {
+                sock,
+                parser: Parser::new(),
+                items: Vec::new(),
+            };
+            s.parser.feed(&rest, &mut s.items);
+            s
+        })
+        .collect();
+    for s in &mut streams {
+        s.wait_connected();
+    }
+    let id = publish(&server, "all", "to-everyone");
+    let mut got = 0;
+    for s in &mut streams {
+        if s.read_until(|items| has_event(items, id)) {
+            got += 1;
+        }
+    }
+    assert_eq!(got, STREAMS);
+}
+
+#[test]
+fn a_client_gone_mid_send_disturbs_no_one_and_its_slot_is_reused() {
+    // Four connections at most: B, C, D and one publisher; A's slot must be
+    // freed for C and D to get in.
+    let server = Server::start(&[
+        "--workers",
+        "1",
+        "--max-connections",
+        "4",
+        "--queue-bytes-max",
+        "67108864",
+    ]);
+    let mut a = {
+        // A small receive buffer, and A never reads: the server's sends to
+        // it stall with frames in flight.
+        let sock = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+        let small: i32 = 4096;
+        // SAFETY: setsockopt on our own socket with a live i32.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&small as *const i32).cast(),
+                4,
+            );
+        }
+        sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        sock
+    };
+    a.write_all(b"GET /events?topic=big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut b = Stream::open(&server, &["big"]);
+    b.wait_connected();
+    let payload = "x".repeat(32 * 1024);
+    let mut ids = Vec::new();
+    for _ in 0..60 {
+        ids.push(publish(&server, "big", &payload));
+    }
+    // Read everything on B while A sits on ~2 MB it never reads.
+    let last = *ids.last().unwrap();
+    assert!(
+        b.read_until(|items| has_event(items, last)),
+        "B missed events"
+    );
+    assert_eq!(b.event_ids(), ids, "B got every event in order");
+    // A goes away with unread data (a reset) while its send is pending.
+    a.shutdown(Shutdown::Both).ok();
+    drop(a);
+    // C and D fit only once A's slot is freed; retry briefly, since the
+    // close completes asynchronously.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut c, mut d) = loop {
+        let mut c = server.connect();
+        c.write_all(b"GET /events?topic=big HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let (head, _) = read_head(&mut c);
+        if head.starts_with("HTTP/1.1 200 ") {
+            let d = Stream::open(&server, &["big"]);
+            let c = Stream {
+                sock: c,
+                parser: Parser::new(),
+                items: Vec::new(),
+            };
+            break (c, d);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A's slot was never freed: {head}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let id = publish(&server, "big", "after");
+    for s in [&mut b, &mut c, &mut d] {
+        assert!(s.read_until(|items| has_event(items, id)));
+    }
+}
+
+#[test]
+fn churn_leaves_the_stable_streams_whole() {
+    // Stale completions: connections that vanish at every stage (before the
+    // head, mid-head, right after the head, mid-stream) while events flow.
+    let mut server = Server::start(&["--workers", "2"]);
+    let mut stable = Stream::open(&server, &["churn"]);
+    stable.wait_connected();
+    let mut ids = Vec::new();
+    for round in 0..20 {
+        let mut doomed = Vec::new();
+        for i in 0..20 {
+            let mut s = server.connect();
+            match i % 4 {
+                0 => {}
+                1 => s.write_all(b"GET /events?to").unwrap(),
+                _ => s
+                    .write_all(b"GET /events?topic=churn HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .unwrap(),
+            }
+            doomed.push(s);
+        }
+        ids.push(publish(&server, "churn", &format!("round{round}")));
+        for (i, s) in doomed.into_iter().enumerate() {
+            if i % 2 == 0 {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            drop(s);
+        }
+    }
+    let last = *ids.last().unwrap();
+    assert!(stable.read_until(|items| has_event(items, last)));
+    assert_eq!(stable.event_ids(), ids);
+    assert!(server.alive(), "the server died under churn");
+    let (status, body) = request(
+        &server,
+        "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!((status, body.trim()), (200, "ok"));
+}
+
+#[test]
+fn sigterm_under_load_exits_zero_within_the_deadline() {
+    let mut server = Server::start(&["--workers", "2", "--shutdown-ms", "1000"]);
+    let mut streams: Vec<Stream> = (0..100).map(|_| Stream::open(&server, &["load"])).collect();
+    for s in &mut streams {
+        s.wait_connected();
+    }
+    let port = server.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 100_000 {
+                let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                    break;
+                };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let body = "topic=load&data=tick";
+                let raw = format!(
+                    "POST /publish HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if s.write_all(raw.as_bytes()).is_err() {
+                    break;
+                }
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink);
+                sent += 1;
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let status = server.terminate(Duration::from_secs(5));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = publisher.join();
+    let status = status.expect("stentor did not exit within 5 s of SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    // Streams were closed cleanly after what was queued.
+    for s in &mut streams {
+        assert!(!s.read_until(|_| false), "stream still open");
+    }
+}
