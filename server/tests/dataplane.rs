@@ -570,3 +570,222 @@ fn sigterm_under_load_exits_zero_within_the_deadline() {
         assert!(!s.read_until(|_| false), "stream still open");
     }
 }
+
+/// Idle subscribers held as io_uring direct descriptors on the client side
+/// too, so one test process holds far more than its 20000-descriptor limit:
+/// each socket is created, bound to a source address, connected and sent
+/// its request as an ordinary descriptor, then moved into a ring's fixed
+/// table and closed. 20000 connections per source address (127.0.0.2, .3,
+/// ...) stay well under the ~28k ephemeral ports per address pair.
+mod idle_clients {
+    use std::os::fd::RawFd;
+    use std::time::{Duration, Instant};
+
+    use io_uring::{opcode, types, IoUring};
+
+    pub const SLOTS_PER_RING: u32 = 19_000;
+    pub const PER_SOURCE_ADDRESS: usize = 20_000;
+    const SCRATCH_BYTES: usize = 16 * 4096;
+
+    pub struct Clients {
+        rings: Vec<IoUring>,
+        /// Bytes received so far, per connection (ring-major order).
+        received: Vec<u32>,
+        scratch: Vec<u8>,
+    }
+
+    fn connect_from(src: [u8; 4], port: u16, request: &[u8]) -> std::io::Result<RawFd> {
+        // SAFETY: plain socket syscalls on a descriptor we own; every
+        // pointer passed is to a live local of the right size.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let bind_addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_be_bytes(src).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let to = libc::sockaddr_in {
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+                },
+                ..bind_addr
+            };
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let one: i32 = 1;
+            // Let many sockets share a source port pool across addresses.
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const i32).cast(),
+                4,
+            );
+            if libc::bind(fd, (&bind_addr as *const libc::sockaddr_in).cast(), len) != 0
+                || libc::connect(fd, (&to as *const libc::sockaddr_in).cast(), len) != 0
+                || libc::write(fd, request.as_ptr().cast(), request.len()) != request.len() as isize
+            {
+                let e = std::io::Error::last_os_error();
+                libc::close(fd);
+                return Err(e);
+            }
+            Ok(fd)
+        }
+    }
+
+    impl Clients {
+        pub fn open(port: u16, n: usize, request: &[u8], deadline: Instant) -> Clients {
+            let mut rings = Vec::new();
+            for i in 0..n {
+                let slot = (i % SLOTS_PER_RING as usize) as u32;
+                if slot == 0 {
+                    let ring = IoUring::new(4096).expect("client ring");
+                    ring.submitter()
+                        .register_files_sparse(SLOTS_PER_RING)
+                        .expect("client fixed table");
+                    rings.push(ring);
+                }
+                let src = [127, 0, 0, 2 + (i / PER_SOURCE_ADDRESS) as u8];
+                let fd = connect_from(src, port, request)
+                    .unwrap_or_else(|e| panic!("connection {i} from {src:?}: {e}"));
+                let ring = rings.last().unwrap();
+                ring.submitter()
+                    .register_files_update(slot, &[fd])
+                    .expect("install into fixed table");
+                // SAFETY: the ring holds its own reference now.
+                unsafe {
+                    libc::close(fd);
+                }
+                assert!(Instant::now() < deadline, "opening took too long ({i} open)");
+            }
+            Clients {
+                rings,
+                received: vec![0; n],
+                scratch: vec![0; SCRATCH_BYTES],
+            }
+        }
+
+        /// Receive (non-blocking) on every connection that has fewer than
+        /// `want` bytes, until all have them or `within` passes. Returns how
+        /// many reached `want`.
+        pub fn receive_until(&mut self, want: u32, within: Duration) -> usize {
+            let deadline = Instant::now() + within;
+            loop {
+                for (r, ring) in self.rings.iter_mut().enumerate() {
+                    let base = r * SLOTS_PER_RING as usize;
+                    let end = (base + SLOTS_PER_RING as usize).min(self.received.len());
+                    let mut pending: Vec<u32> = (base..end)
+                        .filter(|&i| self.received[i] < want)
+                        .map(|i| (i - base) as u32)
+                        .collect();
+                    while !pending.is_empty() {
+                        let batch: Vec<u32> = pending.drain(..pending.len().min(4096)).collect();
+                        for &slot in &batch {
+                            let off = (slot as usize % 16) * 4096;
+                            let e = opcode::Recv::new(
+                                types::Fixed(slot),
+                                self.scratch[off..].as_mut_ptr(),
+                                4096,
+                            )
+                            .flags(libc::MSG_DONTWAIT)
+                            .build()
+                            .user_data(u64::from(slot));
+                            // SAFETY: scratch outlives the completion, which
+                            // we wait for right below.
+                            unsafe { ring.submission().push(&e).expect("sq space") };
+                        }
+                        ring.submit_and_wait(batch.len()).expect("client submit");
+                        let done: Vec<(u64, i32)> =
+                            ring.completion().map(|c| (c.user_data(), c.result())).collect();
+                        assert_eq!(done.len(), batch.len());
+                        for (slot, res) in done {
+                            if res > 0 {
+                                self.received[base + slot as usize] += res as u32;
+                            }
+                        }
+                    }
+                }
+                let ok = self.received.iter().filter(|&&b| b >= want).count();
+                if ok == self.received.len() || Instant::now() >= deadline {
+                    return ok;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the ')'.
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Memory per idle subscriber and one publish to all of them.
+/// `STENTOR_IDLE_SUBSCRIBERS=100000 cargo test --release -p stentor --test
+/// dataplane idle_subscribers_memory -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement: run by hand (docs/performance.md)"]
+fn idle_subscribers_memory() {
+    let n: usize = std::env::var("STENTOR_IDLE_SUBSCRIBERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let server = Server::start(&["--heartbeat-ms", "3600000"]);
+    let pid = server.child.id();
+    // The exact preamble length (head, `: connected`, `retry:`), from one
+    // ordinary stream: every idle client receives the same bytes.
+    let request = b"GET /events?topic=idle HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut probe = server.connect();
+    probe.write_all(request).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.ends_with(b"\n\n") || !seen.windows(7).any(|w| w == b"retry: ") {
+        let k = probe.read(&mut buf).unwrap();
+        assert!(k > 0, "probe stream closed");
+        seen.extend_from_slice(&buf[..k]);
+    }
+    let preamble = seen.len();
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_before = rss_kib(pid);
+    let started = Instant::now();
+    let mut clients =
+        idle_clients::Clients::open(server.port, n, request, Instant::now() + Duration::from_secs(300));
+    let opened = started.elapsed();
+    let ready = clients.receive_until(preamble as u32, Duration::from_secs(120));
+    assert_eq!(ready, n, "streams that got their preamble");
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_after = rss_kib(pid);
+    let cpu_before = cpu_ticks(pid);
+    let t0 = Instant::now();
+    let id = publish(&server, "idle", "x");
+    let event_len = format!("id: {id}\ndata: x\n\n").len();
+    let reached = clients.receive_until((preamble + event_len) as u32, Duration::from_secs(120));
+    let fanout = t0.elapsed();
+    let cpu_after = cpu_ticks(pid);
+    println!(
+        "subscribers={n} opened_in={opened:?} rss_before_kib={rss_before} rss_after_kib={rss_after} \
+         per_subscriber_bytes={} publish_reached={reached} fanout_time={fanout:?} server_cpu_ticks={}",
+        (rss_after.saturating_sub(rss_before) * 1024) / n as u64,
+        cpu_after - cpu_before
+    );
+    assert_eq!(reached, n, "one publish must reach every subscriber");
+}
