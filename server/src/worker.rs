@@ -37,8 +37,10 @@ pub const TICK_MS: u64 = 100;
 pub const SWEEP_TICKS: u32 = 5;
 /// Accept SQEs kept in flight per worker.
 pub const ACCEPTS_IN_FLIGHT: usize = 16;
-/// Pipelined requests handled per received chunk before yielding.
-pub const REQUESTS_PER_READ_MAX: usize = 16;
+/// Pipelined requests handled per received chunk. A chunk is at most one
+/// provided buffer, so this covers the smallest possible requests in it; the
+/// read buffer is capped anyway (`read_bytes_max`).
+pub const REQUESTS_PER_READ_MAX: usize = 128;
 /// Consecutive failures of `io_uring_enter` before the worker gives up.
 pub const ENTER_ERRORS_MAX: u32 = 100;
 /// Repeated warnings of a worker are logged at most once per this many ticks.
@@ -128,6 +130,9 @@ struct Worker {
     route_cfg: RouteConfig,
     ticks: Ticks,
     queue_bytes_max: u32,
+    /// Most request bytes buffered for one connection: a whole head and
+    /// body at their limits, plus one receive buffer.
+    read_bytes_max: usize,
     started: Instant,
     now: u32,
     next_sweep: u32,
@@ -208,6 +213,9 @@ impl Worker {
                 shutdown: (u64::from(config.shutdown_ms) / TICK_MS) as u32,
             },
             queue_bytes_max: config.queue_bytes_max,
+            read_bytes_max: config.head_bytes_max as usize
+                + config.body_bytes_max as usize
+                + crate::ring::bufring::BUF_BYTES as usize,
             started: Instant::now(),
             now: 1,
             next_sweep: 1,
@@ -500,7 +508,15 @@ impl Worker {
                 }
             }
             0 => {
-                self.close_conn(key, CloseReason::PeerClosed);
+                // A client may half-close right after its request: let the
+                // answer already queued go out first.
+                let conn = &mut self.conns[key as usize];
+                if conn.phase == Phase::Request && !conn.sendq.is_empty() {
+                    conn.set(flag::CLOSE_AFTER_SEND);
+                    conn.read_buf = Vec::new();
+                } else {
+                    self.close_conn(key, CloseReason::PeerClosed);
+                }
                 return;
             }
             r if -r == libc::ENOBUFS || -r == libc::ECANCELED => {}
@@ -608,6 +624,16 @@ impl Worker {
             if conn.read_buf.is_empty() {
                 return;
             }
+            if conn.read_buf.len() > self.read_bytes_max
+                || conn.sendq.bytes_queued() > self.queue_bytes_max
+            {
+                // A client pipelining faster than it reads its answers.
+                self.respond(
+                    key,
+                    Response::text(429, "too many pipelined requests", false),
+                );
+                return;
+            }
             if conn.has(flag::DEADLINE_IDLE) {
                 // A new request began on a keep-alive connection: it now
                 // has the request deadline, not the idle one.
@@ -661,6 +687,14 @@ impl Worker {
         match route::route(head, body, peer_loopback, &self.route_cfg) {
             Action::Respond(r) => self.respond(key, r),
             Action::Stream { topics } => self.start_stream(key, &topics),
+            Action::Metrics { keep_alive } => {
+                let mut text = String::with_capacity(4096);
+                COUNTERS.render(&mut text);
+                let mut r = Response::text(200, "", keep_alive);
+                r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+                r.body = text.into_bytes();
+                self.respond(key, r);
+            }
             Action::Publish {
                 topic,
                 event,

@@ -297,6 +297,73 @@ fn plain_requests_keep_alive_and_refusals_are_clear() {
     assert!(head.to_ascii_lowercase().contains("allow: post"), "{head}");
     let (status, _) = request(&server, "GET /healthz HTTP/9.9\r\nHost: t\r\n\r\n");
     assert!(status >= 400, "{status}");
+    let (status, body) = request(
+        &server,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("stentor_connections_accepted_total "),
+        "{body}"
+    );
+}
+
+/// Read a counter from /metrics.
+fn counter(server: &Server, name: &str) -> u64 {
+    let (_, body) = request(
+        server,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("stentor_{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+#[test]
+fn a_slow_client_over_its_queue_budget_is_dropped_and_others_are_not() {
+    let server = Server::start(&["--workers", "1", "--queue-bytes-max", "65536"]);
+    let mut slow = {
+        let sock = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+        let small: i32 = 4096;
+        // SAFETY: setsockopt on our own socket with a live i32.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&small as *const i32).cast(),
+                4,
+            );
+        }
+        sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        sock
+    };
+    slow.write_all(b"GET /events?topic=s HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut fast = Stream::open(&server, &["s"]);
+    fast.wait_connected();
+    // The kernel buffers a few MB for the stalled socket before our own
+    // queue grows; large events get there in a few rounds.
+    let payload = "y".repeat(60 * 1024);
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counter(&server, "dropped_slow_bytes_total") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow client was never dropped"
+        );
+        for _ in 0..10 {
+            ids.push(publish(&server, "s", &payload));
+        }
+        let last = *ids.last().unwrap();
+        assert!(fast.read_until(|items| has_event(items, last)));
+    }
+    assert_eq!(fast.event_ids(), ids, "the fast client got everything");
+    let id = publish(&server, "s", "after");
+    assert!(fast.read_until(|items| has_event(items, id)));
+    drop(slow);
 }
 
 #[test]
@@ -662,7 +729,10 @@ mod idle_clients {
                 unsafe {
                     libc::close(fd);
                 }
-                assert!(Instant::now() < deadline, "opening took too long ({i} open)");
+                assert!(
+                    Instant::now() < deadline,
+                    "opening took too long ({i} open)"
+                );
             }
             Clients {
                 rings,
@@ -701,8 +771,10 @@ mod idle_clients {
                             unsafe { ring.submission().push(&e).expect("sq space") };
                         }
                         ring.submit_and_wait(batch.len()).expect("client submit");
-                        let done: Vec<(u64, i32)> =
-                            ring.completion().map(|c| (c.user_data(), c.result())).collect();
+                        let done: Vec<(u64, i32)> = ring
+                            .completion()
+                            .map(|c| (c.user_data(), c.result()))
+                            .collect();
                         assert_eq!(done.len(), batch.len());
                         for (slot, res) in done {
                             if res > 0 {
@@ -767,8 +839,12 @@ fn idle_subscribers_memory() {
     std::thread::sleep(Duration::from_millis(500));
     let rss_before = rss_kib(pid);
     let started = Instant::now();
-    let mut clients =
-        idle_clients::Clients::open(server.port, n, request, Instant::now() + Duration::from_secs(300));
+    let mut clients = idle_clients::Clients::open(
+        server.port,
+        n,
+        request,
+        Instant::now() + Duration::from_secs(300),
+    );
     let opened = started.elapsed();
     let ready = clients.receive_until(preamble as u32, Duration::from_secs(120));
     assert_eq!(ready, n, "streams that got their preamble");

@@ -79,6 +79,10 @@ pub enum Action {
         event: Event,
         keep_alive: bool,
     },
+    /// The node's counters as Prometheus text.
+    Metrics {
+        keep_alive: bool,
+    },
 }
 
 /// The response head of a stream (DESIGN.md, wire rules).
@@ -101,6 +105,10 @@ pub fn route(head: &RequestHead, body: &[u8], peer_loopback: bool, cfg: &RouteCo
         },
         "/healthz" => match head.method {
             Method::Get => Action::Respond(Response::text(200, "ok", keep_alive)),
+            _ => method_not_allowed("GET", keep_alive),
+        },
+        "/metrics" => match head.method {
+            Method::Get => Action::Metrics { keep_alive },
             _ => method_not_allowed("GET", keep_alive),
         },
         _ => Action::Respond(Response::text(404, "not found", keep_alive)),
@@ -247,5 +255,141 @@ mod tests {
         assert!(!topic_is_valid("", 128));
         assert!(!topic_is_valid("a b", 128));
         assert!(!topic_is_valid("abc", 2));
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+    use crate::wire::http::{parse_head, HeadStatus, Limits};
+
+    const LIMITS: Limits = Limits {
+        head_bytes_max: 8192,
+        headers_count_max: 64,
+        uri_bytes_max: 4096,
+        body_bytes_max: 1 << 20,
+    };
+    const CFG: RouteConfig = RouteConfig {
+        topics_per_stream_max: 2,
+        topic_bytes_max: 16,
+    };
+
+    fn head(raw: &str) -> RequestHead {
+        match parse_head(raw.as_bytes(), &LIMITS) {
+            Ok(HeadStatus::Complete { head, .. }) => head,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn status(a: &Action) -> u16 {
+        match a {
+            Action::Respond(r) => r.status,
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn streams_dedupe_validate_and_bound_topics() {
+        let a = route(
+            &head("GET /events?topic=a&topic=b&topic=a HTTP/1.1\r\nHost: x\r\n\r\n"),
+            b"",
+            true,
+            &CFG,
+        );
+        assert_eq!(
+            a,
+            Action::Stream {
+                topics: vec!["a".into(), "b".into()]
+            }
+        );
+        let a = route(
+            &head("GET /events?topic=a&topic=b&topic=c HTTP/1.1\r\nHost: x\r\n\r\n"),
+            b"",
+            true,
+            &CFG,
+        );
+        assert_eq!(status(&a), 400);
+        let a = route(
+            &head("GET /events?topic=a%20b HTTP/1.1\r\nHost: x\r\n\r\n"),
+            b"",
+            true,
+            &CFG,
+        );
+        assert_eq!(status(&a), 400);
+        let a = route(
+            &head("GET /events HTTP/1.1\r\nHost: x\r\n\r\n"),
+            b"",
+            true,
+            &CFG,
+        );
+        assert_eq!(status(&a), 400);
+        let a = route(
+            &head("POST /events?topic=a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+            b"",
+            true,
+            &CFG,
+        );
+        match a {
+            Action::Respond(r) => assert_eq!((r.status, r.allow), (405, Some("GET"))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn publish_accepts_form_and_json_from_loopback_only() {
+        let form = "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 25\r\n\r\n";
+        let a = route(&head(form), b"topic=t&data=hi&event=ev", true, &CFG);
+        match a {
+            Action::Publish { topic, event, .. } => {
+                assert_eq!(topic, "t");
+                assert_eq!(event.data, "hi");
+                assert_eq!(event.event.as_deref(), Some("ev"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            status(&route(&head(form), b"topic=t&data=hi", false, &CFG)),
+            403
+        );
+        assert_eq!(status(&route(&head(form), b"topic=t", true, &CFG)), 400);
+        let json = "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n";
+        let a = route(&head(json), br#"{"topic":"t","data":"a\nb"}"#, true, &CFG);
+        assert!(matches!(a, Action::Publish { ref event, .. } if event.data == "a\nb"));
+        assert_eq!(status(&route(&head(json), b"{nope", true, &CFG)), 400);
+    }
+
+    #[test]
+    fn other_paths() {
+        let a = route(
+            &head("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+            b"",
+            false,
+            &CFG,
+        );
+        assert_eq!(status(&a), 200);
+        let a = route(
+            &head("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"),
+            b"",
+            false,
+            &CFG,
+        );
+        assert_eq!(status(&a), 404);
+        let a = route(
+            &head("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            b"",
+            false,
+            &CFG,
+        );
+        assert_eq!(a, Action::Metrics { keep_alive: true });
+    }
+
+    #[test]
+    fn responses_carry_allow_and_retry_after() {
+        let mut r = Response::text(503, "full", false);
+        r.retry_after_s = Some(1);
+        let text = String::from_utf8(r.encode()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+        assert!(text.contains("Retry-After: 1\r\n"), "{text}");
+        assert!(text.contains("Connection: close\r\n"), "{text}");
     }
 }
