@@ -65,6 +65,17 @@ impl History {
         }
     }
 
+    /// A history for a topic the hub may have dropped before: resuming before
+    /// `evicted_through_id` reports a gap, as if those events were evicted
+    /// here (they may have been published to this topic's earlier life).
+    pub fn with_evicted_through(limits: HistoryLimits, evicted_through_id: u64) -> History {
+        History {
+            evicted_through_id,
+            newest_id: evicted_through_id,
+            ..History::new(limits)
+        }
+    }
+
     /// Append the event `id` (greater than every id appended before) and
     /// evict from the front until both bounds hold again. O(1) amortised:
     /// each entry is pushed once and popped at most once.
