@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::topic::Topic;
-use crate::wire::sse::Event;
+use crate::wire::sse::{parse_retry, Event};
 
 /// Events one batch may carry when the operator sets nothing else.
 pub const BATCH_EVENTS_MAX_DEFAULT: usize = 1_000;
@@ -291,19 +291,17 @@ fn json_string(raw: &RawValue) -> Option<String> {
 }
 
 fn json_retry(raw: &RawValue) -> Result<u64, PublishError> {
-    const WHY: &str = "`retry` must be a non-negative integer of milliseconds";
-    if let Some(s) = json_string(raw) {
-        return digits_u64(&s).ok_or_else(|| PublishError::bad("retry", WHY));
+    match json_string(raw) {
+        Some(s) => text_retry(&s),
+        // A JSON number: the same rule on its text, so a sign, a fraction or
+        // an exponent is refused rather than rounded.
+        None => text_retry(raw.get()),
     }
-    // A JSON number: only plain digits (no sign, fraction or exponent).
-    digits_u64(raw.get()).ok_or_else(|| PublishError::bad("retry", WHY))
 }
 
-fn digits_u64(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
+/// `retry` as digits, by the wire layer's rule (what a browser accepts).
+fn text_retry(text: &str) -> Result<u64, PublishError> {
+    parse_retry(text).map_err(|e| PublishError::bad("retry", e.to_string()))
 }
 
 /// Valid JSON text without the whitespace between tokens. Whitespace inside
@@ -410,12 +408,7 @@ fn parse_form_body(body: &[u8], rules: &PublishRules) -> Result<PublishRequest, 
     };
     let retry = match retry {
         None => None,
-        Some(s) => Some(digits_u64(&s).ok_or_else(|| {
-            PublishError::bad(
-                "retry",
-                "`retry` must be a non-negative integer of milliseconds",
-            )
-        })?),
+        Some(s) => Some(text_retry(&s)?),
     };
     Ok(PublishRequest {
         topic,

@@ -438,15 +438,13 @@ fn encode_with_id(mut event: Event, id: u64) -> Result<Frame, PublishError> {
 }
 
 fn encode_error(e: EncodeError) -> PublishError {
-    PublishError::new(400, None, format!("event cannot be encoded: {e:?}"))
+    PublishError::new(400, Some(e.field()), e.to_string())
 }
 
 /// The `stentor.missed` notice: `{"reason":"…","last_event_id":"…"}`.
 ///
-/// Written here rather than through `wire::sse::encode` because every byte of
-/// it is ours: the type is a constant, the id is digits, and the data is JSON
-/// from serde_json, which escapes every control character, so the data is
-/// one line whatever the client's `Last-Event-ID` held.
+/// The data is JSON from serde_json, which escapes every control character,
+/// so it is one `data:` line whatever the client's `Last-Event-ID` held.
 fn missed_notice(reason: MissedReason, last_event_id: &str, id: Option<u64>) -> Frame {
     #[derive(serde::Serialize)]
     struct Data<'a> {
@@ -459,17 +457,495 @@ fn missed_notice(reason: MissedReason, last_event_id: &str, id: Option<u64>) -> 
     })
     .unwrap_or_else(|_| format!(r#"{{"reason":"{}"}}"#, reason.as_str()));
     debug_assert!(!data.contains(['\r', '\n']));
-    let mut text = String::with_capacity(data.len() + 64);
-    text.push_str("event: ");
-    text.push_str(MISSED_EVENT_TYPE);
-    text.push('\n');
-    if let Some(id) = id {
-        text.push_str("id: ");
-        text.push_str(&wire_id(id));
-        text.push('\n');
+    let notice = Event {
+        event: Some(MISSED_EVENT_TYPE.to_owned()),
+        id: id.map(wire_id),
+        data,
+        retry: None,
+    };
+    // Cannot fail: the type is a constant and the id is digits. The fallback
+    // keeps the notice (minus details) rather than a panic or a silent gap.
+    encode(&notice).unwrap_or_else(|_| {
+        debug_assert!(false, "the missed notice must encode");
+        Frame::from_static(b"event: stentor.missed\ndata: {}\n\n")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::sse::{Item, Parser};
+
+    const EPOCH_MS: u64 = 1; // ids start at 1001
+
+    fn limits() -> HubLimits {
+        HubLimits {
+            topic_bytes_max: 64,
+            topics_max: 8,
+            history: HistoryLimits {
+                events_max: 4,
+                bytes_max: 1 << 20,
+            },
+            replay_events_max: 100,
+            replay_bytes_max: 1 << 20,
+        }
     }
-    text.push_str("data: ");
-    text.push_str(&data);
-    text.push_str("\n\n");
-    Frame::from(text)
+
+    fn t(name: &str) -> Topic {
+        Topic::parse(name, 64).unwrap()
+    }
+
+    fn ev(data: &str) -> Event {
+        Event {
+            data: data.into(),
+            ..Event::default()
+        }
+    }
+
+    fn publish(hub: &mut Hub, topic: &str, data: &str) -> Published {
+        hub.publish(&t(topic), ev(data)).unwrap()
+    }
+
+    fn text(frames: &[Frame]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| String::from_utf8(f.to_vec()).unwrap())
+            .collect()
+    }
+
+    /// What a browser dispatches for `frames`: (type, data, last id).
+    fn dispatched(frames: &[Frame]) -> Vec<(String, String, String)> {
+        let mut parser = Parser::new();
+        let mut items = Vec::new();
+        for f in frames {
+            parser.feed(f, &mut items);
+        }
+        items
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::Event(e) => Some((e.event_type, e.data, e.last_event_id)),
+                Item::Comment(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn publish_assigns_ids_encodes_once_and_keeps_the_frame() {
+        let mut hub = Hub::new(limits(), EPOCH_MS);
+        assert_eq!(hub.last_id(), 1000);
+        let a = publish(&mut hub, "a", "one\ntwo");
+        let b = hub
+            .publish(
+                &t("b"),
+                Event {
+                    event: Some("order".into()),
+                    retry: Some(500),
+                    ..ev("x")
+                },
+            )
+            .unwrap();
+        assert_eq!((a.id, b.id), (1001, 1002));
+        assert_eq!(
+            text(&[a.frame.clone(), b.frame.clone()]),
+            [
+                "id: 1001\ndata: one\ndata: two\n\n",
+                "event: order\nid: 1002\nretry: 500\ndata: x\n\n"
+            ]
+        );
+        let kept = hub.history("a").unwrap().after(0).next().unwrap();
+        assert_eq!(kept.id, 1001);
+        assert_eq!(kept.frame.as_ptr(), a.frame.as_ptr(), "shared, not copied");
+        let s = hub.stats();
+        assert_eq!(
+            (s.topics, s.history_events, s.published_total, s.last_id),
+            (2, 2, 2, 1002)
+        );
+        assert_eq!(s.history_bytes, a.frame.len() + b.frame.len());
+    }
+
+    #[test]
+    fn refused_publishes_consume_no_id() {
+        let mut hub = Hub::new(limits(), EPOCH_MS);
+        let e = hub
+            .publish(
+                &t("a"),
+                Event {
+                    id: Some("mine".into()),
+                    ..ev("x")
+                },
+            )
+            .unwrap_err();
+        assert_eq!((e.status, e.field), (400, Some("id")));
+        let e = hub
+            .publish(
+                &t("a"),
+                Event {
+                    event: Some("a\nb".into()),
+                    ..ev("x")
+                },
+            )
+            .unwrap_err();
+        assert_eq!((e.status, e.field), (400, Some("event")));
+        assert_eq!(hub.last_id(), 1000);
+        assert!(hub.history("a").is_none());
+        assert_eq!(publish(&mut hub, "a", "x").id, 1001);
+    }
+
+    #[test]
+    fn batches_are_all_or_nothing() {
+        let mut hub = Hub::new(limits(), EPOCH_MS);
+        let req = |topic: &str, event: Event| PublishRequest {
+            topic: t(topic),
+            event,
+        };
+        let bad = vec![
+            req("a", ev("1")),
+            req(
+                "b",
+                Event {
+                    event: Some("x\ry".into()),
+                    ..ev("2")
+                },
+            ),
+        ];
+        let e = hub.publish_batch(bad).unwrap_err();
+        assert_eq!((e.status, e.field), (400, Some("event")));
+        assert!(e.message.starts_with("events[1]: "), "{e}");
+        assert_eq!(hub.stats().published_total, 0);
+        assert!(hub.history("a").is_none());
+
+        let ok = vec![req("a", ev("1")), req("b", ev("2")), req("a", ev("3"))];
+        let published = hub.publish_batch(ok).unwrap();
+        let ids: Vec<u64> = published.iter().map(|p| p.id).collect();
+        assert_eq!(ids, [1001, 1002, 1003]);
+        let got = dispatched(
+            &hub.replay(&[t("a"), t("b")], &ResumePoint::After(1000))
+                .frames,
+        );
+        let data: Vec<&str> = got.iter().map(|(_, d, _)| d.as_str()).collect();
+        assert_eq!(data, ["1", "2", "3"]);
+    }
+
+    #[test]
+    fn topics_max_refuses_new_topics_only() {
+        let mut hub = Hub::new(
+            HubLimits {
+                topics_max: 2,
+                ..limits()
+            },
+            EPOCH_MS,
+        );
+        publish(&mut hub, "a", "x");
+        let two_new = vec![
+            PublishRequest {
+                topic: t("b"),
+                event: ev("1"),
+            },
+            PublishRequest {
+                topic: t("c"),
+                event: ev("2"),
+            },
+        ];
+        let e = hub.publish_batch(two_new).unwrap_err();
+        assert_eq!((e.status, e.field), (503, Some("topic")));
+        assert_eq!(hub.stats().published_total, 1);
+        // The same new topic twice counts once.
+        let same_new = vec![
+            PublishRequest {
+                topic: t("b"),
+                event: ev("1"),
+            },
+            PublishRequest {
+                topic: t("b"),
+                event: ev("2"),
+            },
+        ];
+        hub.publish_batch(same_new).unwrap();
+        assert_eq!(hub.publish(&t("c"), ev("x")).unwrap_err().status, 503);
+        publish(&mut hub, "a", "still fine");
+        assert_eq!(hub.stats().topics, 2);
+    }
+
+    #[test]
+    fn live_subscribers_get_nothing_replayed() {
+        let mut hub = Hub::new(limits(), EPOCH_MS);
+        publish(&mut hub, "a", "x");
+        let r = hub.replay(&[t("a")], &ResumePoint::Live);
+        assert_eq!(r.frames, Vec::<Frame>::new());
+        assert_eq!((r.missed, r.through_id), (None, 1001));
+    }
+
+    #[test]
+    fn resume_merges_topics_in_id_order_once() {
+        let mut hub = Hub::new(limits(), EPOCH_MS);
+        publish(&mut hub, "a", "a1"); // 1001
+        publish(&mut hub, "b", "b1"); // 1002
+        publish(&mut hub, "c", "c1"); // 1003
+        publish(&mut hub, "a", "a2"); // 1004
+        publish(&mut hub, "b", "b2"); // 1005
+        let r = hub.replay(
+            &[t("b"), t("a"), t("b"), t("nope")],
+            &ResumePoint::After(1001),
+        );
+        assert_eq!(r.missed, None);
+        assert_eq!(r.through_id, 1005);
+        assert_eq!(
+            text(&r.frames),
+            [
+                "id: 1002\ndata: b1\n\n",
+                "id: 1004\ndata: a2\n\n",
+                "id: 1005\ndata: b2\n\n"
+            ]
+        );
+        assert_eq!(r.events(), &r.frames[..]);
+        // Up to date: nothing to send, nothing missed.
+        let r = hub.replay(&[t("a")], &ResumePoint::After(1005));
+        assert_eq!((r.frames.len(), r.missed), (0, None));
+        // The run's base ("before the first event") is exact too.
+        let r = hub.replay(&[t("c")], &ResumePoint::After(1000));
+        assert_eq!(
+            (text(&r.frames), r.missed),
+            (vec!["id: 1003\ndata: c1\n\n".to_owned()], None)
+        );
+    }
+
+    #[test]
+    fn evicted_resume_gets_a_notice_then_what_is_kept() {
+        let mut hub = Hub::new(limits(), EPOCH_MS);
+        for i in 1..=6 {
+            publish(&mut hub, "a", &format!("a{i}")); // 1001..=1006; keeps 1003..
+        }
+        publish(&mut hub, "b", "b1"); // 1007
+        let r = hub.replay(&[t("a"), t("b")], &ResumePoint::After(1001));
+        assert_eq!(r.missed, Some(MissedReason::Evicted));
+        assert_eq!(
+            text(&r.frames),
+            [
+                "event: stentor.missed\ndata: {\"reason\":\"evicted\",\"last_event_id\":\"1001\"}\n\n",
+                "id: 1003\ndata: a3\n\n",
+                "id: 1004\ndata: a4\n\n",
+                "id: 1005\ndata: a5\n\n",
+                "id: 1006\ndata: a6\n\n",
+                "id: 1007\ndata: b1\n\n",
+            ]
+        );
+        assert_eq!(r.events().len(), 5);
+        // Resuming at the last evicted id misses nothing.
+        let r = hub.replay(&[t("a")], &ResumePoint::After(1002));
+        assert_eq!((r.missed, r.frames.len()), (None, 4));
+        // Eviction in a topic the client did not ask for is no gap for it.
+        let r = hub.replay(&[t("b")], &ResumePoint::After(1001));
+        assert_eq!((r.missed, r.frames.len()), (None, 1));
+    }
+
+    #[test]
+    fn ids_from_before_a_restart_or_unknown_get_everything_kept() {
+        let mut hub = Hub::new(limits(), EPOCH_MS);
+        publish(&mut hub, "a", "a1");
+        publish(&mut hub, "a", "a2");
+        for (resume, reason, echo) in [
+            (ResumePoint::After(999), MissedReason::Restarted, "999"),
+            (ResumePoint::After(0), MissedReason::Restarted, "0"),
+            (ResumePoint::After(5000), MissedReason::UnknownId, "5000"),
+            (
+                ResumePoint::parse("evt-123"),
+                MissedReason::UnknownId,
+                "evt-123",
+            ),
+        ] {
+            let r = hub.replay(&[t("a")], &resume);
+            assert_eq!(r.missed, Some(reason));
+            assert_eq!(
+                text(&r.frames),
+                [
+                    format!(
+                        "event: stentor.missed\ndata: {{\"reason\":\"{}\",\"last_event_id\":\"{echo}\"}}\n\n",
+                        reason.as_str()
+                    ),
+                    "id: 1001\ndata: a1\n\n".to_owned(),
+                    "id: 1002\ndata: a2\n\n".to_owned(),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_notice_alone_carries_the_through_id() {
+        let mut hub = Hub::new(limits(), 2); // base 2000
+        publish(&mut hub, "other", "x"); // 2001
+        let r = hub.replay(&[t("a")], &ResumePoint::After(1500));
+        assert_eq!(r.missed, Some(MissedReason::Restarted));
+        assert_eq!(
+            text(&r.frames),
+            ["event: stentor.missed\nid: 2001\ndata: {\"reason\":\"restarted\",\"last_event_id\":\"1500\"}\n\n"]
+        );
+        // So a browser that reconnects now resumes exactly, without a notice.
+        let got = dispatched(&r.frames);
+        assert_eq!(got[0].2, "2001");
+        let again = hub.replay(&[t("a")], &ResumePoint::parse(&got[0].2));
+        assert_eq!((again.missed, again.frames.len()), (None, 0));
+    }
+
+    #[test]
+    fn the_notice_reads_as_one_event_whatever_the_client_sent() {
+        let hub = Hub::new(limits(), EPOCH_MS);
+        let hostile = "x\r\nid: 5\n\ndata: injected\u{0}\"\\";
+        let r = hub.replay(&[t("a")], &ResumePoint::Unknown(hostile.into()));
+        let got = dispatched(&r.frames);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, MISSED_EVENT_TYPE);
+        let data: serde_json::Value = serde_json::from_str(&got[0].1).unwrap();
+        assert_eq!(data["reason"], "unknown_id");
+        assert_eq!(data["last_event_id"], hostile);
+        assert_eq!(
+            got[0].2, "1000",
+            "the notice moves the client to through_id"
+        );
+    }
+
+    #[test]
+    fn too_far_behind_sends_the_newest_within_bounds() {
+        let mut hub = Hub::new(
+            HubLimits {
+                history: HistoryLimits {
+                    events_max: 100,
+                    bytes_max: 1 << 20,
+                },
+                replay_events_max: 3,
+                ..limits()
+            },
+            EPOCH_MS,
+        );
+        for i in 1..=4 {
+            publish(&mut hub, "a", &format!("a{i}"));
+            publish(&mut hub, "b", &format!("b{i}"));
+        }
+        let r = hub.replay(&[t("a"), t("b")], &ResumePoint::After(1000));
+        assert_eq!(r.missed, Some(MissedReason::TooFarBehind));
+        assert_eq!(r.through_id, 1008);
+        let data: Vec<String> = dispatched(&r.frames).into_iter().map(|e| e.1).collect();
+        assert!(data[0].contains("too_far_behind"), "{data:?}");
+        assert_eq!(&data[1..], ["b3", "a4", "b4"]);
+        // Exactly at the bound: no notice.
+        let r = hub.replay(&[t("a"), t("b")], &ResumePoint::After(1005));
+        assert_eq!((r.missed, r.frames.len()), (None, 3));
+
+        // The byte bound: each frame here is 19 bytes.
+        let one = hub.history("a").unwrap().get(0).unwrap().frame.len();
+        let mut small = Hub::new(
+            HubLimits {
+                replay_bytes_max: 2 * one,
+                ..*hub.limits()
+            },
+            EPOCH_MS,
+        );
+        for i in 1..=3 {
+            publish(&mut small, "a", &format!("a{i}"));
+        }
+        let r = small.replay(&[t("a")], &ResumePoint::After(1000));
+        assert_eq!(r.missed, Some(MissedReason::TooFarBehind));
+        assert_eq!(
+            text(r.events()),
+            ["id: 1002\ndata: a2\n\n", "id: 1003\ndata: a3\n\n"]
+        );
+    }
+
+    #[test]
+    fn evicted_wins_over_too_far_behind() {
+        let mut hub = Hub::new(
+            HubLimits {
+                replay_events_max: 1,
+                ..limits()
+            },
+            EPOCH_MS,
+        );
+        for i in 1..=6 {
+            publish(&mut hub, "a", &format!("a{i}"));
+        }
+        let r = hub.replay(&[t("a")], &ResumePoint::After(1001));
+        assert_eq!(r.missed, Some(MissedReason::Evicted));
+        assert_eq!(text(r.events()), ["id: 1006\ndata: a6\n\n"]);
+    }
+
+    #[test]
+    fn idle_topics_are_dropped_without_hiding_gaps() {
+        let mut hub = Hub::new(
+            HubLimits {
+                history: HistoryLimits {
+                    events_max: 0,
+                    bytes_max: 1 << 20,
+                },
+                ..limits()
+            },
+            EPOCH_MS,
+        );
+        publish(&mut hub, "empty", "x"); // 1001, not kept
+        publish(&mut hub, "watched", "y"); // 1002, not kept
+        assert_eq!(hub.drop_idle_topics(|t| t.as_str() == "watched", false), 1);
+        assert!(hub.history("empty").is_none());
+        assert!(hub.history("watched").is_some());
+        // The dropped topic had an event after 1000: resuming must say so,
+        // whether the topic is gone or comes back.
+        let r = hub.replay(&[t("empty")], &ResumePoint::After(1000));
+        assert_eq!(r.missed, Some(MissedReason::Evicted));
+        publish(&mut hub, "empty", "z"); // 1003
+        let r = hub.replay(&[t("empty")], &ResumePoint::After(1000));
+        assert_eq!(r.missed, Some(MissedReason::Evicted));
+        let r = hub.replay(&[t("empty")], &ResumePoint::After(1002));
+        assert_eq!(r.missed, Some(MissedReason::Evicted), "1003 was evicted");
+        let r = hub.replay(&[t("empty")], &ResumePoint::After(1003));
+        assert_eq!(r.missed, None);
+        assert_eq!(hub.stats().topics_dropped_total, 1);
+    }
+
+    #[test]
+    fn dropping_topics_with_history_keeps_stats_true() {
+        let mut hub = Hub::new(limits(), EPOCH_MS);
+        publish(&mut hub, "a", "x");
+        publish(&mut hub, "b", "y");
+        assert_eq!(hub.drop_idle_topics(|_| false, false), 0, "history kept");
+        assert_eq!(hub.drop_idle_topics(|t| t.as_str() == "b", true), 1);
+        let s = hub.stats();
+        assert_eq!((s.topics, s.history_events), (1, 1));
+        assert_eq!(s.history_bytes, hub.history("b").unwrap().bytes());
+        let r = hub.replay(&[t("a")], &ResumePoint::After(1000));
+        assert_eq!(r.missed, Some(MissedReason::Evicted));
+    }
+
+    #[test]
+    fn the_seam_has_no_gap_and_no_duplicate() {
+        // A worker's inbox may still hold frames published before the
+        // subscribe; the live side skips `id <= through_id`.
+        let mut hub = Hub::new(limits(), EPOCH_MS);
+        let mut all = Vec::new();
+        for i in 0..3 {
+            all.push(publish(&mut hub, "a", &i.to_string()));
+        }
+        let in_flight = all.clone(); // not yet delivered when the client subscribes
+        let r = hub.replay(&[t("a")], &ResumePoint::After(1001));
+        for i in 3..5 {
+            all.push(publish(&mut hub, "a", &i.to_string()));
+        }
+        let mut got: Vec<Frame> = r.events().to_vec();
+        got.extend(
+            in_flight
+                .iter()
+                .chain(&all[3..])
+                .filter(|p| p.id > r.through_id)
+                .map(|p| p.frame.clone()),
+        );
+        let want: Vec<Frame> = all[1..].iter().map(|p| p.frame.clone()).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn limits_follow_the_config() {
+        use clap::Parser as _;
+        let c = Config::try_parse_from(["stentor", "--history-events-max", "7"]).unwrap();
+        let l = HubLimits::from_config(&c);
+        assert_eq!(l.history.events_max, 7);
+        assert_eq!(l.history.bytes_max, c.history_bytes_max as usize);
+        assert_eq!(l.replay_bytes_max, c.queue_bytes_max as usize);
+        assert_eq!(l.topic_bytes_max, usize::from(c.topic_bytes_max));
+    }
 }
