@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::topic::Topic;
+use crate::wire::http::parse_form;
 use crate::wire::sse::{parse_retry, Event};
 
 /// Events one batch may carry when the operator sets nothing else.
@@ -366,8 +367,9 @@ fn id_refused() -> PublishError {
 }
 
 fn parse_form_body(body: &[u8], rules: &PublishRules) -> Result<PublishRequest, PublishError> {
-    let pairs = form::parse(body)
-        .map_err(|why| PublishError::new(400, None, format!("invalid form body: {why}")))?;
+    // The HTTP layer's decoder, so a form means the same here as in a query.
+    let pairs = parse_form(body)
+        .map_err(|e| PublishError::new(400, None, format!("invalid form body: {}", e.reason())))?;
     let mut topic: Option<String> = None;
     let mut data: Option<String> = None;
     let mut event: Option<String> = None;
@@ -419,55 +421,6 @@ fn parse_form_body(body: &[u8], rules: &PublishRules) -> Result<PublishRequest, 
             retry,
         },
     })
-}
-
-/// `application/x-www-form-urlencoded` decoding (`+` is a space, `%XX` a
-/// byte, the result must be UTF-8). Kept here, small and private, so the
-/// publish rules do not wait on the HTTP layer.
-mod form {
-    pub fn parse(body: &[u8]) -> Result<Vec<(String, String)>, &'static str> {
-        let mut pairs = Vec::new();
-        for part in body.split(|&b| b == b'&') {
-            if part.is_empty() {
-                continue;
-            }
-            let (key, value) = match part.iter().position(|&b| b == b'=') {
-                Some(eq) => (&part[..eq], &part[eq + 1..]),
-                None => (part, &[][..]),
-            };
-            pairs.push((decode(key)?, decode(value)?));
-        }
-        Ok(pairs)
-    }
-
-    fn decode(raw: &[u8]) -> Result<String, &'static str> {
-        let mut out = Vec::with_capacity(raw.len());
-        let mut i = 0;
-        while i < raw.len() {
-            match raw[i] {
-                b'+' => out.push(b' '),
-                b'%' => {
-                    let hex = raw.get(i + 1..i + 3).ok_or("truncated %-escape")?;
-                    let hi = hex_value(hex[0]).ok_or("bad %-escape")?;
-                    let lo = hex_value(hex[1]).ok_or("bad %-escape")?;
-                    out.push(hi << 4 | lo);
-                    i += 2;
-                }
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8(out).map_err(|_| "not UTF-8 after %-decoding")
-    }
-
-    fn hex_value(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
 }
 
 #[cfg(test)]
