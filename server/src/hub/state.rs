@@ -938,6 +938,62 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// The table in `docs/hub.md`, byte for byte.
+    #[test]
+    fn the_documented_cases() {
+        let mut hub = Hub::new(
+            HubLimits {
+                history: HistoryLimits {
+                    events_max: 3,
+                    bytes_max: 1 << 20,
+                },
+                ..limits()
+            },
+            1_764_361_697_000,
+        );
+        for i in 1..=5 {
+            publish(&mut hub, "news", &format!("n{i}"));
+        }
+        let news = [t("news")];
+        let ev = |n: u64| format!("id: 176436169700000{n}\ndata: n{n}\n\n");
+        let notice = |reason: &str, echo: &str| {
+            format!("event: stentor.missed\ndata: {{\"reason\":\"{reason}\",\"last_event_id\":\"{echo}\"}}\n\n")
+        };
+        let case = |raw: &str| text(&hub.replay(&news, &ResumePoint::parse(raw)).frames);
+        assert_eq!(case(""), Vec::<String>::new());
+        assert_eq!(case("1764361697000005"), Vec::<String>::new());
+        assert_eq!(case("1764361697000003"), [ev(4), ev(5)]);
+        assert_eq!(case("1764361697000002"), [ev(3), ev(4), ev(5)]);
+        assert_eq!(
+            case("1764361697000001"),
+            [notice("evicted", "1764361697000001"), ev(3), ev(4), ev(5)]
+        );
+        assert_eq!(
+            case("1764361690000123"),
+            [notice("restarted", "1764361690000123"), ev(3), ev(4), ev(5)]
+        );
+        for raw in ["evt-123", "+5", "99999999999999999"] {
+            assert_eq!(case(raw), [notice("unknown_id", raw), ev(3), ev(4), ev(5)]);
+        }
+        let tight = Hub {
+            limits: HubLimits {
+                replay_events_max: 1,
+                ..hub.limits
+            },
+            ..hub
+        };
+        let r = tight.replay(&news, &ResumePoint::After(1_764_361_697_000_003));
+        assert_eq!(
+            text(&r.frames),
+            [notice("too_far_behind", "1764361697000003"), ev(5)]
+        );
+        let r = tight.replay(&[t("other")], &ResumePoint::After(1_764_361_690_000_123));
+        assert_eq!(
+            text(&r.frames),
+            ["event: stentor.missed\nid: 1764361697000005\ndata: {\"reason\":\"restarted\",\"last_event_id\":\"1764361690000123\"}\n\n"]
+        );
+    }
+
     #[test]
     fn limits_follow_the_config() {
         use clap::Parser as _;
