@@ -264,6 +264,10 @@ fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: no
+    // Nagle delay for small event frames (and no per-socket syscall, which a
+    // direct descriptor could not take anyway).
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     let rc = match addr {
         SocketAddr::V4(a) => {
             let sin = libc::sockaddr_in {
