@@ -71,15 +71,15 @@ pub fn plan_capacity(workers_flag: usize, max_connections: u32, nofile_soft: u64
     let workers = workers_flag.max(needed).min(WORKERS_MAX);
     let held = (workers as u64 * u64::from(per_ring)).min(u64::from(u32::MAX)) as u32;
     let connections_max = max_connections.min(held);
-    let reason = if workers > workers_flag {
+    let reason = if connections_max < max_connections {
+        format!(
+            "{workers} rings x {per_ring} slots (RLIMIT_NOFILE={nofile_soft}, at most {WORKERS_MAX} workers) \
+             hold fewer than --max-connections={max_connections}; raise the descriptor limit"
+        )
+    } else if workers > workers_flag {
         format!(
             "one ring per worker; a ring's fixed-file table is capped by RLIMIT_NOFILE={nofile_soft}, \
              so workers were raised from {workers_flag} to {workers} to hold --max-connections={max_connections}"
-        )
-    } else if connections_max < max_connections {
-        format!(
-            "{workers} rings x {per_ring} slots (RLIMIT_NOFILE={nofile_soft}, at most {WORKERS_MAX} workers) \
-             hold fewer than --max-connections={max_connections}"
         )
     } else {
         format!("--max-connections={max_connections} within {workers} rings x {per_ring} slots")
