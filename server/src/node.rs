@@ -142,6 +142,18 @@ impl Inbox {
     }
 }
 
+/// Frames one worker's inbox may hold before publishing is refused.
+pub const INBOX_FRAMES_MAX: usize = 65_536;
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishError {
+    /// The event cannot be put on the wire (400).
+    Invalid(EncodeError),
+    /// A worker's inbox is full (503, retry later).
+    Busy,
+}
+
 /// The publish path's state: ids now, history later (hub issue).
 #[derive(Debug)]
 struct PublishState {
@@ -182,14 +194,23 @@ impl Shared {
     /// Give `event` the next id, encode it once, and hand the frame to every
     /// worker. Ids and inbox order are decided under one lock, so every
     /// worker sees events in id order.
-    pub fn publish(&self, topic: &str, mut event: Event) -> Result<u64, EncodeError> {
+    pub fn publish(&self, topic: &str, mut event: Event) -> Result<u64, PublishError> {
         let topic: Arc<str> = Arc::from(topic);
         let mut woken = [false; WORKERS_MAX];
         let id = {
             let mut state = lock(&self.publish);
+            // A worker that stopped draining must not make the node's memory
+            // grow without bound: refuse (503) until it catches up.
+            if self
+                .inboxes
+                .iter()
+                .any(|inbox| lock(&inbox.events).len() >= INBOX_FRAMES_MAX)
+            {
+                return Err(PublishError::Busy);
+            }
             let id = state.next_id;
             event.id = Some(id.to_string());
-            let frame = sse::encode(&event)?;
+            let frame = sse::encode(&event).map_err(PublishError::Invalid)?;
             state.next_id += 1;
             for (i, inbox) in self.inboxes.iter().enumerate() {
                 let mut events = lock(&inbox.events);
@@ -495,6 +516,57 @@ mod tests {
         assert_eq!(c.workers, WORKERS_MAX);
         assert!(c.connections_max < 4_000_000);
         assert!(c.reason.contains("hold fewer"), "{}", c.reason);
+    }
+
+    fn shared(workers: usize) -> Shared {
+        use clap::Parser;
+        let config = Config::try_parse_from(["stentor"]).unwrap();
+        Shared::new(config, plan_capacity(workers, 1000, 20_000)).unwrap()
+    }
+
+    fn event(data: &str) -> Event {
+        Event {
+            data: data.into(),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn publish_gives_increasing_ids_and_every_inbox_the_same_order() {
+        let s = shared(3);
+        let a = s.publish("t", event("a")).unwrap();
+        let b = s.publish("u", event("b")).unwrap();
+        assert_eq!((a, b), (1, 2));
+        for inbox in &s.inboxes {
+            let mut got = Vec::new();
+            inbox.take_into(&mut got);
+            let topics: Vec<&str> = got.iter().map(|(t, _)| &**t).collect();
+            assert_eq!(topics, ["t", "u"]);
+            assert!(got[0].1.starts_with(b"id: 1\n"));
+        }
+        let bad = Event {
+            event: Some("a\nb".into()),
+            ..event("x")
+        };
+        assert!(matches!(s.publish("t", bad), Err(PublishError::Invalid(_))));
+        assert_eq!(
+            s.publish("t", event("c")).unwrap(),
+            3,
+            "a refused event uses no id"
+        );
+    }
+
+    #[test]
+    fn a_full_inbox_refuses_publishing_instead_of_growing() {
+        let s = shared(2);
+        for _ in 0..INBOX_FRAMES_MAX {
+            s.publish("t", event("x")).unwrap();
+        }
+        assert_eq!(s.publish("t", event("x")), Err(PublishError::Busy));
+        let mut drained = Vec::new();
+        s.inboxes[0].take_into(&mut drained);
+        s.inboxes[1].take_into(&mut drained);
+        assert!(s.publish("t", event("x")).is_ok());
     }
 
     #[test]

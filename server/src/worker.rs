@@ -22,7 +22,7 @@ use slab::Slab;
 use crate::conn::{flag, CloseReason, Conn, Phase, DEADLINE_NONE, MSG_SLOT_NONE};
 use crate::hub::index::Index;
 use crate::metrics::{self, COUNTERS};
-use crate::node::Shared;
+use crate::node::{PublishError, Shared};
 use crate::ring::bufring::BufRing;
 use crate::ring::msgpool::{MsgPool, IOVECS_PER_SEND_MAX};
 use crate::ring::token::{next_generation, OpKind, Token};
@@ -702,7 +702,18 @@ impl Worker {
             } => {
                 let r = match self.shared.publish(&topic, event) {
                     Ok(id) => Response::json(200, format!("{{\"id\":\"{id}\"}}"), keep_alive),
-                    Err(e) => Response::text(400, &format!("invalid event: {e}"), keep_alive),
+                    Err(PublishError::Invalid(e)) => {
+                        Response::text(400, &format!("invalid event: {e}"), keep_alive)
+                    }
+                    Err(PublishError::Busy) => {
+                        let mut r = Response::text(
+                            503,
+                            "busy: subscribers are behind, retry later",
+                            keep_alive,
+                        );
+                        r.retry_after_s = Some(1);
+                        r
+                    }
                 };
                 self.respond(key, r);
             }
