@@ -60,6 +60,21 @@ pub fn build_ring() -> io::Result<(IoUring, RingMode)> {
     Err(last_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
 }
 
+/// Build a secondary ring: one more fixed-file table for a worker thread
+/// that owns several. Its completions must wake the thread while it sleeps
+/// on its primary ring, so it has no DEFER_TASKRUN (which would hold them
+/// until this ring itself is entered); an eventfd registered on it is read
+/// by the primary ring.
+pub fn build_secondary_ring() -> io::Result<IoUring> {
+    let mut builder = IoUring::builder();
+    builder.setup_cqsize(CQ_ENTRIES);
+    match builder.build(SQ_ENTRIES) {
+        Ok(ring) => Ok(ring),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::new(SQ_ENTRIES),
+        Err(e) => Err(e),
+    }
+}
+
 /// Turn a failure to set up io_uring into a message that names the cause
 /// and the fix (an operator reads it in a journal; no backtrace helps them).
 pub fn unavailable_message(err: &io::Error) -> String {
@@ -116,5 +131,77 @@ mod tests {
         assert!(m.contains("ENOSYS") && m.contains("6.0"), "{m}");
         let m = unavailable_message(&io::Error::from_raw_os_error(libc::EPERM));
         assert!(m.contains("io_uring"), "{m}");
+    }
+}
+
+#[cfg(test)]
+mod chained_wake_tests {
+    use super::*;
+    use io_uring::{opcode, types};
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+
+    /// A thread sleeping on its primary (DEFER_TASKRUN) ring is woken when a
+    /// secondary ring completes an op that had to wait (socket data arriving
+    /// later), through an eventfd registered on the secondary and read by
+    /// the primary. This is what lets one thread own several rings.
+    #[test]
+    fn a_secondary_ring_wakes_the_primary_through_an_eventfd() {
+        let (mut primary, mode) = build_ring().unwrap();
+        assert_eq!(mode, RingMode::Deferred);
+        let mut secondary = build_secondary_ring().unwrap();
+        // SAFETY: plain syscall, checked.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(efd >= 0);
+        secondary.submitter().register_eventfd(efd).unwrap();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut wake_buf = 0u64;
+        let mut data = [0u8; 16];
+        // SAFETY: buffers live until the completions checked below.
+        unsafe {
+            primary
+                .submission()
+                .push(
+                    &opcode::Read::new(types::Fd(efd), (&mut wake_buf as *mut u64).cast(), 8)
+                        .build()
+                        .user_data(1),
+                )
+                .unwrap();
+            secondary
+                .submission()
+                .push(
+                    &opcode::Recv::new(types::Fd(a.as_raw_fd()), data.as_mut_ptr(), 16)
+                        .build()
+                        .user_data(2),
+                )
+                .unwrap();
+        }
+        secondary.submit().unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            use std::io::Write;
+            (&b).write_all(b"hi").unwrap();
+            b
+        });
+        let started = Instant::now();
+        let ts = types::Timespec::new().sec(3);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        let mut woke = false;
+        while started.elapsed() < Duration::from_secs(3) && !woke {
+            let _ = primary.submitter().submit_with_args(1, &args);
+            woke = primary.completion().any(|c| c.user_data() == 1);
+        }
+        let _b = writer.join().unwrap();
+        assert!(woke, "primary ring not woken");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let got: Vec<(u64, i32)> = secondary
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
+        assert_eq!(got, vec![(2, 2)]);
+        // SAFETY: closing our eventfd after both rings are done with it.
+        drop(secondary);
+        drop(primary);
+        unsafe { libc::close(efd) };
     }
 }
