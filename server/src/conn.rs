@@ -72,12 +72,14 @@ pub struct Conn {
     pub msg_slot: u32,
     /// Ops on the ring that will still post a completion for this slot.
     pub ops_in_flight: u8,
+    /// Which of the worker's rings holds the fixed slot.
+    pub ring: u8,
     pub phase: Phase,
     pub flags: u8,
 }
 
 impl Conn {
-    pub fn new(fixed: u32, generation: u32, peer_loopback: bool) -> Conn {
+    pub fn new(fixed: u32, ring: u8, generation: u32, peer_loopback: bool) -> Conn {
         Conn {
             sendq: SendQueue::new(),
             read_buf: Vec::new(),
@@ -88,6 +90,7 @@ impl Conn {
             last_send_tick: 0,
             msg_slot: MSG_SLOT_NONE,
             ops_in_flight: 0,
+            ring,
             phase: Phase::Request,
             flags: if peer_loopback {
                 flag::PEER_LOOPBACK
@@ -143,7 +146,7 @@ mod tests {
         // 112 bytes today (x86_64).
         let size = std::mem::size_of::<Conn>();
         assert!(size <= 128, "Conn grew to {size} bytes");
-        let c = Conn::new(3, 1, true);
+        let c = Conn::new(3, 0, 1, true);
         assert_eq!(c.read_buf.capacity(), 0);
         assert!(c.sendq.is_empty());
         assert!(c.has(flag::PEER_LOOPBACK));
@@ -151,7 +154,7 @@ mod tests {
 
     #[test]
     fn slot_frees_only_when_nothing_is_in_flight() {
-        let mut c = Conn::new(0, 0, false);
+        let mut c = Conn::new(0, 0, 0, false);
         c.op_started();
         c.phase = Phase::Closing;
         assert!(!c.can_free());
@@ -162,7 +165,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "nothing in flight")]
     fn a_completion_too_many_is_a_bug() {
-        let mut c = Conn::new(0, 0, false);
+        let mut c = Conn::new(0, 0, 0, false);
         c.op_finished();
     }
 }

@@ -49,10 +49,14 @@ pub const WORKERS_MAX: usize = 256;
 /// Listen backlog per worker socket.
 pub const LISTEN_BACKLOG: i32 = 4096;
 
+/// Most rings one worker thread owns.
+pub const RINGS_PER_WORKER_MAX: usize = 64;
+
 /// How many connections the node can hold, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capacity {
     pub workers: usize,
+    pub rings_per_worker: usize,
     pub fixed_slots_per_ring: u32,
     pub connections_per_ring: u32,
     pub connections_max: u32,
@@ -62,30 +66,38 @@ pub struct Capacity {
 
 /// A ring's fixed-file table holds at most RLIMIT_NOFILE (soft) entries, but
 /// each ring has its own: the node holds more connections than the
-/// descriptor limit by running enough rings, one per worker thread.
+/// descriptor limit by giving each worker thread as many rings as needed,
+/// while keeping one thread per core.
 pub fn plan_capacity(workers_flag: usize, max_connections: u32, nofile_soft: u64) -> Capacity {
     let fixed = nofile_soft.clamp(64, FIXED_SLOTS_PER_RING_CAP) as u32;
     let per_ring = fixed - REJECT_HEADROOM_SLOTS;
-    let needed = (max_connections as usize).div_ceil(per_ring as usize);
-    let workers_flag = workers_flag.clamp(1, WORKERS_MAX);
-    let workers = workers_flag.max(needed).min(WORKERS_MAX);
-    let held = (workers as u64 * u64::from(per_ring)).min(u64::from(u32::MAX)) as u32;
+    let workers = workers_flag.clamp(1, WORKERS_MAX);
+    let rings_needed = (max_connections as usize)
+        .div_ceil(per_ring as usize)
+        .max(1);
+    let rings_per_worker = rings_needed
+        .div_ceil(workers)
+        .clamp(1, RINGS_PER_WORKER_MAX);
+    let held = (workers as u64 * rings_per_worker as u64 * u64::from(per_ring))
+        .min(u64::from(u32::MAX)) as u32;
     let connections_max = max_connections.min(held);
+    let shape = format!("{workers} workers x {rings_per_worker} rings x {per_ring} slots");
     let reason = if connections_max < max_connections {
         format!(
-            "{workers} rings x {per_ring} slots (RLIMIT_NOFILE={nofile_soft}, at most {WORKERS_MAX} workers) \
-             hold fewer than --max-connections={max_connections}; raise the descriptor limit"
+            "{shape} (RLIMIT_NOFILE={nofile_soft}, at most {RINGS_PER_WORKER_MAX} rings per worker) \
+             hold fewer than --max-connections={max_connections}; raise the descriptor limit or --workers"
         )
-    } else if workers > workers_flag {
+    } else if rings_per_worker > 1 {
         format!(
-            "one ring per worker; a ring's fixed-file table is capped by RLIMIT_NOFILE={nofile_soft}, \
-             so workers were raised from {workers_flag} to {workers} to hold --max-connections={max_connections}"
+            "a ring's fixed-file table is capped by RLIMIT_NOFILE={nofile_soft}, so {shape} \
+             hold --max-connections={max_connections}"
         )
     } else {
-        format!("--max-connections={max_connections} within {workers} rings x {per_ring} slots")
+        format!("--max-connections={max_connections} within {shape}")
     };
     Capacity {
         workers,
+        rings_per_worker,
         fixed_slots_per_ring: fixed,
         connections_per_ring: per_ring,
         connections_max,
@@ -399,8 +411,9 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
         let setup = WorkerSetup {
             id,
             listener,
+            rings: capacity.rings_per_worker,
             fixed_slots: capacity.fixed_slots_per_ring,
-            connections_max: capacity.connections_per_ring,
+            connections_per_ring: capacity.connections_per_ring,
         };
         let for_worker = shared.clone();
         let ready = ready_tx.clone();
@@ -439,6 +452,7 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
         "listening",
         addr = bound,
         workers = capacity.workers,
+        rings_per_worker = capacity.rings_per_worker,
         connections_max = capacity.connections_max,
         fixed_slots_per_ring = capacity.fixed_slots_per_ring,
         connections_per_ring = capacity.connections_per_ring,
@@ -498,22 +512,27 @@ mod tests {
         let c = plan_capacity(2, 120_000, 20_000);
         assert_eq!(c.fixed_slots_per_ring, 20_000);
         assert_eq!(c.connections_per_ring, 19_968);
-        assert_eq!(c.workers, 7);
+        // One thread per core; 7 rings needed, 4 per worker.
+        assert_eq!((c.workers, c.rings_per_worker), (2, 4));
         assert_eq!(c.connections_max, 120_000);
-        assert!(c.reason.contains("raised from 2 to 7"), "{}", c.reason);
+        assert!(
+            c.reason.contains("2 workers x 4 rings x 19968 slots"),
+            "{}",
+            c.reason
+        );
     }
 
     #[test]
     fn more_workers_than_needed_are_kept() {
         let c = plan_capacity(16, 1000, 20_000);
-        assert_eq!(c.workers, 16);
+        assert_eq!((c.workers, c.rings_per_worker), (16, 1));
         assert_eq!(c.connections_max, 1000);
     }
 
     #[test]
     fn a_tiny_limit_is_reported_not_hidden() {
         let c = plan_capacity(1, 4_000_000, 1024);
-        assert_eq!(c.workers, WORKERS_MAX);
+        assert_eq!((c.workers, c.rings_per_worker), (1, RINGS_PER_WORKER_MAX));
         assert!(c.connections_max < 4_000_000);
         assert!(c.reason.contains("hold fewer"), "{}", c.reason);
     }

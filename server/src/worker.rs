@@ -52,10 +52,12 @@ const BUF_GROUP: u16 = 0;
 pub struct WorkerSetup {
     pub id: usize,
     pub listener: TcpListener,
-    /// Size of the ring's sparse fixed-file table.
+    /// Rings this worker owns (one fixed-file table each).
+    pub rings: usize,
+    /// Size of each ring's sparse fixed-file table.
     pub fixed_slots: u32,
-    /// Connections this worker holds before answering 503.
-    pub connections_max: u32,
+    /// Connections one ring holds before answering 503.
+    pub connections_per_ring: u32,
 }
 
 /// Start the worker on this thread: report startup success or failure on
@@ -81,6 +83,18 @@ struct AcceptSlot {
     addr: libc::sockaddr_storage,
     len: libc::socklen_t,
     armed: bool,
+    /// The ring the accept is armed on (its table gets the connection).
+    ring: u8,
+}
+
+/// One ring of a worker: its fixed-file table holds the connections
+/// accepted on it, its provided buffers serve their reads.
+struct RingIo {
+    // Declared first so it is dropped before the buffers it points at.
+    ring: IoUring,
+    bufs: BufRing,
+    /// Connections whose fixed slot is in this ring's table.
+    conns: u32,
 }
 
 /// Hot-path counts kept locally and added to the node's counters each tick.
@@ -111,8 +125,7 @@ struct Worker {
     // The ring is declared first so it is dropped first: the buffers,
     // msghdrs and addresses below are memory the kernel may still touch
     // until the ring is gone.
-    ring: IoUring,
-    bufs: BufRing,
+    rings: Vec<RingIo>,
     msgs: MsgPool,
     accepts: Box<[AcceptSlot]>,
     wake_buf: Box<u64>,
@@ -125,7 +138,7 @@ struct Worker {
     conns: Slab<Conn>,
     index: Index,
     generation: u32,
-    connections_max: u32,
+    connections_per_ring: u32,
     limits: Limits,
     route_cfg: RouteConfig,
     ticks: Ticks,
@@ -143,11 +156,11 @@ struct Worker {
     dirty: Vec<u32>,
     to_close: Vec<(u32, CloseReason)>,
     inbox_batch: Vec<(Arc<str>, Frame)>,
-    cqes: Vec<cqueue::Entry>,
+    cqes: Vec<(u8, cqueue::Entry)>,
     heartbeat: Frame,
     stream_preamble: Bytes,
     draining_until: Option<u32>,
-    accept_cancel_in_flight: bool,
+    accept_cancels_in_flight: u32,
     accepts_parked: bool,
     last_log_tick: u32,
     stats: Stats,
@@ -156,21 +169,10 @@ struct Worker {
 impl Worker {
     fn new(setup: WorkerSetup, shared: Arc<Shared>) -> Result<Worker, String> {
         let id = setup.id;
-        let (ring, mode) =
-            crate::ring::build_ring().map_err(|e| crate::ring::unavailable_message(&e))?;
-        ring.submitter()
-            .register_files_sparse(setup.fixed_slots)
-            .map_err(|e| {
-                format!(
-                    "worker {id}: cannot register a fixed-file table of {} slots: {e} \
-                     (the table is capped by RLIMIT_NOFILE)",
-                    setup.fixed_slots
-                )
-            })?;
-        let bufs = BufRing::new(&ring.submitter(), BUF_GROUP)
-            .map_err(|e| crate::ring::unavailable_message(&e))?;
-        crate::debug!("worker ready", worker = id, ring_mode = format!("{mode:?}"));
-
+        let wake_fd = shared.inboxes[id].wake_fd();
+        let rings = (0..setup.rings.max(1))
+            .map(|r| make_ring(id, r, setup.fixed_slots, wake_fd))
+            .collect::<Result<Vec<_>, String>>()?;
         let config = &shared.config;
         let heartbeat = sse::encode_comment("");
         let mut preamble = Vec::with_capacity(200);
@@ -183,12 +185,11 @@ impl Worker {
                 addr: unsafe { std::mem::zeroed() },
                 len: 0,
                 armed: false,
+                ring: 0,
             })
             .collect();
-        let wake_fd = shared.inboxes[id].wake_fd();
         let mut w = Worker {
-            ring,
-            bufs,
+            rings,
             msgs: MsgPool::new(),
             accepts,
             wake_buf: Box::new(0),
@@ -199,7 +200,7 @@ impl Worker {
             conns: Slab::new(),
             index: Index::new(),
             generation: 0,
-            connections_max: setup.connections_max,
+            connections_per_ring: setup.connections_per_ring,
             limits: config.http_limits(),
             route_cfg: RouteConfig {
                 topics_per_stream_max: usize::from(config.topics_per_stream_max),
@@ -227,7 +228,7 @@ impl Worker {
             heartbeat,
             stream_preamble: Bytes::from(preamble),
             draining_until: None,
-            accept_cancel_in_flight: false,
+            accept_cancels_in_flight: 0,
             accepts_parked: false,
             last_log_tick: 0,
             stats: Stats::default(),
@@ -238,16 +239,30 @@ impl Worker {
         }
         w.arm_wake();
         w.arm_tick();
-        w.ring
-            .submit()
-            .map_err(|e| format!("worker {id}: first submit failed: {e}"))?;
+        for r in &w.rings {
+            r.ring
+                .submit()
+                .map_err(|e| format!("worker {id}: first submit failed: {e}"))?;
+        }
         Ok(w)
     }
 
     fn run_loop(&mut self) -> Result<(), String> {
         let mut enter_errors = 0;
         loop {
-            match self.ring.submit_and_wait(1) {
+            // Secondary rings first, without waiting: their completions
+            // wake us through the eventfd the primary ring is reading.
+            for r in self.rings.iter().skip(1) {
+                if let Err(e) = r.ring.submit() {
+                    if !matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+                    ) {
+                        crate::error!("io_uring_enter failed", worker = self.id, error = e);
+                    }
+                }
+            }
+            match self.rings[0].ring.submit_and_wait(1) {
                 Ok(_) => enter_errors = 0,
                 Err(e)
                     if matches!(
@@ -264,9 +279,11 @@ impl Worker {
             }
             self.now = 1 + (self.started.elapsed().as_millis() as u64 / TICK_MS) as u32;
             let mut batch = std::mem::take(&mut self.cqes);
-            batch.extend(self.ring.completion());
-            for cqe in batch.drain(..) {
-                self.on_completion(cqe.user_data(), cqe.result(), cqe.flags());
+            for (r, ring) in self.rings.iter_mut().enumerate() {
+                batch.extend(ring.ring.completion().map(|c| (r as u8, c)));
+            }
+            for (r, cqe) in batch.drain(..) {
+                self.on_completion(r, cqe.user_data(), cqe.result(), cqe.flags());
             }
             self.cqes = batch;
             self.after_batch();
@@ -281,17 +298,18 @@ impl Worker {
 
     /// Queue one SQE; if the SQ is full, submit what is there and retry:
     /// an SQE is never dropped.
-    fn push(&mut self, entries: &[squeue::Entry]) {
+    fn push(&mut self, ring: u8, entries: &[squeue::Entry]) {
+        let ring = &mut self.rings[usize::from(ring)].ring;
         for attempt in 0..ENTER_ERRORS_MAX {
             // SAFETY: every entry points only at memory that outlives its
             // completion: frames held in send queues until the send
             // completes, msghdrs in the pool, buffers and addresses owned by
             // this worker (dropped after the ring).
-            let pushed = unsafe { self.ring.submission().push_multiple(entries) };
+            let pushed = unsafe { ring.submission().push_multiple(entries) };
             if pushed.is_ok() {
                 return;
             }
-            if let Err(e) = self.ring.submit() {
+            if let Err(e) = ring.submit() {
                 if attempt + 1 == ENTER_ERRORS_MAX {
                     crate::error!("cannot submit", worker = self.id, error = e);
                 }
@@ -304,11 +322,21 @@ impl Worker {
         );
     }
 
+    /// Arm accept `slot` on the ring with the fewest connections, so the
+    /// worker's rings fill evenly.
     fn arm_accept(&mut self, slot: usize) {
+        let ring = self
+            .rings
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, r)| r.conns)
+            .map(|(i, _)| i as u8)
+            .unwrap_or(0);
         let a = &mut self.accepts[slot];
         debug_assert!(!a.armed);
         a.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         a.armed = true;
+        a.ring = ring;
         let entry = opcode::Accept::new(
             types::Fd(self.listener.as_raw_fd()),
             (&mut a.addr as *mut libc::sockaddr_storage).cast(),
@@ -319,7 +347,7 @@ impl Worker {
         .file_index(Some(types::DestinationSlot::auto_target()))
         .build()
         .user_data(Token::new(OpKind::Accept, slot as u32, 0).pack());
-        self.push(&[entry]);
+        self.push(ring, &[entry]);
     }
 
     fn arm_wake(&mut self) {
@@ -330,14 +358,14 @@ impl Worker {
         )
         .build()
         .user_data(Token::new(OpKind::Wake, 0, 0).pack());
-        self.push(&[entry]);
+        self.push(0, &[entry]);
     }
 
     fn arm_tick(&mut self) {
         let entry = opcode::Timeout::new(&*self.tick_ts)
             .build()
             .user_data(Token::new(OpKind::Tick, 0, 0).pack());
-        self.push(&[entry]);
+        self.push(0, &[entry]);
     }
 
     fn arm_recv(&mut self, key: u32) {
@@ -348,7 +376,8 @@ impl Worker {
         let entry = opcode::RecvMulti::new(types::Fixed(conn.fixed), BUF_GROUP)
             .build()
             .user_data(Token::new(OpKind::Recv, key, conn.generation).pack());
-        self.push(&[entry]);
+        let ring = conn.ring;
+        self.push(ring, &[entry]);
     }
 
     /// Start one send for `key` if it has frames and none in flight: a
@@ -386,12 +415,13 @@ impl Worker {
         };
         conn.op_started();
         conn.last_send_tick = now;
-        self.push(&[entry.user_data(token)]);
+        let ring = conn.ring;
+        self.push(ring, &[entry.user_data(token)]);
     }
 
     // ---- completions -----------------------------------------------------
 
-    fn on_completion(&mut self, user_data: u64, result: i32, flags: u32) {
+    fn on_completion(&mut self, ring: u8, user_data: u64, result: i32, flags: u32) {
         let Some(token) = Token::unpack(user_data) else {
             crate::error!(
                 "completion with an unknown token",
@@ -403,12 +433,14 @@ impl Worker {
         };
         match token.kind {
             OpKind::Accept => self.on_accept(token.key as usize, result),
-            OpKind::Recv => self.on_recv(token, result, flags),
+            OpKind::Recv => self.on_recv(ring, token, result, flags),
             OpKind::Send => self.on_send(token, result),
             OpKind::Cancel | OpKind::Close => self.on_conn_op_done(token),
             OpKind::Wake => self.on_wake(),
             OpKind::Tick => self.on_tick(),
-            OpKind::AcceptCancel => self.accept_cancel_in_flight = false,
+            OpKind::AcceptCancel => {
+                self.accept_cancels_in_flight = self.accept_cancels_in_flight.saturating_sub(1)
+            }
         }
     }
 
@@ -450,11 +482,17 @@ impl Worker {
             return;
         }
         let fixed = result as u32;
+        let ring = a.ring;
         let peer_loopback = peer_is_loopback(&a.addr);
         self.generation = next_generation(self.generation);
         let key = self.conns.vacant_key() as u32;
         self.conns
-            .insert(Conn::new(fixed, self.generation, peer_loopback));
+            .insert(Conn::new(fixed, ring, self.generation, peer_loopback));
+        let ring_conns = {
+            let r = &mut self.rings[usize::from(ring)];
+            r.conns += 1;
+            r.conns
+        };
         metrics::add(&COUNTERS.connections_accepted_total, 1);
         metrics::add(&COUNTERS.connections_open, 1);
         let open_before = self.shared.connections_open.fetch_add(1, Ordering::Relaxed);
@@ -463,7 +501,7 @@ impl Worker {
             return;
         }
         let full = open_before >= self.shared.capacity.connections_max
-            || self.conns.len() > self.connections_max as usize;
+            || ring_conns > self.connections_per_ring;
         if full {
             // Read the request first, then answer 503: closing with unread
             // bytes would reset the connection and lose the answer.
@@ -474,15 +512,18 @@ impl Worker {
         self.arm_accept(slot);
     }
 
-    fn on_recv(&mut self, token: Token, result: i32, flags: u32) {
+    fn on_recv(&mut self, ring: u8, token: Token, result: i32, flags: u32) {
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
+        // The buffer belongs to the ring the completion came from.
+        let bufs = &mut self.rings[usize::from(ring)].bufs;
         let Some(conn) = live(&mut self.conns, &mut self.stats.stale, token) else {
             if let Some(bid) = bid {
-                self.bufs.give_back(bid);
+                bufs.give_back(bid);
             }
             return;
         };
+        debug_assert_eq!(conn.ring, ring, "a connection's recv on another ring");
         if !more {
             conn.op_finished();
             conn.clear(flag::RECV_ARMED);
@@ -492,9 +533,9 @@ impl Worker {
             // shared by every connection of the worker.
             if result > 0 && conn.phase == Phase::Request && !conn.has(flag::CLOSE_AFTER_SEND) {
                 conn.read_buf
-                    .extend_from_slice(self.bufs.get(bid, result as usize));
+                    .extend_from_slice(bufs.get(bid, result as usize));
             }
-            self.bufs.give_back(bid);
+            bufs.give_back(bid);
         }
         let key = token.key;
         if conn.phase == Phase::Closing {
@@ -895,7 +936,12 @@ impl Worker {
         let subs = std::mem::take(&mut conn.subs);
         conn.phase = Phase::Closing;
         conn.read_buf = Vec::new();
-        let (fixed, generation, busy) = (conn.fixed, conn.generation, conn.ops_in_flight > 0);
+        let (fixed, ring, generation, busy) = (
+            conn.fixed,
+            conn.ring,
+            conn.generation,
+            conn.ops_in_flight > 0,
+        );
         self.clear_deadline(key);
         let conns = &mut self.conns;
         for sub in subs.iter() {
@@ -922,10 +968,10 @@ impl Worker {
             let conn = &mut self.conns[key as usize];
             conn.op_started();
             conn.op_started();
-            self.push(&[cancel, close]);
+            self.push(ring, &[cancel, close]);
         } else {
             self.conns[key as usize].op_started();
-            self.push(&[close]);
+            self.push(ring, &[close]);
         }
     }
 
@@ -935,6 +981,9 @@ impl Worker {
         }
         let conn = self.conns.remove(key as usize);
         assert_eq!(conn.ops_in_flight, 0, "slot freed with ops in flight");
+        let ring = &mut self.rings[usize::from(conn.ring)];
+        debug_assert!(ring.conns > 0);
+        ring.conns -= 1;
         debug_assert_eq!(conn.msg_slot, MSG_SLOT_NONE);
         self.shared.connections_open.fetch_sub(1, Ordering::Relaxed);
         COUNTERS.connections_open.fetch_sub(1, Ordering::Relaxed);
@@ -967,14 +1016,17 @@ impl Worker {
         }
         self.draining_until = Some(self.now + self.ticks.shutdown);
         self.accepts_parked = false;
-        if self.accepts.iter().any(|a| a.armed) {
-            self.accept_cancel_in_flight = true;
+        for ring in 0..self.rings.len() as u8 {
+            if !self.accepts.iter().any(|a| a.armed && a.ring == ring) {
+                continue;
+            }
+            self.accept_cancels_in_flight += 1;
             let entry = opcode::AsyncCancel2::new(
                 types::CancelBuilder::fd(types::Fd(self.listener.as_raw_fd())).all(),
             )
             .build()
             .user_data(Token::new(OpKind::AcceptCancel, 0, 0).pack());
-            self.push(&[entry]);
+            self.push(ring, &[entry]);
         }
         // Idle and request connections close now; streams and pending
         // answers close once their queue is flushed (or at the deadline).
@@ -997,7 +1049,7 @@ impl Worker {
     fn finished(&self) -> bool {
         self.draining_until.is_some()
             && self.conns.is_empty()
-            && !self.accept_cancel_in_flight
+            && self.accept_cancels_in_flight == 0
             && self.accepts.iter().all(|a| !a.armed)
     }
 
@@ -1010,6 +1062,41 @@ impl Worker {
         metrics::add(&COUNTERS.stale_completions_total, s.stale);
         metrics::add(&COUNTERS.requests_total, s.requests);
     }
+}
+
+/// Build ring `r` of worker `id`: its fixed-file table and provided
+/// buffers. Ring 0 is the primary (DEFER_TASKRUN, the one the thread sleeps
+/// on); the others register the worker's wake-up eventfd so their
+/// completions wake the thread (the primary always has a read pending on it).
+fn make_ring(id: usize, r: usize, fixed_slots: u32, wake_fd: i32) -> Result<RingIo, String> {
+    let ring = if r == 0 {
+        let (ring, mode) =
+            crate::ring::build_ring().map_err(|e| crate::ring::unavailable_message(&e))?;
+        crate::debug!("worker ring", worker = id, ring_mode = format!("{mode:?}"));
+        ring
+    } else {
+        let ring = crate::ring::build_secondary_ring()
+            .map_err(|e| crate::ring::unavailable_message(&e))?;
+        ring.submitter()
+            .register_eventfd(wake_fd)
+            .map_err(|e| format!("worker {id}: cannot register the wake-up eventfd: {e}"))?;
+        ring
+    };
+    ring.submitter()
+        .register_files_sparse(fixed_slots)
+        .map_err(|e| {
+            format!(
+                "worker {id}: cannot register a fixed-file table of {fixed_slots} slots: {e} \
+                 (the table is capped by RLIMIT_NOFILE)"
+            )
+        })?;
+    let bufs = BufRing::new(&ring.submitter(), BUF_GROUP)
+        .map_err(|e| crate::ring::unavailable_message(&e))?;
+    Ok(RingIo {
+        ring,
+        bufs,
+        conns: 0,
+    })
 }
 
 /// The live connection a token names, or `None` for a stale completion
