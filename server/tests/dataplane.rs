@@ -638,6 +638,101 @@ fn sigterm_under_load_exits_zero_within_the_deadline() {
     }
 }
 
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let server = Server::start(&["--workers", "1", "--idle-timeout-ms", "300"]);
+    let mut s = server.connect();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let (head, _) = read_head(&mut s);
+    assert!(head.contains("keep-alive"), "{head}");
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("closed by the server");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// With io_uring_setup forbidden by a seccomp filter (as container runtimes
+/// do by default), the node exits 1 with one line naming cause and fix.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn io_uring_forbidden_by_seccomp_exits_1_naming_the_cause() {
+    use std::os::unix::process::CommandExt;
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    const SYS_IO_URING_SETUP: u32 = 425;
+    fn stmt(code: u16, k: u32) -> libc::sock_filter {
+        libc::sock_filter {
+            code,
+            jt: 0,
+            jf: 0,
+            k,
+        }
+    }
+    fn jeq(k: u32, jf: u8) -> libc::sock_filter {
+        libc::sock_filter {
+            code: 0x05 | 0x10,
+            jt: 0,
+            jf,
+            k,
+        }
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stentor"));
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: runs in the forked child before exec; only prctl calls on a
+    // filter that lives on this stack frame until they return.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut filter = [
+                stmt(0x20, 4),              // ld arch
+                jeq(AUDIT_ARCH_X86_64, 3),  // other arch: allow
+                stmt(0x20, 0),              // ld syscall nr
+                jeq(SYS_IO_URING_SETUP, 1), // other syscall: allow
+                stmt(0x06, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+                stmt(0x06, libc::SECCOMP_RET_ALLOW),
+            ];
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_mut_ptr(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn under seccomp");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("stentor did not exit under seccomp");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("io_uring") && err.contains("seccomp"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 /// Idle subscribers held as io_uring direct descriptors on the client side
 /// too, so one test process holds far more than its 20000-descriptor limit:
 /// each socket is created, bound to a source address, connected and sent
