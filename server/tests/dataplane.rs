@@ -323,25 +323,7 @@ fn counter(server: &Server, name: &str) -> u64 {
 #[test]
 fn a_slow_client_over_its_queue_budget_is_dropped_and_others_are_not() {
     let server = Server::start(&["--workers", "1", "--queue-bytes-max", "65536"]);
-    let mut slow = {
-        let sock = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
-        let small: i32 = 4096;
-        // SAFETY: setsockopt on our own socket with a live i32.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&small as *const i32).cast(),
-                4,
-            );
-        }
-        sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        sock
-    };
-    slow.write_all(b"GET /events?topic=s HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    let slow = stalled_stream(&server, "s");
     let mut fast = Stream::open(&server, &["s"]);
     fast.wait_connected();
     // The kernel buffers a few MB for the stalled socket before our own
@@ -636,6 +618,63 @@ fn sigterm_under_load_exits_zero_within_the_deadline() {
     for s in &mut streams {
         assert!(!s.read_until(|_| false), "stream still open");
     }
+}
+
+/// A stream that does not read, with a tiny receive buffer.
+fn stalled_stream(server: &Server, topic: &str) -> TcpStream {
+    let sock = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    let small: i32 = 4096;
+    // SAFETY: setsockopt on our own socket with a live i32.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const i32).cast(),
+            4,
+        );
+    }
+    let mut sock = sock;
+    write!(
+        sock,
+        "GET /events?topic={topic} HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    .unwrap();
+    sock
+}
+
+#[test]
+fn a_stalled_client_whose_oldest_frame_is_too_old_is_dropped() {
+    let server = Server::start(&[
+        "--workers",
+        "1",
+        "--queue-bytes-max",
+        "1073741824",
+        "--queue-age-ms-max",
+        "300",
+    ]);
+    let _stalled = stalled_stream(&server, "age");
+    let mut fast = Stream::open(&server, &["age"]);
+    fast.wait_connected();
+    let payload = "z".repeat(60 * 1024);
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counter(&server, "dropped_slow_age_total") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled client was never dropped"
+        );
+        // Enough to fill the kernel's buffers so frames wait in our queue.
+        for _ in 0..10 {
+            ids.push(publish(&server, "age", &payload));
+        }
+        let last = *ids.last().unwrap();
+        assert!(fast.read_until(|items| has_event(items, last)));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(counter(&server, "dropped_slow_bytes_total"), 0);
+    assert_eq!(fast.event_ids(), ids, "the fast client got everything");
 }
 
 #[test]
