@@ -99,7 +99,10 @@ pub struct RunArgs {
 
     /// Publish body template. Placeholders: {topic}, {topic_url}, {data}, {data_json}
     /// (a quoted JSON string), {data_url} (percent-encoded), {seq}.
-    #[arg(long = "pub-body-template", default_value = r#"{"topic":"{topic}","data":{data_json}}"#)]
+    #[arg(
+        long = "pub-body-template",
+        default_value = r#"{"topic":"{topic}","data":{data_json}}"#
+    )]
     pub pub_body_template: String,
 
     /// Content-Type of publish requests.
@@ -237,7 +240,9 @@ pub struct HttpUrl {
 
 pub fn parse_http_url(url: &str) -> Result<HttpUrl, UsageError> {
     let Some(rest) = url.strip_prefix("http://") else {
-        return usage(format!("URL {url:?} must start with http:// (https is not supported)"));
+        return usage(format!(
+            "URL {url:?} must start with http:// (https is not supported)"
+        ));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -291,15 +296,21 @@ fn parse_slow_mode(s: &str) -> Result<SlowMode, UsageError> {
     if let Some(rate) = s.strip_prefix("trickle:") {
         return match rate.parse::<u64>() {
             Ok(n) if n > 0 => Ok(SlowMode::Trickle { bytes_per_s: n }),
-            _ => usage(format!("--slow-mode trickle:{rate}: BYTES_PER_S must be a positive integer")),
+            _ => usage(format!(
+                "--slow-mode trickle:{rate}: BYTES_PER_S must be a positive integer"
+            )),
         };
     }
-    usage(format!("--slow-mode {s:?}: expected `stall` or `trickle:BYTES_PER_S`"))
+    usage(format!(
+        "--slow-mode {s:?}: expected `stall` or `trickle:BYTES_PER_S`"
+    ))
 }
 
 fn check_header(h: &str, flag: &str) -> Result<(), UsageError> {
     match h.split_once(':') {
-        Some((name, _)) if !name.trim().is_empty() && !h.contains('\r') && !h.contains('\n') => Ok(()),
+        Some((name, _)) if !name.trim().is_empty() && !h.contains('\r') && !h.contains('\n') => {
+            Ok(())
+        }
         _ => usage(format!("{flag} {h:?}: expected \"Name: value\"")),
     }
 }
@@ -348,7 +359,9 @@ impl RunArgs {
             return usage(format!("--duration-s must be in 1..={DURATION_S_MAX}"));
         }
         if self.payload_bytes > PAYLOAD_BYTES_MAX {
-            return usage(format!("--payload-bytes must be at most {PAYLOAD_BYTES_MAX}"));
+            return usage(format!(
+                "--payload-bytes must be at most {PAYLOAD_BYTES_MAX}"
+            ));
         }
         if self.topics == 0 || self.topics > self.subscribers.max(1) {
             return usage("--topics must be in 1..=--subscribers");
@@ -356,7 +369,10 @@ impl RunArgs {
         if !(self.connect_rate.is_finite() && self.connect_rate > 0.0) {
             return usage("--connect-rate must be positive");
         }
-        if !(self.connect_timeout_s.is_finite() && self.connect_timeout_s > 0.0 && self.connect_timeout_s <= 3600.0) {
+        if !(self.connect_timeout_s.is_finite()
+            && self.connect_timeout_s > 0.0
+            && self.connect_timeout_s <= 3600.0)
+        {
             return usage("--connect-timeout-s must be in (0, 3600]");
         }
         if !(self.drain_s.is_finite() && self.drain_s >= 0.0 && self.drain_s <= 3600.0) {
@@ -419,7 +435,10 @@ impl RunArgs {
             None => rings_needed.max(cores).min(self.subscribers).clamp(1, THREADS_MAX),
         };
         if rings_needed > THREADS_MAX {
-            return usage(format!("--subscribers {} needs more than {THREADS_MAX} rings", self.subscribers));
+            return usage(format!(
+                "--subscribers {} needs more than {THREADS_MAX} rings",
+                self.subscribers
+            ));
         }
         let slots_per_thread = self.subscribers.div_ceil(threads);
 
@@ -431,7 +450,9 @@ impl RunArgs {
         } else {
             Vec::new()
         };
-        if !source_ips.is_empty() && self.subscribers.div_ceil(source_ips.len()) > PORTS_PER_SOURCE_IP {
+        if !source_ips.is_empty()
+            && self.subscribers.div_ceil(source_ips.len()) > PORTS_PER_SOURCE_IP
+        {
             return usage(format!(
                 "--source-ips: {} addresses give ~{} ports, fewer than --subscribers {}",
                 source_ips.len(),
@@ -440,8 +461,14 @@ impl RunArgs {
             ));
         }
 
-        let topics: Vec<String> = (0..self.topics).map(|i| format!("{}{i}", self.topic_prefix)).collect();
-        let extra: String = self.sub_headers.iter().map(|h| format!("{h}\r\n")).collect();
+        let topics: Vec<String> = (0..self.topics)
+            .map(|i| format!("{}{i}", self.topic_prefix))
+            .collect();
+        let extra: String = self
+            .sub_headers
+            .iter()
+            .map(|h| format!("{h}\r\n"))
+            .collect();
         let sub_requests = topics
             .iter()
             .map(|t| {

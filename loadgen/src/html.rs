@@ -10,11 +10,20 @@ const H: f64 = 240.0;
 const PAD: f64 = 48.0;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// A polyline chart of (x, y) points with axis labels; `y_max` 0 = auto.
-fn line_chart(title: &str, x_label: &str, y_label: &str, pts: &[(f64, f64)], log_x: bool) -> String {
+fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    pts: &[(f64, f64)],
+    log_x: bool,
+) -> String {
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -31,19 +40,35 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, pts: &[(f64, f64)], log
         svg += r#"<text x="360" y="120" text-anchor="middle">no data</text></svg></figure>"#;
         return svg;
     }
-    let fx = |x: f64| if log_x { -(100.0 - x.min(99.9999)).log10() } else { x };
-    let (x0, x1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(fx(p.0)), b.max(fx(p.0))));
+    let fx = |x: f64| {
+        if log_x {
+            -(100.0 - x.min(99.9999)).log10()
+        } else {
+            x
+        }
+    };
+    let (x0, x1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
+        (a.min(fx(p.0)), b.max(fx(p.0)))
+    });
     let y1 = pts.iter().fold(0.0f64, |m, p| m.max(p.1)).max(1e-9) * 1.05;
     let sx = |x: f64| PAD + (fx(x) - x0) / (x1 - x0).max(1e-9) * (W - PAD - 8.0);
     let sy = |y: f64| 8.0 + (H - PAD - 8.0) * (1.0 - y / y1);
-    let path: Vec<String> = pts.iter().map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1))).collect();
+    let path: Vec<String> = pts
+        .iter()
+        .map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1)))
+        .collect();
     let _ = write!(
         svg,
         r##"<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{}"/>"##,
         path.join(" ")
     );
     for p in pts {
-        let _ = write!(svg, r##"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="#1f6feb"/>"##, sx(p.0), sy(p.1));
+        let _ = write!(
+            svg,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="#1f6feb"/>"##,
+            sx(p.0),
+            sy(p.1)
+        );
     }
     for i in 0..=4 {
         let y = y1 * i as f64 / 4.0;
@@ -96,13 +121,59 @@ pub fn render(r: &Report) -> String {
     };
     let l = &r.fast_latency_us;
     let rows = [
-        ("subscribers", format!("{} / {} connected in {:.2} s", r.subscribers_connected, r.subscribers_requested, r.connect_time_ms / 1000.0)),
-        ("publishing", format!("{} events at {} ev/s, {} B, {} accepted; lag max {:.2} ms", r.events_published, r.rate, r.payload_bytes, r.events_accepted, r.publish_lag_ms_max)),
-        ("deliveries", format!("{} / {} ({:.0}/s)", r.deliveries_received, r.deliveries_expected, r.deliveries_per_s)),
-        ("loss / duplicates / out of order", format!("{} / {} / {}", r.loss, r.duplicates, r.out_of_order)),
-        ("latency (fast) p50 / p90 / p99 / p99.9 / max", format!("{:.3} / {:.3} / {:.3} / {:.3} / {:.3} ms", l.p50 as f64 / 1e3, l.p90 as f64 / 1e3, l.p99 as f64 / 1e3, l.p999 as f64 / 1e3, l.max as f64 / 1e3)),
-        ("slow clients / dropped", format!("{} / {}", r.slow_clients, r.slow_clients_dropped)),
-        ("loadgen", format!("{} threads, {:.2} cores busy of {}", r.loadgen.threads, r.loadgen.cpu_cores_busy, r.loadgen.cores)),
+        (
+            "subscribers",
+            format!(
+                "{} / {} connected in {:.2} s",
+                r.subscribers_connected,
+                r.subscribers_requested,
+                r.connect_time_ms / 1000.0
+            ),
+        ),
+        (
+            "publishing",
+            format!(
+                "{} events at {} ev/s, {} B, {} accepted; lag max {:.2} ms",
+                r.events_published,
+                r.rate,
+                r.payload_bytes,
+                r.events_accepted,
+                r.publish_lag_ms_max
+            ),
+        ),
+        (
+            "deliveries",
+            format!(
+                "{} / {} ({:.0}/s)",
+                r.deliveries_received, r.deliveries_expected, r.deliveries_per_s
+            ),
+        ),
+        (
+            "loss / duplicates / out of order",
+            format!("{} / {} / {}", r.loss, r.duplicates, r.out_of_order),
+        ),
+        (
+            "latency (fast) p50 / p90 / p99 / p99.9 / max",
+            format!(
+                "{:.3} / {:.3} / {:.3} / {:.3} / {:.3} ms",
+                l.p50 as f64 / 1e3,
+                l.p90 as f64 / 1e3,
+                l.p99 as f64 / 1e3,
+                l.p999 as f64 / 1e3,
+                l.max as f64 / 1e3
+            ),
+        ),
+        (
+            "slow clients / dropped",
+            format!("{} / {}", r.slow_clients, r.slow_clients_dropped),
+        ),
+        (
+            "loadgen",
+            format!(
+                "{} threads, {:.2} cores busy of {}",
+                r.loadgen.threads, r.loadgen.cpu_cores_busy, r.loadgen.cores
+            ),
+        ),
         ("SLO", slo),
     ];
     h += "<table>";
@@ -119,11 +190,37 @@ pub fn render(r: &Report) -> String {
         .filter(|p| p.percentile < 100.0)
         .map(|p| (p.percentile, p.latency_us as f64 / 1e3))
         .collect();
-    h += &line_chart("Latency distribution (fast subscribers)", "percentile", "ms", &dist, true);
-    let dps: Vec<(f64, f64)> = r.timeline.iter().map(|t| (t.second as f64, t.deliveries as f64)).collect();
-    h += &line_chart("Deliveries per second", "second since publishing began", "deliveries/s", &dps, false);
-    let p99: Vec<(f64, f64)> = r.timeline.iter().map(|t| (t.second as f64, t.p99_us as f64 / 1e3)).collect();
-    h += &line_chart("p99 latency per second", "second since publishing began", "ms", &p99, false);
+    h += &line_chart(
+        "Latency distribution (fast subscribers)",
+        "percentile",
+        "ms",
+        &dist,
+        true,
+    );
+    let dps: Vec<(f64, f64)> = r
+        .timeline
+        .iter()
+        .map(|t| (t.second as f64, t.deliveries as f64))
+        .collect();
+    h += &line_chart(
+        "Deliveries per second",
+        "second since publishing began",
+        "deliveries/s",
+        &dps,
+        false,
+    );
+    let p99: Vec<(f64, f64)> = r
+        .timeline
+        .iter()
+        .map(|t| (t.second as f64, t.p99_us as f64 / 1e3))
+        .collect();
+    h += &line_chart(
+        "p99 latency per second",
+        "second since publishing began",
+        "ms",
+        &p99,
+        false,
+    );
     h += "</body></html>\n";
     h
 }

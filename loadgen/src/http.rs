@@ -111,20 +111,20 @@ impl Dechunker {
                             self.remaining = self.remaining * 16 + v;
                             self.digits += 1;
                         }
-                        b'\r' | b';' | b' ' | b'\t' if self.digits > 0 => self.state = ChunkState::SizeLineRest,
+                        b'\r' | b';' | b' ' | b'\t' if self.digits > 0 => {
+                            self.state = ChunkState::SizeLineRest
+                        }
                         b'\n' if self.digits > 0 => self.end_size_line(),
                         _ => return Err(ChunkError::Malformed),
                     }
                 }
-                ChunkState::SizeLineRest => {
-                    match input.iter().position(|&b| b == b'\n') {
-                        Some(i) => {
-                            input = &input[i + 1..];
-                            self.end_size_line();
-                        }
-                        None => input = &[],
+                ChunkState::SizeLineRest => match input.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        input = &input[i + 1..];
+                        self.end_size_line();
                     }
-                }
+                    None => input = &[],
+                },
                 ChunkState::Data => {
                     let n = (self.remaining.min(input.len() as u64)) as usize;
                     out(&input[..n]);
@@ -183,8 +183,10 @@ mod tests {
         for split in 0..body.len() {
             let mut d = Dechunker::new();
             let mut got = Vec::new();
-            d.feed(&body[..split], |b| got.extend_from_slice(b)).expect("valid");
-            d.feed(&body[split..], |b| got.extend_from_slice(b)).expect("valid");
+            d.feed(&body[..split], |b| got.extend_from_slice(b))
+                .expect("valid");
+            d.feed(&body[split..], |b| got.extend_from_slice(b))
+                .expect("valid");
             assert_eq!(got, b"hello, world", "split at {split}");
             assert!(d.is_done());
         }

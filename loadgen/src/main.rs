@@ -46,7 +46,10 @@ fn real_main() -> i32 {
             }
             let text = e.to_string();
             let line = text.lines().next().unwrap_or("bad arguments");
-            eprintln!("stentor-loadgen: {} (try --help)", line.trim_start_matches("error: "));
+            eprintln!(
+                "stentor-loadgen: {} (try --help)",
+                line.trim_start_matches("error: ")
+            );
             return EXIT_USAGE_OR_CONNECT;
         }
     };

@@ -145,7 +145,13 @@ impl Writer {
             let topic = (k % topics) as usize;
             let seq = k / topics;
             payload::encode(seq, due_ns, self.cfg.payload_bytes, &mut data);
-            build_request(&self.cfg.publish, &self.cfg.topics[topic], &data, seq, &mut req);
+            build_request(
+                &self.cfg.publish,
+                &self.cfg.topics[topic],
+                &data,
+                seq,
+                &mut req,
+            );
             self.send(topic, &req);
             let lag_us = self.shared.now_ns().saturating_sub(due_ns) / 1_000;
             self.stats.lag_us.saturating_record(lag_us.max(1));
@@ -174,7 +180,10 @@ impl Writer {
         let Some(conn) = &mut self.conn else { return };
         // Wait while the server has too many of our requests unanswered.
         let mut waited = 0;
-        while pending_len(&conn.pending) >= IN_FLIGHT_MAX && waited < 1000 && !self.shared.flag(&self.shared.stop) {
+        while pending_len(&conn.pending) >= IN_FLIGHT_MAX
+            && waited < 1000
+            && !self.shared.flag(&self.shared.stop)
+        {
             std::thread::sleep(Duration::from_millis(5));
             waited += 1;
         }
@@ -182,7 +191,10 @@ impl Writer {
             p.push_back(topic);
         }
         if let Err(e) = conn.stream.write_all(req) {
-            bump(&mut self.stats.errors, &format!("write_{:?}", e.kind()).to_lowercase());
+            bump(
+                &mut self.stats.errors,
+                &format!("write_{:?}", e.kind()).to_lowercase(),
+            );
             if let Ok(mut p) = conn.pending.lock() {
                 p.pop_back();
             }
@@ -191,17 +203,24 @@ impl Writer {
     }
 
     fn connect(&mut self) -> bool {
-        if self.last_connect.is_some_and(|t| t.elapsed() < RECONNECT_GAP) {
+        if self
+            .last_connect
+            .is_some_and(|t| t.elapsed() < RECONNECT_GAP)
+        {
             return false;
         }
         self.last_connect = Some(std::time::Instant::now());
-        let stream = match TcpStream::connect_timeout(&self.cfg.publish.server, Duration::from_secs(5)) {
-            Ok(s) => s,
-            Err(e) => {
-                bump(&mut self.stats.errors, &format!("connect_{:?}", e.kind()).to_lowercase());
-                return false;
-            }
-        };
+        let stream =
+            match TcpStream::connect_timeout(&self.cfg.publish.server, Duration::from_secs(5)) {
+                Ok(s) => s,
+                Err(e) => {
+                    bump(
+                        &mut self.stats.errors,
+                        &format!("connect_{:?}", e.kind()).to_lowercase(),
+                    );
+                    return false;
+                }
+            };
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
         let reader_stream = match stream.try_clone() {
@@ -338,7 +357,13 @@ fn read_responses(mut stream: TcpStream, pending: Pending, shared: Arc<Shared>) 
                 }
                 buf.extend_from_slice(&chunk[..n]);
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
             Err(_) => return give_up(stats, &pending, "read_error"),
         }
     }
@@ -410,7 +435,9 @@ mod tests {
         let two = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{\"id\":\"1\"}HTTP/1.1 503 X\r\nContent-Length: 0\r\n\r\n";
         let (s, used) = parse_response(two).expect("valid").expect("complete");
         assert_eq!(s, 200);
-        let (s2, used2) = parse_response(&two[used..]).expect("valid").expect("complete");
+        let (s2, used2) = parse_response(&two[used..])
+            .expect("valid")
+            .expect("complete");
         assert_eq!(s2, 503);
         assert_eq!(used + used2, two.len());
         assert_eq!(parse_response(&two[..20]), Ok(None));
@@ -435,6 +462,9 @@ mod tests {
         let s = String::from_utf8(out).expect("utf8");
         assert!(s.starts_with("POST /pub/a%2Fb HTTP/1.1\r\n"), "{s}");
         assert!(s.contains("Authorization: Bearer t\r\n"));
-        assert!(s.ends_with("topic=a%2Fb&data=seq%3D1%20t_ns%3D2%20|\"seq=1 t_ns=2 \"|1"), "{s}");
+        assert!(
+            s.ends_with("topic=a%2Fb&data=seq%3D1%20t_ns%3D2%20|\"seq=1 t_ns=2 \"|1"),
+            "{s}"
+        );
     }
 }

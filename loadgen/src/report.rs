@@ -187,7 +187,10 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
     let run_s = (t.connect_s + t.publish_s).max(1e-9);
     for (i, cpu) in st.thread_cpu_s.iter().enumerate() {
         if *cpu > SATURATED_SHARE * run_s {
-            warnings.push(format!("subscriber thread {i} was busy {:.0}% of the run: add --threads", cpu / run_s * 100.0));
+            warnings.push(format!(
+                "subscriber thread {i} was busy {:.0}% of the run: add --threads",
+                cpu / run_s * 100.0
+            ));
         }
     }
     let lag_max_ms = ms(ps.lag_us.max());
@@ -209,7 +212,11 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
         ));
     }
     if ps.accepted < ps.sent {
-        warnings.push(format!("{} of {} publishes were not accepted", ps.sent - ps.accepted, ps.sent));
+        warnings.push(format!(
+            "{} of {} publishes were not accepted",
+            ps.sent - ps.accepted,
+            ps.sent
+        ));
     }
 
     let timeline = st
@@ -229,13 +236,15 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
     let latency_distribution = if st.fast_latency_us.is_empty() {
         Vec::new()
     } else {
-        [0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99, 100.0]
-            .iter()
-            .map(|&p| DistributionPoint {
-                percentile: p,
-                latency_us: st.fast_latency_us.value_at_percentile(p),
-            })
-            .collect()
+        [
+            0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99, 100.0,
+        ]
+        .iter()
+        .map(|&p| DistributionPoint {
+            percentile: p,
+            latency_us: st.fast_latency_us.value_at_percentile(p),
+        })
+        .collect()
     };
 
     let mut r = Report {
@@ -328,7 +337,10 @@ fn slo_failures(cfg: &RunConfig, r: &Report) -> Vec<String> {
     }
     if let Some(max) = cfg.max_loss {
         if r.loss_ratio > max {
-            f.push(format!("loss {:.6} ({} of {}) > --max-loss {max}", r.loss_ratio, r.loss, r.deliveries_expected));
+            f.push(format!(
+                "loss {:.6} ({} of {}) > --max-loss {max}",
+                r.loss_ratio, r.loss, r.deliveries_expected
+            ));
         }
     }
     let min_connected = cfg.min_connected.or(any_slo.then_some(1.0));
@@ -348,7 +360,10 @@ fn kinds(c: &Counts) -> String {
     if c.is_empty() {
         return "none".into();
     }
-    c.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    c.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The human summary printed at the end of a run.
@@ -413,7 +428,11 @@ pub fn summary(r: &Report) -> String {
     }
     s += &format!(
         "loadgen      {} threads, {:.2} CPU s over {:.2} s ({:.2} cores busy of {})\n",
-        r.loadgen.threads, r.loadgen.cpu_s, r.loadgen.wall_s, r.loadgen.cpu_cores_busy, r.loadgen.cores
+        r.loadgen.threads,
+        r.loadgen.cpu_s,
+        r.loadgen.wall_s,
+        r.loadgen.cpu_cores_busy,
+        r.loadgen.cores
     );
     for w in &r.warnings {
         s += &format!("warning      {w}\n");

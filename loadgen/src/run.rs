@@ -31,8 +31,12 @@ pub struct RunError(pub String);
 
 pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
     let cfg = Arc::new(cfg);
-    publisher::probe(&cfg.publish)
-        .map_err(|e| RunError(format!("cannot connect to publish endpoint {}: {e}", cfg.publish.server)))?;
+    publisher::probe(&cfg.publish).map_err(|e| {
+        RunError(format!(
+            "cannot connect to publish endpoint {}: {e}",
+            cfg.publish.server
+        ))
+    })?;
     let shared = Arc::new(Shared::new(cfg.topics.len(), cfg.threads));
     let progress = Progress::new(&cfg, shared.clone());
     let cpu_start = engine::process_cpu_s();
@@ -50,7 +54,8 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
         }
     }
     let ramp_s = cfg.subscribers as f64 / cfg.connect_rate;
-    let ramp_deadline = wall_start + Duration::from_secs_f64(ramp_s) + cfg.connect_timeout + RAMP_SLACK;
+    let ramp_deadline =
+        wall_start + Duration::from_secs_f64(ramp_s) + cfg.connect_timeout + RAMP_SLACK;
     while shared.resolved.load(Ordering::Acquire) < cfg.subscribers as u64 {
         if Instant::now() >= ramp_deadline || handles.iter().any(|h| h.is_finished()) {
             break;
@@ -66,7 +71,9 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
         let why = stats
             .map(|s| format!("{:?}", s.connect_errors))
             .unwrap_or_else(|e| e.0);
-        return Err(RunError(format!("no subscriber connected to {url} (errors: {why})")));
+        return Err(RunError(format!(
+            "no subscriber connected to {url} (errors: {why})"
+        )));
     }
 
     // Publish, on its own threads, from a start slightly in the future so
@@ -95,10 +102,14 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
         progress.tick("drain");
         std::thread::sleep(POLL);
     }
-    let publish_s = (shared.now_ns().min(publish_end + cfg.drain.as_nanos() as u64) - start_ns) as f64 / 1e9;
+    let publish_s = (shared
+        .now_ns()
+        .min(publish_end + cfg.drain.as_nanos() as u64)
+        - start_ns) as f64
+        / 1e9;
 
-    // Verdict for stalled subscribers.
-    if cfg.slow_fraction > 0.0 && matches!(cfg.slow_mode, crate::cli::SlowMode::Stall) {
+    // Verdict for slow subscribers: were they closed by the server?
+    if cfg.slow_fraction > 0.0 {
         shared.set(&shared.verdict);
         let deadline = Instant::now() + VERDICT_MAX;
         while Instant::now() < deadline {
@@ -180,7 +191,12 @@ impl Progress {
     fn tick(&self, phase: &str) {
         let Some(bar) = &self.bar else { return };
         let s = &self.shared;
-        let p99 = s.p99_us.iter().map(|p| p.load(Ordering::Relaxed)).max().unwrap_or(0);
+        let p99 = s
+            .p99_us
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
         bar.set_message(format!(
             "{phase:8} connected {}/{}  events {}/{}  deliveries {}  p99 {:.2} ms",
             s.streaming.load(Ordering::Relaxed),

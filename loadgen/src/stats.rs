@@ -12,7 +12,8 @@ pub const TIMELINE_S_MAX: usize = crate::cli::DURATION_S_MAX as usize + 120;
 
 pub fn new_histogram(sigfig: u8) -> Histogram<u64> {
     // Bounds are constants in range: construction cannot fail.
-    Histogram::new_with_bounds(1, LATENCY_US_MAX, sigfig).expect("constant histogram bounds are valid")
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, sigfig)
+        .expect("constant histogram bounds are valid")
 }
 
 /// One second of the timeline.

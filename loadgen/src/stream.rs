@@ -228,7 +228,10 @@ mod tests {
         assert_eq!(ledger.last_event_id.as_deref(), Some("3"));
         assert_eq!(ledger.retry_ms, Some(100));
         // Latency 5 ms - 1 ms = 4000 µs for the first.
-        assert_eq!(stats.fast_latency_us.max(), stats.fast_latency_us.highest_equivalent(4000));
+        assert_eq!(
+            stats.fast_latency_us.max(),
+            stats.fast_latency_us.highest_equivalent(4000)
+        );
     }
 
     #[test]

@@ -21,7 +21,10 @@ pub struct BufRing {
 impl BufRing {
     /// Register `entries` (a power of two) buffers of `buf_bytes` as group `bgid`.
     pub fn new(ring: &IoUring, bgid: u16, entries: u16, buf_bytes: usize) -> io::Result<Self> {
-        assert!(entries.is_power_of_two(), "buffer ring size must be a power of two");
+        assert!(
+            entries.is_power_of_two(),
+            "buffer ring size must be a power of two"
+        );
         let ring_bytes = entries as usize * std::mem::size_of::<BufRingEntry>();
         // SAFETY: anonymous private mapping, checked for failure below.
         let ptr = unsafe {
@@ -48,7 +51,10 @@ impl BufRing {
         };
         // SAFETY: the mapping lives as long as `me`, which the engine drops
         // after the ring (field order), so the kernel never sees it unmapped.
-        unsafe { ring.submitter().register_buf_ring_with_flags(ptr as u64, entries, bgid, 0)? };
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(ptr as u64, entries, bgid, 0)?
+        };
         for bid in 0..entries {
             me.push(bid);
         }

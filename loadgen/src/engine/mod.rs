@@ -107,7 +107,8 @@ pub fn spawn(
         .name(format!("sub-{thread_idx}"))
         .spawn(move || {
             // The ring is created on the thread that submits (SINGLE_ISSUER).
-            let mut engine = Engine::new(thread_idx, cfg, shared).map_err(|e| format!("ring setup: {e}"))?;
+            let mut engine =
+                Engine::new(thread_idx, cfg, shared).map_err(|e| format!("ring setup: {e}"))?;
             engine.run().map_err(|e| format!("ring: {e}"))?;
             Ok(engine.finish())
         })
@@ -122,7 +123,9 @@ fn build_ring() -> io::Result<IoUring> {
     match tuned {
         Ok(r) => Ok(r),
         // Older kernels lack DEFER_TASKRUN; plain rings still work.
-        Err(_) => IoUring::builder().setup_cqsize(CQ_ENTRIES).build(SQ_ENTRIES),
+        Err(_) => IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .build(SQ_ENTRIES),
     }
 }
 
@@ -166,7 +169,10 @@ impl Engine {
             .map(|&g| Sub::new(g as u32, (g % cfg.topics.len()) as u32, cfg.is_slow(g)))
             .collect();
         let SocketAddr::V4(v4) = cfg.server else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "IPv6 servers are not supported"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "IPv6 servers are not supported",
+            ));
         };
         let server = Box::new(sockaddr(*v4.ip(), v4.port()));
         let now = shared.now_ns();
@@ -233,12 +239,23 @@ impl Engine {
         if let Some(Reverse((t, _))) = self.reconnects.peek() {
             due = due.min(*t);
         }
-        let wait_ns = if self.backlog.is_empty() { due.saturating_sub(now) } else { 0 };
+        let wait_ns = if self.backlog.is_empty() {
+            due.saturating_sub(now)
+        } else {
+            0
+        };
         let ts = Timespec::from(std::time::Duration::from_nanos(wait_ns.max(1)));
         let args = SubmitArgs::new().timespec(&ts);
         match self.ring.submitter().submit_with_args(1, &args) {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -257,7 +274,11 @@ impl Engine {
     fn reap(&mut self) {
         let mut cqes = std::mem::take(&mut self.cqes);
         cqes.clear();
-        cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+        cqes.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
         for &(ud, res, flags) in &cqes {
             self.on_cqe(ud, res, flags);
         }
@@ -324,11 +345,17 @@ impl Engine {
                 return;
             }
         };
-        let installed = self.ring.submitter().register_files_update(idx as u32, &[fd]);
+        let installed = self
+            .ring
+            .submitter()
+            .register_files_update(idx as u32, &[fd]);
         // SAFETY: fd is ours; the table holds its own reference now.
         unsafe { libc::close(fd) };
         if let Err(e) = installed {
-            bump(&mut self.stats.connect_errors, &format!("install_{}", errno_name(e.raw_os_error().unwrap_or(0))));
+            bump(
+                &mut self.stats.connect_errors,
+                &format!("install_{}", errno_name(e.raw_os_error().unwrap_or(0))),
+            );
             self.resolve(idx);
             return;
         }
@@ -339,9 +366,13 @@ impl Engine {
         s.state = State::Connecting;
         self.pending += 1;
         let addr = &*self.server as *const libc::sockaddr_in as *const libc::sockaddr;
-        let e = opcode::Connect::new(Fixed(idx as u32), addr, std::mem::size_of::<libc::sockaddr_in>() as u32)
-            .build()
-            .user_data(ud);
+        let e = opcode::Connect::new(
+            Fixed(idx as u32),
+            addr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+        .build()
+        .user_data(ud);
         self.push(e);
     }
 
@@ -381,7 +412,14 @@ impl Engine {
                     if res > 0 {
                         let data = self.bufs.get(bid, res as usize);
                         // No copy: split borrows of the engine's fields.
-                        let step = feed(&mut self.subs[idx], data, now, &self.shared, &mut self.stats, &mut self.items);
+                        let step = feed(
+                            &mut self.subs[idx],
+                            data,
+                            now,
+                            &self.shared,
+                            &mut self.stats,
+                            &mut self.items,
+                        );
                         self.bufs.recycle(bid);
                         self.count_new(idx, step.1);
                         self.after_feed(idx, step.0, now);
@@ -400,7 +438,14 @@ impl Engine {
                     } else if let Some(buf) = s.slow_buf.take() {
                         let n = (res as usize).min(buf.len());
                         s.credit = s.credit.saturating_sub(n as u64);
-                        let step = feed(s, &buf[..n], now, &self.shared, &mut self.stats, &mut self.items);
+                        let step = feed(
+                            s,
+                            &buf[..n],
+                            now,
+                            &self.shared,
+                            &mut self.stats,
+                            &mut self.items,
+                        );
                         self.subs[idx].slow_buf = Some(buf);
                         self.count_new(idx, step.1);
                         self.after_feed(idx, step.0, now);
@@ -485,17 +530,23 @@ impl Engine {
         let s = &mut self.subs[idx];
         let ud = user_data(OP_RECV_MULTI, s.gen, idx as u32);
         s.op = Some(ud);
-        let e = opcode::RecvMulti::new(Fixed(idx as u32), self.bufs.bgid()).build().user_data(ud);
+        let e = opcode::RecvMulti::new(Fixed(idx as u32), self.bufs.bgid())
+            .build()
+            .user_data(ud);
         self.push(e);
     }
 
     fn arm_recv_one(&mut self, idx: usize, len: usize) {
         let s = &mut self.subs[idx];
-        let buf = s.slow_buf.get_or_insert_with(|| vec![0u8; SLOW_BUF_BYTES].into_boxed_slice());
+        let buf = s
+            .slow_buf
+            .get_or_insert_with(|| vec![0u8; SLOW_BUF_BYTES].into_boxed_slice());
         let len = len.min(buf.len()) as u32;
         let ud = user_data(OP_RECV_ONE, s.gen, idx as u32);
         s.op = Some(ud);
-        let e = opcode::Recv::new(Fixed(idx as u32), buf.as_mut_ptr(), len).build().user_data(ud);
+        let e = opcode::Recv::new(Fixed(idx as u32), buf.as_mut_ptr(), len)
+            .build()
+            .user_data(ud);
         self.push(e);
     }
 
@@ -504,7 +555,9 @@ impl Engine {
         let ud = user_data(OP_POLL, s.gen, idx as u32);
         s.op = Some(ud);
         let mask = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32;
-        let e = opcode::PollAdd::new(Fixed(idx as u32), mask).build().user_data(ud);
+        let e = opcode::PollAdd::new(Fixed(idx as u32), mask)
+            .build()
+            .user_data(ud);
         self.push(e);
     }
 
@@ -528,8 +581,19 @@ impl Engine {
         if matches!(state, State::Closing | State::CloseSent | State::Closed) {
             return;
         }
+        if res == -libc::ECANCELED && state == State::Verdict {
+            // A trickling read cancelled to start the verdict read.
+            if self.subs[idx].op.is_none() {
+                self.arm_recv_one(idx, SLOW_BUF_BYTES);
+            }
+            return;
+        }
         if res == 0 || (res < 0 && res != -libc::ENOBUFS) {
-            let cause = if res == 0 { "eof".to_string() } else { errno_name(-res) };
+            let cause = if res == 0 {
+                "eof".to_string()
+            } else {
+                errno_name(-res)
+            };
             match state {
                 State::Head => self.fail_attempt(idx, &cause, now),
                 State::Verdict => self.end_stream(idx, "closed_while_stalled", now),
@@ -611,7 +675,9 @@ impl Engine {
         self.flush_counters();
         let s = &self.subs[idx];
         self.shared.live_fast[s.topic as usize].fetch_sub(1, Ordering::AcqRel);
-        self.shared.live_unique.fetch_sub(s.ledger.tracker.unique(), Ordering::AcqRel);
+        self.shared
+            .live_unique
+            .fetch_sub(s.ledger.tracker.unique(), Ordering::AcqRel);
     }
 
     fn count_new(&mut self, idx: usize, new: u64) {
@@ -642,7 +708,9 @@ impl Engine {
                 self.shared.verdicts_pending.fetch_sub(1, Ordering::AcqRel);
             } else {
                 let since = s.ledger.behind_since_ns.unwrap_or(s.streaming_since_ns);
-                self.stats.slow_drop_after_us.saturating_record((now.saturating_sub(since) / 1_000).max(1));
+                self.stats
+                    .slow_drop_after_us
+                    .saturating_record((now.saturating_sub(since) / 1_000).max(1));
             }
         }
         s.reconnect_wanted = reconnect;
@@ -660,7 +728,9 @@ impl Engine {
         s.state = State::Closing;
         s.reader = None;
         if let Some(op) = s.op {
-            let e = opcode::AsyncCancel::new(op).build().user_data(user_data(OP_CANCEL, 0, idx as u32));
+            let e = opcode::AsyncCancel::new(op)
+                .build()
+                .user_data(user_data(OP_CANCEL, 0, idx as u32));
             self.push(e);
         }
         self.maybe_close(idx);
@@ -681,13 +751,22 @@ impl Engine {
     fn on_closed(&mut self, idx: usize) {
         let now = self.shared.now_ns();
         let s = &mut self.subs[idx];
-        debug_assert!(s.state == State::CloseSent, "close completed in state {:?}", s.state);
+        debug_assert!(
+            s.state == State::CloseSent,
+            "close completed in state {:?}",
+            s.state
+        );
         s.state = State::Closed;
         s.req = None;
         if s.reconnect_wanted && !self.shared.flag(&self.shared.stop) {
             s.reconnect_wanted = false;
-            let retry = s.ledger.retry_ms.unwrap_or(RETRY_MS_DEFAULT).min(RETRY_MS_MAX);
-            self.reconnects.push(Reverse((now + retry * 1_000_000, idx as u32)));
+            let retry = s
+                .ledger
+                .retry_ms
+                .unwrap_or(RETRY_MS_DEFAULT)
+                .min(RETRY_MS_MAX);
+            self.reconnects
+                .push(Reverse((now + retry * 1_000_000, idx as u32)));
         }
     }
 
@@ -697,7 +776,8 @@ impl Engine {
             let ramp_over = self.shared.flag(&self.shared.ramp_over);
             for idx in 0..self.subs.len() {
                 let s = &self.subs[idx];
-                let connecting = matches!(s.state, State::Connecting | State::Sending | State::Head);
+                let connecting =
+                    matches!(s.state, State::Connecting | State::Sending | State::Head);
                 let late = now.saturating_sub(s.attempt_start_ns) > timeout;
                 if connecting && (late || (ramp_over && !s.resolved)) {
                     self.fail_attempt(idx, "timeout", now);
@@ -722,20 +802,25 @@ impl Engine {
         self.shared.p99_us[self.thread_idx].store(p99, Ordering::Relaxed);
     }
 
-    /// Stalled subscribers read once more, to learn whether the server closed them.
+    /// Slow subscribers read everything once more, at full speed, to learn
+    /// whether the server closed them: a close queued behind unread data (or
+    /// a reset behind it) is invisible until the data before it is read.
     fn start_verdict(&mut self) {
         self.verdict_started = true;
         let mut n = 0;
         for idx in 0..self.subs.len() {
             let s = &mut self.subs[idx];
-            if s.state != State::Stalled {
+            let trickling = s.reads_slowly && s.state == State::Streaming;
+            if s.state != State::Stalled && !trickling {
                 continue;
             }
             s.state = State::Verdict;
             n += 1;
             match s.op {
                 Some(op) => {
-                    let e = opcode::AsyncCancel::new(op).build().user_data(user_data(OP_CANCEL, 0, idx as u32));
+                    let e = opcode::AsyncCancel::new(op)
+                        .build()
+                        .user_data(user_data(OP_CANCEL, 0, idx as u32));
                     self.push(e);
                 }
                 None => self.arm_recv_one(idx, SLOW_BUF_BYTES),
@@ -747,11 +832,15 @@ impl Engine {
 
     fn flush_counters(&mut self) {
         if self.unflushed_live > 0 {
-            self.shared.live_unique.fetch_add(self.unflushed_live, Ordering::AcqRel);
+            self.shared
+                .live_unique
+                .fetch_add(self.unflushed_live, Ordering::AcqRel);
             self.unflushed_live = 0;
         }
         if self.unflushed_all > 0 {
-            self.shared.deliveries.fetch_add(self.unflushed_all, Ordering::Relaxed);
+            self.shared
+                .deliveries
+                .fetch_add(self.unflushed_all, Ordering::Relaxed);
             self.unflushed_all = 0;
         }
     }
