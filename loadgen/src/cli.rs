@@ -79,9 +79,9 @@ pub struct RunArgs {
     #[arg(long = "connect-rate", default_value_t = 10_000.0)]
     pub connect_rate: f64,
 
-    /// Comma-separated local addresses to connect from (each gives ~28k ports to one server port).
-    /// Default: the kernel picks, or 127.0.0.1.. 127.0.0.K automatically for a loopback server
-    /// when more than 28000 subscribers are asked for.
+    /// Comma-separated local addresses to connect from; the loadgen picks each
+    /// (address, port) pair itself. Default for a loopback server: 127.0.0.1 .. 127.0.0.K,
+    /// one address per 28000 subscribers; otherwise the kernel picks.
     #[arg(long = "source-ips", value_delimiter = ',')]
     pub source_ips: Vec<Ipv4Addr>,
 
@@ -444,7 +444,9 @@ impl RunArgs {
 
         let source_ips = if !self.source_ips.is_empty() {
             self.source_ips.clone()
-        } else if self.subscribers > PORTS_PER_SOURCE_IP && base.addr.ip().is_loopback() {
+        } else if base.addr.ip().is_loopback() {
+            // Explicit source pairs even for one address: the kernel's own
+            // port search is quadratic in connections (see engine::ports).
             let n = self.subscribers.div_ceil(PORTS_PER_SOURCE_IP);
             (1..=n as u8).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect()
         } else {

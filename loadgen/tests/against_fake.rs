@@ -101,7 +101,11 @@ fn clean_run_counts_everything_and_meets_slo() {
     let o = run_loadgen(&srv.url(), &args);
     let r = &o.report;
     assert_eq!(o.code, 0, "stderr: {}\nreport: {r:#}", o.stderr);
-    assert_eq!(srv.published.load(std::sync::atomic::Ordering::Acquire), 100, "exactly the schedule");
+    assert_eq!(
+        srv.published.load(std::sync::atomic::Ordering::Acquire),
+        100,
+        "exactly the schedule"
+    );
     assert_eq!(n(r, "events_accepted"), 100);
     assert_eq!(n(r, "subscribers_requested"), 20);
     assert_eq!(n(r, "subscribers_connected"), 20);

@@ -14,6 +14,7 @@
 //! flight (connect, then send, then recv or poll), plus cancel/close.
 
 mod bufring;
+mod ports;
 mod sub;
 
 use std::cmp::Reverse;
@@ -31,6 +32,7 @@ use crate::shared::Shared;
 use crate::stats::{bump, Stats};
 use crate::stream::{Clock, Step, StreamReader};
 use bufring::BufRing;
+use ports::PortCursor;
 use sub::{State, Sub};
 
 /// Submission queue entries per ring.
@@ -50,6 +52,8 @@ const SLOW_BUF_BYTES: usize = 4096;
 const TICK_NS: u64 = 100_000_000;
 /// Longest sleep in the ring wait, so flags are seen promptly.
 const WAIT_NS_MAX: u64 = 20_000_000;
+/// Source pairs tried per connect when bind says a port is taken.
+const BIND_TRIES_MAX: usize = 256;
 /// Reconnect attempts per subscriber over a run.
 const RECONNECTS_MAX: u16 = 1000;
 /// Reconnect delay when the stream gave no `retry:`, and the cap on what it gave.
@@ -139,6 +143,8 @@ struct Engine {
     thread_idx: usize,
     subs: Vec<Sub>,
     server: Box<libc::sockaddr_in>,
+    /// Explicit source pairs, when source addresses are given.
+    ports: Option<PortCursor>,
     stats: Stats,
     backlog: VecDeque<squeue::Entry>,
     cqes: Vec<(u64, i32, u32)>,
@@ -166,7 +172,7 @@ impl Engine {
         let bufs = BufRing::new(&ring, BUF_GROUP, READ_BUFS, READ_BUF_BYTES)?;
         let subs = globals
             .iter()
-            .map(|&g| Sub::new(g as u32, (g % cfg.topics.len()) as u32, cfg.is_slow(g)))
+            .map(|&g| Sub::new((g % cfg.topics.len()) as u32, cfg.is_slow(g)))
             .collect();
         let SocketAddr::V4(v4) = cfg.server else {
             return Err(io::Error::new(
@@ -175,6 +181,8 @@ impl Engine {
             ));
         };
         let server = Box::new(sockaddr(*v4.ip(), v4.port()));
+        let ports = (!cfg.source_ips.is_empty())
+            .then(|| PortCursor::new(cfg.source_ips.clone(), thread_idx, cfg.threads));
         let now = shared.now_ns();
         let ramp_interval_ns = 1e9 * cfg.threads as f64 / cfg.connect_rate;
         Ok(Self {
@@ -183,6 +191,7 @@ impl Engine {
             thread_idx,
             subs,
             server,
+            ports,
             stats: Stats::default(),
             backlog: VecDeque::new(),
             cqes: Vec::with_capacity(CQ_ENTRIES as usize),
@@ -320,6 +329,14 @@ impl Engine {
         }
     }
 
+    /// An attempt could not even start: the subscriber is gone for this run.
+    fn attempt_lost(&mut self, idx: usize) {
+        if self.subs[idx].ever_connected {
+            self.leave_live(idx);
+        }
+        self.resolve(idx);
+    }
+
     /// Mark subscriber `idx`'s first attempt as ended (for the ramp gate).
     fn resolve(&mut self, idx: usize) {
         let s = &mut self.subs[idx];
@@ -330,18 +347,21 @@ impl Engine {
     }
 
     fn start_connect(&mut self, idx: usize, now: u64) {
-        let source = if self.cfg.source_ips.is_empty() {
-            None
-        } else {
-            let g = self.subs[idx].global as usize;
-            Some(self.cfg.source_ips[g % self.cfg.source_ips.len()])
-        };
         let slow = self.subs[idx].ledger.slow;
-        let fd = match open_socket(source, slow) {
+        let mut opened = Err("no_source_port".to_string());
+        for _ in 0..BIND_TRIES_MAX {
+            let source = self.ports.as_mut().map(|p| p.next_pair());
+            opened = open_socket(source, slow);
+            match &opened {
+                Err(k) if k == "bind_eaddrinuse" && source.is_some() => continue,
+                _ => break,
+            }
+        }
+        let fd = match opened {
             Ok(fd) => fd,
             Err(kind) => {
                 bump(&mut self.stats.connect_errors, &kind);
-                self.resolve(idx);
+                self.attempt_lost(idx);
                 return;
             }
         };
@@ -356,7 +376,7 @@ impl Engine {
                 &mut self.stats.connect_errors,
                 &format!("install_{}", errno_name(e.raw_os_error().unwrap_or(0))),
             );
-            self.resolve(idx);
+            self.attempt_lost(idx);
             return;
         }
         let s = &mut self.subs[idx];
@@ -909,9 +929,9 @@ fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     }
 }
 
-/// A TCP socket, bound to `source` (port chosen at connect time), with a
-/// small receive buffer for slow subscribers. Errors are counter keys.
-fn open_socket(source: Option<Ipv4Addr>, slow: bool) -> Result<i32, String> {
+/// A TCP socket, bound to `source` when given, with a small receive buffer
+/// for slow subscribers. Errors are counter keys.
+fn open_socket(source: Option<(Ipv4Addr, u16)>, slow: bool) -> Result<i32, String> {
     // SAFETY: plain socket syscalls on a descriptor we own; closed on error.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
@@ -929,13 +949,13 @@ fn open_socket(source: Option<Ipv4Addr>, slow: bool) -> Result<i32, String> {
                 return fail("rcvbuf");
             }
         }
-        if let Some(ip) = source {
-            // Defer the port choice to connect(): ports are then unique per
-            // (source, destination), not per source, so ~28k per address.
-            if setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1) != 0 {
-                return fail("bind_no_port");
+        if let Some((ip, port)) = source {
+            // Reuse lets a pair whose old connection sits in TIME_WAIT be
+            // bound again after the cursor wraps.
+            if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1) != 0 {
+                return fail("reuseaddr");
             }
-            let sa = sockaddr(ip, 0);
+            let sa = sockaddr(ip, port);
             let rc = libc::bind(
                 fd,
                 &sa as *const libc::sockaddr_in as *const libc::sockaddr,

@@ -26,7 +26,6 @@ pub enum State {
 
 #[derive(Debug)]
 pub struct Sub {
-    pub global: u32,
     pub topic: u32,
     pub gen: u32,
     pub state: State,
@@ -57,9 +56,8 @@ pub struct Sub {
 }
 
 impl Sub {
-    pub fn new(global: u32, topic: u32, slow: bool) -> Self {
+    pub fn new(topic: u32, slow: bool) -> Self {
         Self {
-            global,
             topic,
             gen: 0,
             state: State::Idle,
