@@ -21,6 +21,34 @@ pub const DURATION_S_MAX: u64 = 3_600;
 /// Upper bound on one event's payload.
 pub const PAYLOAD_BYTES_MAX: usize = 1 << 20;
 
+const RUN_EXAMPLES: &str = "\
+Phases: ramp (connect every subscriber at --connect-rate), publish (open-loop, for
+--duration-s), drain (up to --drain-s for the last deliveries), verdict (slow subscribers
+read once more to learn whether the server closed them).
+Latency = receive time - scheduled send time of the event.
+
+Exit codes: 0 SLOs met (or none set), 1 an SLO missed, 2 usage or connection error.
+
+Examples:
+  # stentor: 10k subscribers, 10 ev/s for 30 s; fail if p99 > 50 ms or anything is lost
+  stentor-loadgen run --url http://127.0.0.1:8080 --subscribers 10000 \\
+      --rate 10 --duration-s 30 --max-p99-ms 50 --max-loss 0 \\
+      --json report.json --html report.html
+  # 10% of subscribers stall: how many does the server drop, do fast ones suffer?
+  stentor-loadgen run --subscribers 10000 --rate 10 \\
+      --slow-fraction 0.1 --slow-mode stall --reconnect
+  # nchan (nchan_publisher at /pub, nchan_subscriber eventsource at /sub)
+  stentor-loadgen run --url http://127.0.0.1:8081 --sub-path '/sub?id={topic}' \\
+      --pub-url 'http://127.0.0.1:8081/pub?id={topic}' \\
+      --pub-body-template '{data}' --pub-content-type text/plain
+  # Mercure hub (anonymous subscribers allowed; publisher JWT in $JWT)
+  stentor-loadgen run --url http://127.0.0.1:3000 \\
+      --sub-path '/.well-known/mercure?topic={topic}' \\
+      --pub-url http://127.0.0.1:3000/.well-known/mercure \\
+      --pub-body-template 'topic={topic_url}&data={data_url}' \\
+      --pub-content-type application/x-www-form-urlencoded \\
+      --pub-header \"Authorization: Bearer $JWT\"";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "stentor-loadgen",
@@ -42,6 +70,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Connect subscribers, publish on a schedule, measure and report.
+    #[command(after_long_help = RUN_EXAMPLES)]
     Run(Box<RunArgs>),
 }
 

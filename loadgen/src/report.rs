@@ -437,7 +437,11 @@ pub fn summary(r: &Report) -> String {
     for w in &r.warnings {
         s += &format!("warning      {w}\n");
     }
-    s += &if r.slo.met {
+    let any_slo =
+        r.slo.max_p99_ms.is_some() || r.slo.max_loss.is_some() || r.slo.min_connected.is_some();
+    s += &if !any_slo {
+        "SLO          none set (--max-p99-ms, --max-loss, --min-connected)\n".to_string()
+    } else if r.slo.met {
         "SLO          met\n".to_string()
     } else {
         format!("SLO          NOT met: {}\n", r.slo.failures.join("; "))

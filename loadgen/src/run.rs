@@ -198,7 +198,7 @@ impl Progress {
             .max()
             .unwrap_or(0);
         bar.set_message(format!(
-            "{phase:8} connected {}/{}  events {}/{}  deliveries {}  p99 {:.2} ms",
+            "{phase:7} subs {}/{} events {}/{} deliv {} p99 {:.1}ms",
             s.streaming.load(Ordering::Relaxed),
             self.requested,
             s.events_sent.load(Ordering::Relaxed),

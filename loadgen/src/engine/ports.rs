@@ -9,8 +9,9 @@
 
 use std::net::Ipv4Addr;
 
-/// Lowest and highest port handed out (below 1024 needs privileges we may not have).
-pub const PORT_MIN: u32 = 1024;
+/// Lowest and highest port handed out. Low ports are left alone so a run
+/// never holds a port a local service (8080, 5432, ...) may want to bind.
+pub const PORT_MIN: u32 = 10_000;
 pub const PORT_MAX: u32 = 65_535;
 
 #[derive(Debug, Clone)]
