@@ -371,3 +371,37 @@ fn bad_flags_are_exit_2_with_one_line() {
     assert_eq!(help.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&help.stdout).contains("--slow-mode"));
 }
+
+#[test]
+fn dropped_stalled_clients_resume_exactly_once() {
+    let srv = FakeServer::start(Faults {
+        drop_blocked_after: Some(Duration::from_millis(100)),
+        ..Faults::default()
+    });
+    let args = [
+        "--subscribers",
+        "20",
+        "--rate",
+        "200",
+        "--duration-s",
+        "1",
+        "--payload-bytes",
+        "4096",
+        "--slow-fraction",
+        "0.1",
+        "--slow-mode",
+        "stall",
+        "--reconnect",
+    ];
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(n(r, "slow_clients_dropped"), 2, "{r:#}");
+    assert_eq!(
+        n(r, "slow.drops_seen_at_end"),
+        0,
+        "a reset is seen while running"
+    );
+    assert_eq!(n(r, "resume.resumed_subscribers"), 2, "{r:#}");
+    assert_eq!(n(r, "resume.resumed_exactly_once"), 2, "{r:#}");
+    assert_eq!(n(r, "loss"), 0);
+}

@@ -476,8 +476,13 @@ impl Engine {
             OP_POLL => {
                 let (state, idle) = (self.subs[idx].state, self.subs[idx].op.is_none());
                 if res > 0 && state == State::Stalled {
-                    // RDHUP/HUP/ERR while we were not reading: the server closed us.
-                    self.end_stream(idx, "closed_while_stalled", now);
+                    // RDHUP/HUP/ERR while we were not reading: the server
+                    // closed us. Read (and count) what it had already sent,
+                    // as a client would, so a resume starts from the right id.
+                    let s = &mut self.subs[idx];
+                    s.state = State::Draining;
+                    s.drop_seen_ns = Some(now);
+                    self.arm_recv_one(idx, SLOW_BUF_BYTES);
                 } else if state == State::Verdict && idle {
                     self.arm_recv_one(idx, SLOW_BUF_BYTES);
                 }
@@ -616,7 +621,9 @@ impl Engine {
             };
             match state {
                 State::Head => self.fail_attempt(idx, &cause, now),
-                State::Verdict => self.end_stream(idx, "closed_while_stalled", now),
+                State::Verdict | State::Draining => {
+                    self.end_stream(idx, "closed_while_stalled", now)
+                }
                 _ => self.end_stream(idx, &cause, now),
             }
             return;
@@ -628,7 +635,9 @@ impl Engine {
         match (kind, s.state) {
             (OP_RECV_MULTI, State::Head | State::Streaming) => self.arm_recv_multi(idx),
             (OP_RECV_ONE, State::Head) => self.arm_recv_one(idx, SLOW_BUF_BYTES),
-            (OP_RECV_ONE, State::Verdict) => self.arm_recv_one(idx, SLOW_BUF_BYTES),
+            (OP_RECV_ONE, State::Verdict | State::Draining) => {
+                self.arm_recv_one(idx, SLOW_BUF_BYTES)
+            }
             // Trickling subscribers re-arm from the tick, by credit; stalled
             // ones wait on their poll.
             _ => {}
@@ -728,9 +737,10 @@ impl Engine {
                 self.shared.verdicts_pending.fetch_sub(1, Ordering::AcqRel);
             } else {
                 let since = s.ledger.behind_since_ns.unwrap_or(s.streaming_since_ns);
+                let seen = s.drop_seen_ns.unwrap_or(now);
                 self.stats
                     .slow_drop_after_us
-                    .saturating_record((now.saturating_sub(since) / 1_000).max(1));
+                    .saturating_record((seen.saturating_sub(since) / 1_000).max(1));
             }
         }
         s.reconnect_wanted = reconnect;

@@ -15,6 +15,8 @@ pub enum State {
     Streaming,
     /// A stalled slow subscriber: no reads, only a poll for the server's close.
     Stalled,
+    /// A stalled subscriber saw the server's close: reading what was sent before it.
+    Draining,
     /// After the drain: a stalled subscriber reads again to see whether it was closed.
     Verdict,
     /// Cancelling the op in flight before closing the slot.
@@ -52,6 +54,8 @@ pub struct Sub {
     /// First attempt ended (ramp gate).
     pub resolved: bool,
     pub dropped: bool,
+    /// When a stalled subscriber saw the server's close (ns since epoch).
+    pub drop_seen_ns: Option<u64>,
     pub reconnect_wanted: bool,
 }
 
@@ -79,6 +83,7 @@ impl Sub {
             resumed: false,
             resolved: false,
             dropped: false,
+            drop_seen_ns: None,
             reconnect_wanted: false,
         }
     }
