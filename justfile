@@ -14,7 +14,7 @@ ci:
 
 # Criterion micro-benches of the hot path (wire encode/parse).
 bench-micro:
-    cargo bench -p stentor-bench
+    cargo bench -p stentor-bench --bench wire
 
 # Capacity planning sweep: not built yet, issue 8 adds it.
 bench *ARGS:

@@ -8,7 +8,7 @@
 //! The rules are the ones an edge server must get right to be safe behind (or
 //! in front of) other HTTP software: every ambiguity that two parsers could
 //! read differently (request smuggling) is refused with 400, every limit has a
-//! name, a default and its own error. `docs/protocol-http.md` lists them all.
+//! name, a default and its own error. `docs/protocol.md` (part 2) lists them all.
 //! After any [`HttpError`] the caller answers with its status and closes the
 //! connection: the framing of whatever follows can no longer be trusted.
 
@@ -1287,7 +1287,7 @@ mod tests {
         let limits = small_limits();
         let mut buf = b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: ".to_vec();
         let pad = limits.head_bytes_max - buf.len() - 4;
-        buf.extend(std::iter::repeat(b'y').take(pad));
+        buf.extend(std::iter::repeat_n(b'y', pad));
         buf.extend_from_slice(b"\r\n\r\n");
         assert_eq!(buf.len(), limits.head_bytes_max);
         buf.extend_from_slice(b"GET / HTTP/1.1\r\n"); // next pipelined request
