@@ -63,6 +63,7 @@ fn real_main() -> i32 {
         }
     };
     let (json, html_path, quiet) = (cfg.json.clone(), cfg.html.clone(), cfg.quiet);
+    shared::install_signal_handlers();
     let report = match run::run(cfg, &args.url) {
         Ok(r) => r,
         Err(e) => {

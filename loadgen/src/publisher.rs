@@ -137,7 +137,7 @@ impl Writer {
         let mut req = Vec::new();
         let mut k = self.conn_idx as u64;
         while k < total {
-            if self.shared.flag(&self.shared.stop) {
+            if self.shared.flag(&self.shared.stop) || crate::shared::interrupted() {
                 break;
             }
             let due_ns = self.start_ns + (k as f64 * interval_ns) as u64;
@@ -265,12 +265,13 @@ fn pending_len(p: &Pending) -> usize {
 fn sleep_until(shared: &Shared, due_ns: u64) {
     loop {
         let now = shared.now_ns();
-        if now >= due_ns {
+        if now >= due_ns || crate::shared::interrupted() {
             return;
         }
         let left = due_ns - now;
         if left > 200_000 {
-            std::thread::sleep(Duration::from_nanos(left - 100_000));
+            // Capped so an interrupt is seen within 50 ms even at low rates.
+            std::thread::sleep(Duration::from_nanos(left - 100_000).min(Duration::from_millis(50)));
         } else {
             std::hint::spin_loop();
         }

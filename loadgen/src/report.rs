@@ -439,7 +439,7 @@ pub fn summary(r: &Report) -> String {
     }
     let any_slo =
         r.slo.max_p99_ms.is_some() || r.slo.max_loss.is_some() || r.slo.min_connected.is_some();
-    s += &if !any_slo {
+    s += &if r.slo.met && !any_slo {
         "SLO          none set (--max-p99-ms, --max-loss, --min-connected)\n".to_string()
     } else if r.slo.met {
         "SLO          met\n".to_string()

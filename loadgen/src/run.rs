@@ -13,7 +13,7 @@ use crate::cli::RunConfig;
 use crate::engine;
 use crate::publisher;
 use crate::report::{self, Report, RunTimes};
-use crate::shared::Shared;
+use crate::shared::{interrupted, Shared};
 use crate::stats::Stats;
 
 /// How often the run loop looks at the shared counters.
@@ -57,7 +57,10 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
     let ramp_deadline =
         wall_start + Duration::from_secs_f64(ramp_s) + cfg.connect_timeout + RAMP_SLACK;
     while shared.resolved.load(Ordering::Acquire) < cfg.subscribers as u64 {
-        if Instant::now() >= ramp_deadline || handles.iter().any(|h| h.is_finished()) {
+        if Instant::now() >= ramp_deadline
+            || handles.iter().any(|h| h.is_finished())
+            || interrupted()
+        {
             break;
         }
         progress.tick("connect");
@@ -94,25 +97,20 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
     }
     let pub_stats = publisher.join().unwrap_or_default();
     shared.set(&shared.publish_done);
-    let publish_end = shared.now_ns();
 
     // Drain: until every live fast subscriber has every accepted event.
     let drain_deadline = Instant::now() + cfg.drain;
-    while !shared.all_delivered() && Instant::now() < drain_deadline {
+    while !shared.all_delivered() && Instant::now() < drain_deadline && !interrupted() {
         progress.tick("drain");
         std::thread::sleep(POLL);
     }
-    let publish_s = (shared
-        .now_ns()
-        .min(publish_end + cfg.drain.as_nanos() as u64)
-        - start_ns) as f64
-        / 1e9;
+    let publish_s = shared.now_ns().saturating_sub(start_ns) as f64 / 1e9;
 
     // Verdict for slow subscribers: were they closed by the server?
     if cfg.slow_fraction > 0.0 {
         shared.set(&shared.verdict);
         let deadline = Instant::now() + VERDICT_MAX;
-        while Instant::now() < deadline {
+        while Instant::now() < deadline && !interrupted() {
             let acked = shared.verdict_acks.load(Ordering::Acquire) as usize >= cfg.threads;
             if acked && shared.verdicts_pending.load(Ordering::Acquire) == 0 {
                 break;
@@ -126,12 +124,20 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
     progress.finish();
     let times = RunTimes {
         connect_s,
-        publish_s: publish_s.max(cfg.duration_s as f64 * 0.5),
+        publish_s: publish_s.max(1e-3),
         wall_s: wall_start.elapsed().as_secs_f64(),
         cpu_s: engine::process_cpu_s() - cpu_start,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    Ok(report::build(&cfg, url, &stats, &pub_stats, &times))
+    let mut report = report::build(&cfg, url, &stats, &pub_stats, &times);
+    if interrupted() {
+        report
+            .warnings
+            .push("interrupted: the run was cut short, figures cover what was measured".into());
+        report.slo.failures.push("run interrupted".into());
+        report.slo.met = false;
+    }
+    Ok(report)
 }
 
 /// Stop every subscriber thread and merge their stats (bounded wait).

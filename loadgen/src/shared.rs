@@ -8,6 +8,32 @@ use std::time::Instant;
 /// Sentinel for "publishing has not started".
 pub const NOT_STARTED: u64 = u64::MAX;
 
+/// Set by SIGINT/SIGTERM: cut the run short and report what was measured.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    INTERRUPTED.store(true, Ordering::Release);
+}
+
+/// Route SIGINT and SIGTERM to [`interrupted`] (a second signal still
+/// kills: the handler is reset after the first).
+pub fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        let handler: extern "C" fn(libc::c_int) = on_signal;
+        sa.sa_sigaction = handler as *const () as usize;
+        sa.sa_flags = libc::SA_RESETHAND;
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Acquire)
+}
+
 #[derive(Debug)]
 pub struct Shared {
     pub epoch: Instant,

@@ -405,3 +405,52 @@ fn dropped_stalled_clients_resume_exactly_once() {
     assert_eq!(n(r, "resume.resumed_exactly_once"), 2, "{r:#}");
     assert_eq!(n(r, "loss"), 0);
 }
+
+#[test]
+fn sigint_cuts_the_run_short_with_a_report() {
+    let srv = FakeServer::start(Faults::default());
+    let json = std::env::temp_dir().join(format!("loadgen-test-int-{}.json", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stentor-loadgen"))
+        .args([
+            "run",
+            "--url",
+            &srv.url(),
+            "--subscribers",
+            "10",
+            "--rate",
+            "20",
+            "--duration-s",
+            "60",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start stentor-loadgen");
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling the child we started, by its PID.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("SIGINT did not end the run");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("report written"))
+            .expect("json");
+    let _ = std::fs::remove_file(&json);
+    assert!(
+        report["warnings"].to_string().contains("interrupted"),
+        "{report:#}"
+    );
+    assert!(n(&report, "events_published") < 1200);
+}
