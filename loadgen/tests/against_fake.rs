@@ -454,3 +454,32 @@ fn sigint_cuts_the_run_short_with_a_report() {
     );
     assert!(n(&report, "events_published") < 1200);
 }
+
+#[test]
+fn a_close_behind_unread_data_is_found_by_the_verdict_read() {
+    let srv = FakeServer::start(Faults {
+        drop_blocked_after: Some(Duration::from_millis(100)),
+        drop_gracefully: true,
+        ..Faults::default()
+    });
+    let args = [
+        "--subscribers",
+        "20",
+        "--rate",
+        "200",
+        "--duration-s",
+        "1",
+        "--payload-bytes",
+        "4096",
+        "--slow-fraction",
+        "0.1",
+        "--slow-mode",
+        "stall",
+    ];
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(n(r, "slow_clients_dropped"), 2, "{r:#}");
+    assert_eq!(n(r, "slow.drops_seen_at_end"), 2, "{r:#}");
+    assert_eq!(n(r, "disconnects.closed_while_stalled"), 2);
+    assert_eq!(n(r, "loss"), 0);
+}

@@ -29,6 +29,9 @@ pub struct Faults {
     pub stall_after: Option<u64>,
     /// A subscriber whose write blocks this long is dropped (abortive close).
     pub drop_blocked_after: Option<Duration>,
+    /// Drop blocked subscribers with a FIN queued behind the unread data
+    /// instead of a reset.
+    pub drop_gracefully: bool,
     /// Status for `GET /events` (200 = stream).
     pub get_status: Option<u16>,
     pub chunked: bool,
@@ -313,7 +316,9 @@ fn send(h: &mut Hub, topic: &str, text: &str, faults: &Faults) {
         match write_frame(&mut s.stream, text, s.chunked) {
             Ok(()) => true,
             Err(_) => {
-                if faults.drop_blocked_after.is_some() {
+                if faults.drop_gracefully {
+                    let _ = s.stream.shutdown(Shutdown::Both);
+                } else if faults.drop_blocked_after.is_some() {
                     abort(&s.stream);
                 }
                 false
