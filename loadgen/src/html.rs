@@ -7,7 +7,24 @@ use crate::report::Report;
 
 const W: f64 = 720.0;
 const H: f64 = 240.0;
-const PAD: f64 = 48.0;
+/// Left margin (y tick labels), right margin (last x label), bottom margin.
+const PAD: f64 = 60.0;
+const PAD_RIGHT: f64 = 28.0;
+
+/// A tick label short enough for the margin: 1.2M, 35k, 487, 3.5, 0.25.
+fn short(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.0}k", v / 1e3)
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -27,13 +44,14 @@ fn line_chart(
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r#"<figure><figcaption>{}</figcaption><svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">"#,
-        esc(title)
+        r#"<figure><figcaption>{} ({})</figcaption><svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">"#,
+        esc(title),
+        esc(y_label)
     );
     let _ = write!(
         svg,
         r##"<rect x="{PAD}" y="8" width="{}" height="{}" fill="#fafafa" stroke="#ccc"/>"##,
-        W - PAD - 8.0,
+        W - PAD - PAD_RIGHT,
         H - PAD - 8.0
     );
     if pts.is_empty() {
@@ -51,7 +69,7 @@ fn line_chart(
         (a.min(fx(p.0)), b.max(fx(p.0)))
     });
     let y1 = pts.iter().fold(0.0f64, |m, p| m.max(p.1)).max(1e-9) * 1.05;
-    let sx = |x: f64| PAD + (fx(x) - x0) / (x1 - x0).max(1e-9) * (W - PAD - 8.0);
+    let sx = |x: f64| PAD + (fx(x) - x0) / (x1 - x0).max(1e-9) * (W - PAD - PAD_RIGHT);
     let sy = |y: f64| 8.0 + (H - PAD - 8.0) * (1.0 - y / y1);
     let path: Vec<String> = pts
         .iter()
@@ -74,11 +92,11 @@ fn line_chart(
         let y = y1 * i as f64 / 4.0;
         let _ = write!(
             svg,
-            r##"<text x="{}" y="{:.1}" font-size="11" text-anchor="end">{:.2}</text><line x1="{PAD}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#eee"/>"##,
+            r##"<text x="{}" y="{:.1}" font-size="11" text-anchor="end">{}</text><line x1="{PAD}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#eee"/>"##,
             PAD - 4.0,
             sy(y) + 4.0,
-            y,
-            W - 8.0,
+            short(y),
+            W - PAD_RIGHT,
             sy(y),
             sy(y)
         );
@@ -99,13 +117,10 @@ fn line_chart(
     }
     let _ = write!(
         svg,
-        r#"<text x="{}" y="{}" font-size="12" text-anchor="middle">{}</text><text x="12" y="{}" font-size="12" transform="rotate(-90 12 {})" text-anchor="middle">{}</text></svg></figure>"#,
+        r#"<text x="{}" y="{}" font-size="12" text-anchor="middle">{}</text></svg></figure>"#,
         W / 2.0,
         H - 8.0,
         esc(x_label),
-        H / 2.0,
-        H / 2.0,
-        esc(y_label)
     );
     svg
 }
