@@ -111,7 +111,8 @@ struct Writer {
     start_ns: u64,
     stats: PubStats,
     conn: Option<Conn>,
-    finished_readers: Vec<std::thread::JoinHandle<PubStats>>,
+    /// Retired connections: their reader and their queue of requests.
+    finished_readers: Vec<(std::thread::JoinHandle<PubStats>, Pending)>,
     last_connect: Option<std::time::Instant>,
 }
 
@@ -162,10 +163,19 @@ impl Writer {
         // it. Readers finish when every pending request is answered.
         self.retire_conn();
         let mut total = std::mem::take(&mut self.stats);
-        for r in self.finished_readers.drain(..) {
+        for (r, pending) in self.finished_readers.drain(..) {
             match r.join() {
                 Ok(s) => total.merge(s),
                 Err(_) => bump(&mut total.errors, "reader_panicked"),
+            }
+            // Requests written after the reader had already given up (the
+            // server closed the connection) were never answered.
+            if let Ok(mut p) = pending.lock() {
+                for t in p.drain(..) {
+                    if t != usize::MAX {
+                        bump(&mut total.errors, "no_response");
+                    }
+                }
             }
         }
         total
@@ -176,6 +186,14 @@ impl Writer {
         if self.conn.is_none() && !self.connect() {
             bump(&mut self.stats.errors, "not_connected");
             return;
+        }
+        if self.conn.as_ref().is_some_and(|c| c.reader.is_finished()) {
+            // The server closed this connection: write to a new one.
+            self.retire_conn();
+            if !self.connect() {
+                bump(&mut self.stats.errors, "not_connected");
+                return;
+            }
         }
         let Some(conn) = &mut self.conn else { return };
         // Wait while the server has too many of our requests unanswered.
@@ -252,7 +270,7 @@ impl Writer {
                 // An empty marker is not needed: the reader watches `retired`.
                 p.push_back(usize::MAX);
             }
-            self.finished_readers.push(c.reader);
+            self.finished_readers.push((c.reader, c.pending));
         }
     }
 }

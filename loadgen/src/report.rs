@@ -343,6 +343,14 @@ fn slo_failures(cfg: &RunConfig, r: &Report) -> Vec<String> {
             ));
         }
     }
+    if any_slo && r.events_accepted < r.events_published {
+        // Loss is counted against accepted events; refused ones would hide it.
+        f.push(format!(
+            "{} of {} publishes were not accepted",
+            r.events_published - r.events_accepted,
+            r.events_published
+        ));
+    }
     let min_connected = cfg.min_connected.or(any_slo.then_some(1.0));
     if let Some(min) = min_connected {
         let share = r.subscribers_connected as f64 / r.subscribers_requested.max(1) as f64;

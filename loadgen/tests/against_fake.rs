@@ -483,3 +483,23 @@ fn a_close_behind_unread_data_is_found_by_the_verdict_read() {
     assert_eq!(n(r, "disconnects.closed_while_stalled"), 2);
     assert_eq!(n(r, "loss"), 0);
 }
+
+#[test]
+fn refused_publishes_are_counted_and_fail_the_slo() {
+    let srv = FakeServer::start(Faults {
+        reject_every: Some(4),
+        ..Faults::default()
+    });
+    let mut args = BASE.to_vec();
+    args.extend(["--max-loss", "0"]);
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert_eq!(n(r, "events_published"), 100);
+    assert_eq!(n(r, "events_accepted"), 75, "{r:#}");
+    assert_eq!(n(r, "publish_errors.status_503"), 25);
+    // Loss counts against accepted events only.
+    assert_eq!(n(r, "deliveries_expected"), 75 * 20);
+    assert_eq!(n(r, "deliveries_received"), 75 * 20);
+    assert_eq!(n(r, "loss"), 0);
+}

@@ -32,6 +32,8 @@ pub struct Faults {
     /// Drop blocked subscribers with a FIN queued behind the unread data
     /// instead of a reset.
     pub drop_gracefully: bool,
+    /// Publishes whose id is a multiple of k are refused with 503 (not sent).
+    pub reject_every: Option<u64>,
     /// Status for `GET /events` (200 = stream).
     pub get_status: Option<u16>,
     pub chunked: bool,
@@ -160,6 +162,13 @@ fn handle(
             let topic = v["topic"].as_str().unwrap_or("").to_string();
             let data = v["data"].as_str().unwrap_or("").to_string();
             let id = published.fetch_add(1, Ordering::AcqRel) + 1;
+            if faults.reject_every.is_some_and(|k| id % k == 0) {
+                let resp = "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n";
+                if out.write_all(resp.as_bytes()).is_err() {
+                    return;
+                }
+                continue;
+            }
             let _ = tx.send((Instant::now() + faults.delay, id, topic, data));
             let body = format!("{{\"id\":\"{id}\"}}");
             let resp = format!(
