@@ -503,3 +503,21 @@ fn refused_publishes_are_counted_and_fail_the_slo() {
     assert_eq!(n(r, "deliveries_received"), 75 * 20);
     assert_eq!(n(r, "loss"), 0);
 }
+
+#[test]
+fn topics_split_the_events_exactly() {
+    let srv = FakeServer::start(Faults {
+        drop_every: Some(8),
+        ..Faults::default()
+    });
+    let mut args = BASE.to_vec();
+    args.extend(["--topics", "4"]);
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    // 100 events over 4 topics: 25 each, 5 subscribers each.
+    assert_eq!(n(r, "deliveries_expected"), 25 * 20, "{r:#}");
+    // Ids 8, 16, ..., 96 are dropped; id k is event k-1, on topic (k-1) % 4 = 3:
+    // 12 events of topic t3, 5 subscribers each.
+    assert_eq!(n(r, "loss"), 12 * 5);
+    assert_eq!(n(r, "out_of_order"), 0);
+}
