@@ -210,7 +210,7 @@ pub fn render(results: &[BenchResult], reference_id: &str, reference: Reference)
                 format_ns(r.median_ns),
                 r.throughput
                     .map_or("-".to_string(), |t| format_throughput(t, r.median_ns)),
-                format!("{:.3}", r.median_ns / reference.median_ns),
+                format!("{:.4}", r.median_ns / reference.median_ns),
             ]
         })
         .collect();
@@ -250,7 +250,14 @@ fn format_ns(ns: f64) -> String {
 fn format_throughput(throughput: Throughput, median_ns: f64) -> String {
     let per_s = |n: u64| n as f64 / (median_ns * 1e-9);
     match throughput {
-        Throughput::Bytes(n) => format!("{:.2} GiB/s", per_s(n) / (1u64 << 30) as f64),
+        Throughput::Bytes(n) => {
+            let bytes_per_s = per_s(n);
+            if bytes_per_s >= (1u64 << 30) as f64 {
+                format!("{:.2} GiB/s", bytes_per_s / (1u64 << 30) as f64)
+            } else {
+                format!("{:.1} MiB/s", bytes_per_s / (1u64 << 20) as f64)
+            }
+        }
         Throughput::Elements(n) => format!("{:.2} M/s", per_s(n) / 1e6),
     }
 }
@@ -323,7 +330,7 @@ mod tests {
         let drift = r.drift_pct.expect("drift");
         assert!((drift - 10.526).abs() < 0.01, "{drift}");
         let report = render(&new, REFERENCE_DEFAULT, r);
-        assert!(report.contains("0.500"), "{report}");
+        assert!(report.contains("0.5000"), "{report}");
         assert!(
             !report.contains("\ncalibration/"),
             "calibration is not a row: {report}"
