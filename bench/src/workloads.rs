@@ -113,6 +113,16 @@ pub static WORKLOADS: &[Workload] = &[
             stentor_gate_measure(n, || http::parse_query(black_box(SUBSCRIBE_QUERY)))
         },
     },
+    Workload {
+        name: "http_parse_form/publish_128B",
+        iterations: QUERY_ITERATIONS,
+        what: "publish: parse a form-encoded `POST /publish` body with 128 B of data",
+        run: |n| {
+            let body = publish_form_body(128);
+            check_input(http::parse_form(&body).map_err(|e| format!("{e:?}")));
+            stentor_gate_measure(n, || http::parse_form(black_box(&body)))
+        },
+    },
 ];
 
 /// Look a workload up by its name.
@@ -166,6 +176,14 @@ pub fn event_of(data_bytes: usize, lines: usize) -> sse::Event {
         data,
         retry: None,
     }
+}
+
+/// A form-encoded publish body: topic, event type, id, and `data_bytes` of
+/// data with spaces (`+`) and one percent-escape, as a browser form sends it.
+pub fn publish_form_body(data_bytes: usize) -> Vec<u8> {
+    let mut body = b"topic=news&event=update&id=1234567&data=%7B".to_vec();
+    body.extend((0..data_bytes.saturating_sub(1)).map(|i| if i % 8 == 7 { b'+' } else { b'x' }));
+    body
 }
 
 /// `events` encoded events of `data_bytes` each, back to back.
@@ -251,5 +269,10 @@ mod tests {
         let pairs = http::parse_query(SUBSCRIBE_QUERY).expect("query parses");
         assert_eq!(pairs.len(), 4);
         assert_eq!(pairs[2], ("topic".into(), "prices/eur".into()));
+        let form = http::parse_form(&publish_form_body(128)).expect("form parses");
+        assert_eq!(form.len(), 4);
+        assert_eq!(form[3].0, "data");
+        assert_eq!(form[3].1.len(), 128);
+        assert!(form[3].1.starts_with("{xxx") && form[3].1.contains(' '));
     }
 }

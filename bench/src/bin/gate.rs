@@ -236,11 +236,7 @@ fn check(options: &CheckOptions) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let failed: Vec<&str> = rows
-        .iter()
-        .filter(|r| r.verdict.fails())
-        .map(|r| r.name.as_str())
-        .collect();
+    let failed: Vec<&gate::Row> = rows.iter().filter(|r| r.verdict.fails()).collect();
     if rows.iter().any(|r| r.verdict == gate::Verdict::Improved) {
         println!(
             "note: a workload got faster beyond its threshold; if that is the intended effect \
@@ -250,26 +246,38 @@ fn check(options: &CheckOptions) -> Result<ExitCode, String> {
     }
     if failed.is_empty() {
         println!("bench gate: PASS ({} workloads)", rows.len());
-        Ok(ExitCode::SUCCESS)
-    } else {
-        println!("bench gate: FAIL: {}", failed.join(", "));
-        println!("A workload executes more instructions than its baseline allows. See where with:");
-        for name in &failed {
-            println!(
-                "  callgrind_annotate {}",
-                callgrind_out_file(&out_dir, name).display()
-            );
-        }
-        println!(
-            "If the cost is intended, update the baseline on purpose: docs/benchmarks.md, \
-             \"Updating a baseline\"."
-        );
-        Ok(ExitCode::from(EXIT_REGRESSED))
+        return Ok(ExitCode::SUCCESS);
     }
+    let names: Vec<&str> = failed.iter().map(|r| r.name.as_str()).collect();
+    println!("bench gate: FAIL: {}", names.join(", "));
+    for row in failed {
+        match row.verdict {
+            gate::Verdict::Regressed => println!(
+                "  {}: more instructions than the baseline allows; see where with\n    \
+                 callgrind_annotate {}",
+                row.name,
+                callgrind_out_file(&out_dir, &row.name).display()
+            ),
+            gate::Verdict::NoBaseline => println!(
+                "  {}: new workload without a baseline line; add it with `just bench-gate --update`",
+                row.name
+            ),
+            _ => println!(
+                "  {}: baseline line for a workload that no longer exists; \
+                 `just bench-gate --update` drops it",
+                row.name
+            ),
+        }
+    }
+    println!(
+        "If the change in cost is intended, update the baseline on purpose: \
+         docs/benchmarks.md, \"Updating a baseline\"."
+    );
+    Ok(ExitCode::from(EXIT_REGRESSED))
 }
 
-/// Run one workload under callgrind, counting only inside `stentor_gate_measure`
-/// function, and return the instruction count.
+/// Run one workload under callgrind, counting only inside
+/// `stentor_gate_measure`, and return the instruction count.
 fn measure(
     valgrind: &Path,
     exe: &Path,
