@@ -279,20 +279,17 @@ fn pending_len(p: &Pending) -> usize {
     p.lock().map(|q| q.len()).unwrap_or(0)
 }
 
-/// Sleep until `due_ns`; coarse sleep then a short spin for precision.
+/// Sleep until `due_ns`. No spinning: at high rates a spin would take a
+/// core from the server; the timer's overshoot (tens of µs) shows up as
+/// publish lag, and a late event is sent at once, so the schedule holds.
 fn sleep_until(shared: &Shared, due_ns: u64) {
     loop {
         let now = shared.now_ns();
         if now >= due_ns || crate::shared::interrupted() {
             return;
         }
-        let left = due_ns - now;
-        if left > 200_000 {
-            // Capped so an interrupt is seen within 50 ms even at low rates.
-            std::thread::sleep(Duration::from_nanos(left - 100_000).min(Duration::from_millis(50)));
-        } else {
-            std::hint::spin_loop();
-        }
+        // Capped so an interrupt is seen within 50 ms even at low rates.
+        std::thread::sleep(Duration::from_nanos(due_ns - now).min(Duration::from_millis(50)));
     }
 }
 

@@ -1014,3 +1014,24 @@ fn rusage_s(who: i32) -> f64 {
         tv(ru.ru_utime) + tv(ru.ru_stime)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips() {
+        for (kind, gen, idx) in [
+            (OP_CONNECT, 0, 0),
+            (OP_CLOSE, 0x0FFF_FFFF, u32::MAX),
+            (OP_POLL, 12345, 99_999),
+        ] {
+            assert_eq!(split_user_data(user_data(kind, gen, idx)), (kind, gen, idx));
+        }
+        // The generation wraps within its 28 bits, never into the kind.
+        assert_eq!(
+            split_user_data(user_data(OP_SEND, u32::MAX, 7)),
+            (OP_SEND, 0x0FFF_FFFF, 7)
+        );
+    }
+}
