@@ -90,6 +90,8 @@ pub struct LoadgenReport {
     pub wall_s: f64,
     /// Average cores busy over the run (cpu_s / wall_s).
     pub cpu_cores_busy: f64,
+    /// Share of the whole machine's CPU busy (server included) while publishing.
+    pub machine_cpu_busy: Option<f64>,
     pub subscriber_thread_cpu_s: Vec<f64>,
 }
 
@@ -151,6 +153,8 @@ pub struct RunTimes {
     pub publish_s: f64,
     pub wall_s: f64,
     pub cpu_s: f64,
+    /// Share of the machine's CPU busy (all processes) while publishing.
+    pub machine_busy: Option<f64>,
     pub cores: usize,
 }
 
@@ -192,6 +196,12 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
                 cpu / run_s * 100.0
             ));
         }
+    }
+    if let Some(busy) = t.machine_busy.filter(|b| *b > SATURATED_SHARE) {
+        warnings.push(format!(
+            "the machine's CPU was {:.0}% busy while publishing (server, loadgen and anything else): figures include that contention",
+            busy * 100.0
+        ));
     }
     let lag_max_ms = ms(ps.lag_us.max());
     if lag_max_ms > 100.0 {
@@ -306,6 +316,7 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
             cpu_s: t.cpu_s,
             wall_s: t.wall_s,
             cpu_cores_busy,
+            machine_cpu_busy: t.machine_busy,
             subscriber_thread_cpu_s: st.thread_cpu_s.clone(),
         },
         timeline,

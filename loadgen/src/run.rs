@@ -82,6 +82,7 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
     // Publish, on its own threads, from a start slightly in the future so
     // event 0 is not already late.
     let start_ns = shared.now_ns() + 10_000_000;
+    let machine_start = engine::machine_jiffies();
     shared.publish_start_ns.store(start_ns, Ordering::Release);
     let publisher = {
         let cfg = cfg.clone();
@@ -105,6 +106,10 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
         std::thread::sleep(POLL);
     }
     let publish_s = shared.now_ns().saturating_sub(start_ns) as f64 / 1e9;
+    let machine_busy = match (machine_start, engine::machine_jiffies()) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => Some((b1 - b0) as f64 / (t1 - t0) as f64),
+        _ => None,
+    };
 
     // Verdict for slow subscribers: were they closed by the server?
     if cfg.slow_fraction > 0.0 {
@@ -127,6 +132,7 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
         publish_s: publish_s.max(1e-3),
         wall_s: wall_start.elapsed().as_secs_f64(),
         cpu_s: engine::process_cpu_s() - cpu_start,
+        machine_busy,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let mut report = report::build(&cfg, url, &stats, &pub_stats, &times);

@@ -1003,6 +1003,21 @@ pub fn process_cpu_s() -> f64 {
     rusage_s(libc::RUSAGE_SELF)
 }
 
+/// Busy and total jiffies of the whole machine (all processes), from
+/// /proc/stat; `None` where it cannot be read.
+pub fn machine_jiffies() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
+    Some((total - idle, total))
+}
+
 fn rusage_s(who: i32) -> f64 {
     // SAFETY: getrusage fills the struct we own.
     unsafe {
