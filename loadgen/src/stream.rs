@@ -106,6 +106,11 @@ impl StreamReader {
                         return Step::Close("http_status");
                     }
                     bump(&mut stats.http_statuses, "200");
+                    if !head.event_stream {
+                        // A 200 that is not a stream (an index page, a proxy's
+                        // error page) must not count as a subscriber.
+                        return Step::Close("not_event_stream");
+                    }
                     let consumed = head.len - old_len;
                     data = &data[consumed..];
                     self.phase = Phase::Body {
@@ -232,6 +237,13 @@ mod tests {
             stats.fast_latency_us.max(),
             stats.fast_latency_us.highest_equivalent(4000)
         );
+    }
+
+    #[test]
+    fn a_200_that_is_not_a_stream_is_refused() {
+        let (_, _, steps) =
+            run(&[b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nhi"]);
+        assert_eq!(steps, vec![Step::Close("not_event_stream")]);
     }
 
     #[test]
