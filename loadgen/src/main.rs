@@ -1,11 +1,15 @@
 //! stentor-loadgen: drives many SSE subscribers and a publisher against a
 //! server and measures latency, loss, duplicates and dropped slow clients.
 //!
-//! Modules, one job each: [`cli`] (flags and validation), [`engine`] (the
-//! io_uring subscriber threads), [`stream`] (one stream's bytes → counts),
-//! [`publisher`] (open-loop publishing), [`stats`] and [`report`]
-//! (measurements and their JSON/human forms), [`html`] (the HTML page),
-//! [`run`] (the phases of a run).
+//! Modules, one job each: [`cli`] (flags and their validation), [`run`]
+//! (the phases of a run, each with a deadline), [`engine`] (io_uring
+//! subscriber threads on direct descriptors), [`stream`] (one stream's bytes
+//! to counts, with `stentor::wire::sse::Parser`), [`http`] (response heads,
+//! chunked coding), [`track`] (per-subscriber sequence bookkeeping),
+//! [`payload`] (what an event's data carries), [`publisher`] (open-loop
+//! publishing), [`shared`] (cross-thread flags and counters), [`stats`] and
+//! [`report`] (measurements, JSON, summary, SLO verdict), [`html`] (the page).
+//! Usage and report fields: `docs/loadgen.md`.
 
 mod cli;
 mod engine;
