@@ -92,6 +92,8 @@ pub struct LoadgenReport {
     pub cpu_cores_busy: f64,
     /// Share of the whole machine's CPU busy (server included) while publishing.
     pub machine_cpu_busy: Option<f64>,
+    /// Reads re-armed because all provided read buffers were in use (data waits in the socket meanwhile).
+    pub recv_no_buffers: u64,
     pub subscriber_thread_cpu_s: Vec<f64>,
 }
 
@@ -317,6 +319,7 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
             wall_s: t.wall_s,
             cpu_cores_busy,
             machine_cpu_busy: t.machine_busy,
+            recv_no_buffers: st.recv_no_buffers,
             subscriber_thread_cpu_s: st.thread_cpu_s.clone(),
         },
         timeline,

@@ -55,6 +55,8 @@ pub struct Stats {
     pub foreign_events: u64,
     pub comments: u64,
     pub bytes_received: u64,
+    /// Multishot reads that ended because every provided buffer was in use.
+    pub recv_no_buffers: u64,
 
     pub slow_clients: u64,
     pub slow_clients_dropped: u64,
@@ -93,6 +95,7 @@ impl Default for Stats {
             foreign_events: 0,
             comments: 0,
             bytes_received: 0,
+            recv_no_buffers: 0,
             slow_clients: 0,
             slow_clients_dropped: 0,
             slow_deliveries_received: 0,
@@ -168,6 +171,7 @@ impl Stats {
         self.foreign_events += o.foreign_events;
         self.comments += o.comments;
         self.bytes_received += o.bytes_received;
+        self.recv_no_buffers += o.recv_no_buffers;
         self.slow_clients += o.slow_clients;
         self.slow_clients_dropped += o.slow_clients_dropped;
         self.slow_deliveries_received += o.slow_deliveries_received;

@@ -613,6 +613,9 @@ impl Engine {
             }
             return;
         }
+        if res == -libc::ENOBUFS {
+            self.stats.recv_no_buffers += 1;
+        }
         if res == 0 || (res < 0 && res != -libc::ENOBUFS) {
             let cause = if res == 0 {
                 "eof".to_string()
