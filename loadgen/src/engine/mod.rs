@@ -14,13 +14,16 @@
 //! flight (connect, then send, then recv or poll), plus cancel/close.
 
 mod bufring;
+mod lifecycle;
 mod ports;
+mod slow;
 mod sub;
+mod sys;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -34,6 +37,8 @@ use crate::stream::{Clock, Step, StreamReader};
 use bufring::BufRing;
 use ports::PortCursor;
 use sub::{State, Sub};
+pub use sys::{errno_name, machine_jiffies, process_cpu_s, thread_cpu_s};
+use sys::{open_socket, sockaddr};
 
 /// Submission queue entries per ring.
 const SQ_ENTRIES: u32 = 4096;
@@ -44,8 +49,6 @@ const CQ_ENTRIES: u32 = 32_768;
 const READ_BUFS: u16 = 1024;
 const READ_BUF_BYTES: usize = 4096;
 const BUF_GROUP: u16 = 1;
-/// Receive buffer asked for on slow subscribers, so the server sees them fall behind quickly.
-const SLOW_RCVBUF_BYTES: i32 = 4096;
 /// Read buffer of a slow subscriber (its recvs are single-shot, sized by its credit).
 const SLOW_BUF_BYTES: usize = 4096;
 /// Housekeeping period: deadlines, trickle credit, progress.
@@ -76,29 +79,6 @@ fn user_data(kind: u64, gen: u32, idx: u32) -> u64 {
 
 fn split_user_data(ud: u64) -> (u64, u32, u32) {
     (ud >> 60, ((ud >> 32) & GEN_MASK) as u32, ud as u32)
-}
-
-/// A short name for an errno, used as a counter key.
-pub fn errno_name(e: i32) -> String {
-    let s = match e {
-        libc::ECONNREFUSED => "econnrefused",
-        libc::ECONNRESET => "econnreset",
-        libc::ETIMEDOUT => "etimedout",
-        libc::EADDRNOTAVAIL => "eaddrnotavail",
-        libc::EADDRINUSE => "eaddrinuse",
-        libc::ENETUNREACH => "enetunreach",
-        libc::EHOSTUNREACH => "ehostunreach",
-        libc::EPIPE => "epipe",
-        libc::ECANCELED => "ecanceled",
-        libc::EMFILE => "emfile",
-        libc::ENFILE => "enfile",
-        libc::ENOBUFS => "enobufs",
-        libc::ENOMEM => "enomem",
-        libc::EINVAL => "einval",
-        libc::EBADF => "ebadf",
-        _ => return format!("errno_{e}"),
-    };
-    s.to_string()
 }
 
 /// Start one subscriber thread; it returns its statistics when `stop` is set.
@@ -326,23 +306,6 @@ impl Engine {
             }
             self.stats.reconnects += 1;
             self.start_connect(idx as usize, now);
-        }
-    }
-
-    /// An attempt could not even start: the subscriber is gone for this run.
-    fn attempt_lost(&mut self, idx: usize) {
-        if self.subs[idx].ever_connected {
-            self.leave_live(idx);
-        }
-        self.resolve(idx);
-    }
-
-    /// Mark subscriber `idx`'s first attempt as ended (for the ramp gate).
-    fn resolve(&mut self, idx: usize) {
-        let s = &mut self.subs[idx];
-        if !s.resolved {
-            s.resolved = true;
-            self.shared.resolved.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -575,17 +538,6 @@ impl Engine {
         self.push(e);
     }
 
-    fn arm_poll(&mut self, idx: usize) {
-        let s = &mut self.subs[idx];
-        let ud = user_data(OP_POLL, s.gen, idx as u32);
-        s.op = Some(ud);
-        let mask = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32;
-        let e = opcode::PollAdd::new(Fixed(idx as u32), mask)
-            .build()
-            .user_data(ud);
-        self.push(e);
-    }
-
     fn after_feed(&mut self, idx: usize, step: Step, now: u64) {
         match step {
             Step::More => {}
@@ -684,122 +636,10 @@ impl Engine {
         }
     }
 
-    /// A connection attempt failed before the stream opened.
-    fn fail_attempt(&mut self, idx: usize, kind: &str, now: u64) {
-        bump(&mut self.stats.connect_errors, kind);
-        self.pending = self.pending.saturating_sub(1);
-        let was_connected = self.subs[idx].ever_connected;
-        let reconnect = was_connected && self.wants_reconnect(idx);
-        self.subs[idx].reconnect_wanted = reconnect;
-        if !was_connected {
-            self.resolve(idx);
-        } else if !reconnect {
-            self.leave_live(idx);
-        }
-        self.begin_close(idx, now);
-    }
-
-    /// A fast subscriber that will not come back leaves the drain arithmetic.
-    fn leave_live(&mut self, idx: usize) {
-        if self.subs[idx].ledger.slow {
-            return;
-        }
-        self.flush_counters();
-        let s = &self.subs[idx];
-        self.shared.live_fast[s.topic as usize].fetch_sub(1, Ordering::AcqRel);
-        self.shared
-            .live_unique
-            .fetch_sub(s.ledger.tracker.unique(), Ordering::AcqRel);
-    }
-
     fn count_new(&mut self, idx: usize, new: u64) {
         self.unflushed_all += new;
         if !self.subs[idx].ledger.slow {
             self.unflushed_live += new;
-        }
-    }
-
-    fn wants_reconnect(&self, idx: usize) -> bool {
-        self.cfg.reconnect
-            && self.subs[idx].attempts <= RECONNECTS_MAX
-            && !self.shared.flag(&self.shared.verdict)
-            && !self.shared.flag(&self.shared.stop)
-    }
-
-    /// An open stream ended (server close, error, protocol error).
-    fn end_stream(&mut self, idx: usize, cause: &str, now: u64) {
-        bump(&mut self.stats.disconnects, cause);
-        self.shared.streaming.fetch_sub(1, Ordering::AcqRel);
-        let reconnect = self.wants_reconnect(idx);
-        let s = &mut self.subs[idx];
-        if s.ledger.slow && !s.dropped {
-            s.dropped = true;
-            self.stats.slow_clients_dropped += 1;
-            if s.state == State::Verdict {
-                self.stats.slow_drops_seen_at_end += 1;
-                self.shared.verdicts_pending.fetch_sub(1, Ordering::AcqRel);
-            } else {
-                let since = s.ledger.behind_since_ns.unwrap_or(s.streaming_since_ns);
-                let seen = s.drop_seen_ns.unwrap_or(now);
-                self.stats
-                    .slow_drop_after_us
-                    .saturating_record((seen.saturating_sub(since) / 1_000).max(1));
-            }
-        }
-        s.reconnect_wanted = reconnect;
-        if !reconnect {
-            self.leave_live(idx);
-        }
-        self.begin_close(idx, now);
-    }
-
-    fn begin_close(&mut self, idx: usize, _now: u64) {
-        let s = &mut self.subs[idx];
-        if matches!(s.state, State::Closing | State::CloseSent | State::Closed) {
-            return;
-        }
-        s.state = State::Closing;
-        s.reader = None;
-        if let Some(op) = s.op {
-            let e = opcode::AsyncCancel::new(op)
-                .build()
-                .user_data(user_data(OP_CANCEL, 0, idx as u32));
-            self.push(e);
-        }
-        self.maybe_close(idx);
-    }
-
-    /// Close the slot once no op is in flight on it.
-    fn maybe_close(&mut self, idx: usize) {
-        let s = &mut self.subs[idx];
-        if s.state == State::Closing && s.op.is_none() {
-            s.state = State::CloseSent;
-            let e = opcode::Close::new(Fixed(idx as u32))
-                .build()
-                .user_data(user_data(OP_CLOSE, s.gen, idx as u32));
-            self.push(e);
-        }
-    }
-
-    fn on_closed(&mut self, idx: usize) {
-        let now = self.shared.now_ns();
-        let s = &mut self.subs[idx];
-        debug_assert!(
-            s.state == State::CloseSent,
-            "close completed in state {:?}",
-            s.state
-        );
-        s.state = State::Closed;
-        s.req = None;
-        if s.reconnect_wanted && !self.shared.flag(&self.shared.stop) {
-            s.reconnect_wanted = false;
-            let retry = s
-                .ledger
-                .retry_ms
-                .unwrap_or(RETRY_MS_DEFAULT)
-                .min(RETRY_MS_MAX);
-            self.reconnects
-                .push(Reverse((now + retry * 1_000_000, idx as u32)));
         }
     }
 
@@ -818,49 +658,10 @@ impl Engine {
             }
         }
         if let SlowMode::Trickle { bytes_per_s } = self.cfg.slow_mode {
-            let per_tick = (bytes_per_s * TICK_NS / 1_000_000_000).max(1);
-            for idx in 0..self.subs.len() {
-                let s = &mut self.subs[idx];
-                if !(s.reads_slowly && s.state == State::Streaming) {
-                    continue;
-                }
-                s.credit = (s.credit + per_tick).min(SLOW_BUF_BYTES as u64);
-                if s.op.is_none() {
-                    let credit = s.credit as usize;
-                    self.arm_recv_one(idx, credit);
-                }
-            }
+            self.give_trickle_credit(bytes_per_s);
         }
         let p99 = self.stats.fast_latency_us.value_at_quantile(0.99);
         self.shared.p99_us[self.thread_idx].store(p99, Ordering::Relaxed);
-    }
-
-    /// Slow subscribers read everything once more, at full speed, to learn
-    /// whether the server closed them: a close queued behind unread data (or
-    /// a reset behind it) is invisible until the data before it is read.
-    fn start_verdict(&mut self) {
-        self.verdict_started = true;
-        let mut n = 0;
-        for idx in 0..self.subs.len() {
-            let s = &mut self.subs[idx];
-            let trickling = s.reads_slowly && s.state == State::Streaming;
-            if s.state != State::Stalled && !trickling {
-                continue;
-            }
-            s.state = State::Verdict;
-            n += 1;
-            match s.op {
-                Some(op) => {
-                    let e = opcode::AsyncCancel::new(op)
-                        .build()
-                        .user_data(user_data(OP_CANCEL, 0, idx as u32));
-                    self.push(e);
-                }
-                None => self.arm_recv_one(idx, SLOW_BUF_BYTES),
-            }
-        }
-        self.shared.verdicts_pending.fetch_add(n, Ordering::AcqRel);
-        self.shared.verdict_acks.fetch_add(1, Ordering::AcqRel);
     }
 
     fn flush_counters(&mut self) {
@@ -929,108 +730,6 @@ fn feed(
     let before = s.ledger.tracker.unique();
     let step = reader.feed(data, clock, &mut s.ledger, stats, items);
     (step, s.ledger.tracker.unique() - before)
-}
-
-fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
-/// A TCP socket, bound to `source` when given, with a small receive buffer
-/// for slow subscribers. Errors are counter keys.
-fn open_socket(source: Option<(Ipv4Addr, u16)>, slow: bool) -> Result<i32, String> {
-    // SAFETY: plain socket syscalls on a descriptor we own; closed on error.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(format!("socket_{}", errno_name(errno())));
-        }
-        let fail = |what: &str| {
-            let e = errno();
-            libc::close(fd);
-            Err(format!("{what}_{}", errno_name(e)))
-        };
-        if slow {
-            let v: libc::c_int = SLOW_RCVBUF_BYTES;
-            if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, v) != 0 {
-                return fail("rcvbuf");
-            }
-        }
-        if let Some((ip, port)) = source {
-            // Reuse lets a pair whose old connection sits in TIME_WAIT be
-            // bound again after the cursor wraps.
-            if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1) != 0 {
-                return fail("reuseaddr");
-            }
-            let sa = sockaddr(ip, port);
-            let rc = libc::bind(
-                fd,
-                &sa as *const libc::sockaddr_in as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_in>() as u32,
-            );
-            if rc != 0 {
-                return fail("bind");
-            }
-        }
-        Ok(fd)
-    }
-}
-
-unsafe fn setsockopt_int(fd: i32, level: i32, name: i32, v: libc::c_int) -> i32 {
-    libc::setsockopt(
-        fd,
-        level,
-        name,
-        &v as *const libc::c_int as *const libc::c_void,
-        std::mem::size_of::<libc::c_int>() as u32,
-    )
-}
-
-fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-/// CPU seconds (user + system) this thread has used.
-pub fn thread_cpu_s() -> f64 {
-    rusage_s(libc::RUSAGE_THREAD)
-}
-
-/// CPU seconds (user + system) the whole process has used.
-pub fn process_cpu_s() -> f64 {
-    rusage_s(libc::RUSAGE_SELF)
-}
-
-/// Busy and total jiffies of the whole machine (all processes), from
-/// /proc/stat; `None` where it cannot be read.
-pub fn machine_jiffies() -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = text.lines().next()?.strip_prefix("cpu ")?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
-    Some((total - idle, total))
-}
-
-fn rusage_s(who: i32) -> f64 {
-    // SAFETY: getrusage fills the struct we own.
-    unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(who, &mut ru) != 0 {
-            return 0.0;
-        }
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        tv(ru.ru_utime) + tv(ru.ru_stime)
-    }
 }
 
 #[cfg(test)]
