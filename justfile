@@ -16,6 +16,14 @@ ci:
 bench-micro:
     cargo bench -p stentor-bench --bench wire
 
+# CI regression gate: callgrind instruction counts vs bench/baselines/callgrind.tsv (--update rewrites it on purpose; docs/benchmarks.md).
+bench-gate *ARGS:
+    bash .ci/bench-gate {{ARGS}}
+
+# Criterion wall-clock benches as ratios to a calibration bench of the same run (report, not CI).
+bench-ratios *ARGS:
+    bash bench/scripts/criterion-ratios {{ARGS}}
+
 # Capacity planning sweep: not built yet, issue 8 adds it.
 bench *ARGS:
     @echo "just bench: the capacity-planning sweep is added by issue 8 (benchmarks and CI gate); 'just bench-micro' runs the criterion benches" >&2

@@ -1,7 +1,105 @@
 //! stentor-loadgen: drives many SSE subscribers and a publisher against a
 //! server and measures latency, loss, duplicates and dropped slow clients.
+//!
+//! Modules, one job each: [`cli`] (flags and their validation), [`run`]
+//! (the phases of a run, each with a deadline), [`engine`] (io_uring
+//! subscriber threads on direct descriptors), [`stream`] (one stream's bytes
+//! to counts, with `stentor::wire::sse::Parser`), [`http`] (response heads,
+//! chunked coding), [`track`] (per-subscriber sequence bookkeeping),
+//! [`payload`] (what an event's data carries), [`publisher`] (open-loop
+//! publishing), [`shared`] (cross-thread flags and counters), [`stats`] and
+//! [`report`] (measurements, JSON, summary, SLO verdict), [`html`] (the page).
+//! Usage and report fields: `docs/loadgen.md`.
+
+mod cli;
+mod engine;
+mod html;
+mod http;
+mod payload;
+mod publisher;
+mod report;
+mod run;
+mod shared;
+mod stats;
+mod stream;
+mod track;
+
+use clap::Parser;
+
+/// Exit codes: a contract with CI scripts.
+const EXIT_SLO_MET: i32 = 0;
+const EXIT_SLO_MISSED: i32 = 1;
+const EXIT_USAGE_OR_CONNECT: i32 = 2;
 
 fn main() {
-    eprintln!("stentor-loadgen: not built yet (issue 7)");
-    std::process::exit(2);
+    std::process::exit(real_main());
+}
+
+fn real_main() -> i32 {
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return EXIT_SLO_MET;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return EXIT_USAGE_OR_CONNECT;
+            }
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("bad arguments");
+            eprintln!(
+                "stentor-loadgen: {} (try --help)",
+                line.trim_start_matches("error: ")
+            );
+            return EXIT_USAGE_OR_CONNECT;
+        }
+    };
+    let cli::Command::Run(args) = cli.command;
+    let nofile = cli::raise_nofile_limit();
+    let cfg = match args.validate(nofile) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("stentor-loadgen: {e}");
+            return EXIT_USAGE_OR_CONNECT;
+        }
+    };
+    let (json, html_path, quiet) = (cfg.json.clone(), cfg.html.clone(), cfg.quiet);
+    shared::install_signal_handlers();
+    let report = match run::run(cfg, &args.url) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("stentor-loadgen: {}", e.0);
+            return EXIT_USAGE_OR_CONNECT;
+        }
+    };
+    if let Some(path) = json {
+        let text = match serde_json::to_string_pretty(&report) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("stentor-loadgen: cannot encode the report: {e}");
+                return EXIT_USAGE_OR_CONNECT;
+            }
+        };
+        if let Err(e) = std::fs::write(&path, text + "\n") {
+            eprintln!("stentor-loadgen: cannot write {}: {e}", path.display());
+            return EXIT_USAGE_OR_CONNECT;
+        }
+    }
+    if let Some(path) = html_path {
+        if let Err(e) = std::fs::write(&path, html::render(&report)) {
+            eprintln!("stentor-loadgen: cannot write {}: {e}", path.display());
+            return EXIT_USAGE_OR_CONNECT;
+        }
+    }
+    if !quiet {
+        print!("{}", report::summary(&report));
+    }
+    if report.slo.met {
+        EXIT_SLO_MET
+    } else {
+        EXIT_SLO_MISSED
+    }
 }

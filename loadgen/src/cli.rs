@@ -1,0 +1,631 @@
+//! Command line: flags, their defaults and their validation into a
+//! [`RunConfig`] the rest of the tool trusts. Every flag error is a one-line
+//! message and exit code 2.
+
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Ports the kernel hands out per (source address, destination) pair with the
+/// default `ip_local_port_range`; beyond this a source address is exhausted.
+pub const PORTS_PER_SOURCE_IP: usize = 28_000;
+/// Subscribers per ring when the descriptor limit cannot be read.
+const SLOTS_PER_RING_FALLBACK: usize = 16_384;
+/// Fixed-table entries kept free under RLIMIT_NOFILE for the odd normal fd.
+const SLOTS_RESERVED: usize = 64;
+/// Upper bound on worker threads (rings); more only costs memory.
+pub const THREADS_MAX: usize = 64;
+/// Upper bound on the run length, so per-second timelines stay bounded.
+pub const DURATION_S_MAX: u64 = 3_600;
+/// Upper bound on one event's payload.
+pub const PAYLOAD_BYTES_MAX: usize = 1 << 20;
+
+const RUN_EXAMPLES: &str = "\
+Phases: ramp (connect every subscriber at --connect-rate), publish (open-loop, for
+--duration-s), drain (up to --drain-s for the last deliveries), verdict (slow subscribers
+read once more to learn whether the server closed them).
+Latency = receive time - scheduled send time of the event.
+
+Exit codes: 0 SLOs met (or none set), 1 an SLO missed, 2 usage or connection error.
+
+Examples:
+  # stentor: 10k subscribers, 10 ev/s for 30 s; fail if p99 > 50 ms or anything is lost
+  stentor-loadgen run --url http://127.0.0.1:8080 --subscribers 10000 \\
+      --rate 10 --duration-s 30 --max-p99-ms 50 --max-loss 0 \\
+      --json report.json --html report.html
+  # 10% of subscribers stall: how many does the server drop, do fast ones suffer?
+  stentor-loadgen run --subscribers 10000 --rate 10 \\
+      --slow-fraction 0.1 --slow-mode stall --reconnect
+  # nchan (nchan_publisher at /pub, nchan_subscriber eventsource at /sub)
+  stentor-loadgen run --url http://127.0.0.1:8081 --sub-path '/sub?id={topic}' \\
+      --pub-url 'http://127.0.0.1:8081/pub?id={topic}' \\
+      --pub-body-template '{data}' --pub-content-type text/plain
+  # Mercure hub (anonymous subscribers allowed; publisher JWT in $JWT)
+  stentor-loadgen run --url http://127.0.0.1:3000 \\
+      --sub-path '/.well-known/mercure?topic={topic}' \\
+      --pub-url http://127.0.0.1:3000/.well-known/mercure \\
+      --pub-body-template 'topic={topic_url}&data={data_url}' \\
+      --pub-content-type application/x-www-form-urlencoded \\
+      --pub-header \"Authorization: Bearer $JWT\"";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stentor-loadgen",
+    version,
+    about = "Load generator for Server-Sent Events servers: latency, loss, duplicates, dropped slow clients",
+    long_about = "Load generator for Server-Sent Events servers.\n\n\
+        It opens many SSE subscribers (io_uring, direct descriptors, so 100k+ fit under a 20000-descriptor cap), \
+        publishes events open-loop on an absolute schedule (event k is due at start + k/rate; latency is measured \
+        from that scheduled time, so a stalled server cannot hide its stalls), and reports latency percentiles, \
+        loss, duplicates, reordering and slow clients dropped.\n\n\
+        Exit codes: 0 the SLOs (--max-p99-ms, --max-loss, ...) were met; 1 they were not; 2 usage or connection error.\n\n\
+        Example, against a local stentor:\n  stentor-loadgen run --url http://127.0.0.1:8080 --subscribers 10000 --rate 10 --duration-s 30 --json report.json"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Connect subscribers, publish on a schedule, measure and report.
+    #[command(after_long_help = RUN_EXAMPLES)]
+    Run(Box<RunArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Base URL of the SSE server (http only). Subscribers connect to URL + --sub-path.
+    #[arg(long, env = "LOADGEN_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+
+    /// Number of SSE subscribers to hold open.
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+
+    /// Events published per second (all topics together), open-loop.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+
+    /// How long to publish, in seconds.
+    #[arg(long = "duration-s", default_value_t = 10)]
+    pub duration_s: u64,
+
+    /// Size of each event's data in bytes (sequence number, timestamp, padding).
+    #[arg(long = "payload-bytes", default_value_t = 128)]
+    pub payload_bytes: usize,
+
+    /// Number of topics; subscriber i listens to topic i % T, event k goes to topic k % T.
+    #[arg(long, default_value_t = 1)]
+    pub topics: usize,
+
+    /// Topic names are PREFIX0, PREFIX1, ...
+    #[arg(long = "topic-prefix", default_value = "t")]
+    pub topic_prefix: String,
+
+    /// New subscriber connections per second during the ramp.
+    #[arg(long = "connect-rate", default_value_t = 10_000.0)]
+    pub connect_rate: f64,
+
+    /// Comma-separated local addresses to connect from; the loadgen picks each
+    /// (address, port) pair itself. Default for a loopback server: 127.0.0.1 .. 127.0.0.K,
+    /// one address per 28000 subscribers; otherwise the kernel picks.
+    #[arg(long = "source-ips", value_delimiter = ',')]
+    pub source_ips: Vec<Ipv4Addr>,
+
+    /// Subscription path template; {topic} is replaced by the topic name (URL-encoded).
+    #[arg(long = "sub-path", default_value = "/events?topic={topic}")]
+    pub sub_path: String,
+
+    /// Extra header on every subscriber request ("Name: value"), repeatable.
+    #[arg(long = "sub-header")]
+    pub sub_headers: Vec<String>,
+
+    /// Publish URL. Default: URL/publish (stentor's native API).
+    #[arg(long = "pub-url")]
+    pub pub_url: Option<String>,
+
+    /// Publish body template. Placeholders: {topic}, {topic_url}, {data}, {data_json}
+    /// (a quoted JSON string), {data_url} (percent-encoded), {seq}.
+    #[arg(
+        long = "pub-body-template",
+        default_value = r#"{"topic":"{topic}","data":{data_json}}"#
+    )]
+    pub pub_body_template: String,
+
+    /// Content-Type of publish requests.
+    #[arg(long = "pub-content-type", default_value = "application/json")]
+    pub pub_content_type: String,
+
+    /// Extra header on every publish request ("Name: value"), e.g. an Authorization bearer, repeatable.
+    #[arg(long = "pub-header")]
+    pub pub_headers: Vec<String>,
+
+    /// Keep-alive publish connections (requests are pipelined on each).
+    #[arg(long = "pub-conns", default_value_t = 1)]
+    pub pub_conns: usize,
+
+    /// Subscriber threads, one io_uring each. Default: enough rings for the
+    /// descriptor limit (>= 6 for 100k under 20000), at least the core count.
+    #[arg(long)]
+    pub threads: Option<usize>,
+
+    /// Deadline for one subscriber's connect + response head, in seconds.
+    #[arg(long = "connect-timeout-s", default_value_t = 10.0)]
+    pub connect_timeout_s: f64,
+
+    /// After the last publish, wait at most this long for deliveries, in seconds.
+    #[arg(long = "drain-s", default_value_t = 5.0)]
+    pub drain_s: f64,
+
+    /// Share of subscribers that read slowly (0..1).
+    #[arg(long = "slow-fraction", default_value_t = 0.0)]
+    pub slow_fraction: f64,
+
+    /// How slow subscribers misbehave: `stall` (never read after the head) or
+    /// `trickle:BYTES_PER_S` (read at most that many bytes per second). Both use a small receive buffer.
+    #[arg(long = "slow-mode", default_value = "stall")]
+    pub slow_mode: String,
+
+    /// A subscriber the server closes reconnects with Last-Event-ID and is checked for exactly-once after resuming.
+    #[arg(long)]
+    pub reconnect: bool,
+
+    /// SLO: p99 latency of fast subscribers at most this many milliseconds.
+    #[arg(long = "max-p99-ms")]
+    pub max_p99_ms: Option<f64>,
+
+    /// SLO: loss ratio (lost / expected deliveries) at most this (e.g. 0 or 0.001).
+    #[arg(long = "max-loss")]
+    pub max_loss: Option<f64>,
+
+    /// SLO: at least this share of requested subscribers must connect (default 1.0 when any SLO is set).
+    #[arg(long = "min-connected")]
+    pub min_connected: Option<f64>,
+
+    /// Write the full report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+
+    /// Write a self-contained HTML report (inline SVG charts) to this file.
+    #[arg(long)]
+    pub html: Option<std::path::PathBuf>,
+
+    /// No progress line and no human summary (errors still go to stderr).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// How a slow subscriber reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum SlowMode {
+    Stall,
+    Trickle { bytes_per_s: u64 },
+}
+
+/// The validated run: what every other module reads.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub server: SocketAddr,
+    pub subscribers: usize,
+    pub rate: f64,
+    pub duration_s: u64,
+    pub payload_bytes: usize,
+    pub topics: Vec<String>,
+    pub connect_rate: f64,
+    pub source_ips: Vec<Ipv4Addr>,
+    /// Per-topic GET request heads without the trailing CRLF (Last-Event-ID may follow).
+    pub sub_requests: Vec<String>,
+    pub publish: PublishConfig,
+    pub threads: usize,
+    pub slots_per_thread: usize,
+    pub connect_timeout: Duration,
+    pub drain: Duration,
+    pub slow_fraction: f64,
+    pub slow_mode: SlowMode,
+    pub reconnect: bool,
+    pub max_p99_ms: Option<f64>,
+    pub max_loss: Option<f64>,
+    pub min_connected: Option<f64>,
+    pub json: Option<std::path::PathBuf>,
+    pub html: Option<std::path::PathBuf>,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PublishConfig {
+    pub server: SocketAddr,
+    pub host_header: String,
+    pub path: String,
+    pub body_template: String,
+    pub content_type: String,
+    pub headers: Vec<String>,
+    pub conns: usize,
+}
+
+/// A usage error: printed as one line, exit code 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn usage<T>(msg: impl Into<String>) -> Result<T, UsageError> {
+    Err(UsageError(msg.into()))
+}
+
+/// `http://host:port/path` split into its address, Host header and path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    pub addr: SocketAddr,
+    pub host_header: String,
+    pub path: String,
+}
+
+pub fn parse_http_url(url: &str) -> Result<HttpUrl, UsageError> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return usage(format!(
+            "URL {url:?} must start with http:// (https is not supported)"
+        ));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return usage(format!("URL {url:?} has no host"));
+    }
+    let with_port = if authority.starts_with('[') {
+        if authority.contains("]:") {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        }
+    } else if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = match with_port.to_socket_addrs() {
+        Ok(mut addrs) => match addrs.find(|a| a.is_ipv4()) {
+            Some(a) => a,
+            None => return usage(format!("URL {url:?}: host has no IPv4 address")),
+        },
+        Err(e) => return usage(format!("URL {url:?}: cannot resolve host: {e}")),
+    };
+    Ok(HttpUrl {
+        addr,
+        host_header: authority.to_string(),
+        path: path.to_string(),
+    })
+}
+
+/// Percent-encode everything but RFC 3986 unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn parse_slow_mode(s: &str) -> Result<SlowMode, UsageError> {
+    if s == "stall" {
+        return Ok(SlowMode::Stall);
+    }
+    if let Some(rate) = s.strip_prefix("trickle:") {
+        return match rate.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(SlowMode::Trickle { bytes_per_s: n }),
+            _ => usage(format!(
+                "--slow-mode trickle:{rate}: BYTES_PER_S must be a positive integer"
+            )),
+        };
+    }
+    usage(format!(
+        "--slow-mode {s:?}: expected `stall` or `trickle:BYTES_PER_S`"
+    ))
+}
+
+fn check_header(h: &str, flag: &str) -> Result<(), UsageError> {
+    match h.split_once(':') {
+        Some((name, _)) if !name.trim().is_empty() && !h.contains('\r') && !h.contains('\n') => {
+            Ok(())
+        }
+        _ => usage(format!("{flag} {h:?}: expected \"Name: value\"")),
+    }
+}
+
+/// The soft RLIMIT_NOFILE after raising it to the hard limit: the size cap of
+/// one ring's fixed-file table.
+pub fn raise_nofile_limit() -> Option<usize> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write/read only the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    usize::try_from(lim.rlim_cur).ok()
+}
+
+impl RunArgs {
+    pub fn validate(&self, nofile_soft: Option<usize>) -> Result<RunConfig, UsageError> {
+        let base = parse_http_url(&self.url)?;
+        if base.path != "/" {
+            return usage(format!(
+                "--url {:?}: give only scheme, host and port; set paths with --sub-path and --pub-url",
+                self.url
+            ));
+        }
+        if self.subscribers == 0 {
+            return usage("--subscribers must be at least 1");
+        }
+        if !(self.rate.is_finite() && self.rate > 0.0 && self.rate <= 1_000_000.0) {
+            return usage("--rate must be in (0, 1000000] events/s");
+        }
+        if self.duration_s == 0 || self.duration_s > DURATION_S_MAX {
+            return usage(format!("--duration-s must be in 1..={DURATION_S_MAX}"));
+        }
+        if self.payload_bytes > PAYLOAD_BYTES_MAX {
+            return usage(format!(
+                "--payload-bytes must be at most {PAYLOAD_BYTES_MAX}"
+            ));
+        }
+        if self.topics == 0 || self.topics > self.subscribers.max(1) {
+            return usage("--topics must be in 1..=--subscribers");
+        }
+        if !(self.connect_rate.is_finite() && self.connect_rate > 0.0) {
+            return usage("--connect-rate must be positive");
+        }
+        if !(self.connect_timeout_s.is_finite()
+            && self.connect_timeout_s > 0.0
+            && self.connect_timeout_s <= 3600.0)
+        {
+            return usage("--connect-timeout-s must be in (0, 3600]");
+        }
+        if !(self.drain_s.is_finite() && self.drain_s >= 0.0 && self.drain_s <= 3600.0) {
+            return usage("--drain-s must be in [0, 3600]");
+        }
+        if !(0.0..=1.0).contains(&self.slow_fraction) {
+            return usage("--slow-fraction must be in [0, 1]");
+        }
+        let slow_mode = parse_slow_mode(&self.slow_mode)?;
+        if let Some(p) = self.max_p99_ms {
+            if !(p.is_finite() && p >= 0.0) {
+                return usage("--max-p99-ms must be a non-negative number");
+            }
+        }
+        if let Some(l) = self.max_loss {
+            if !(0.0..=1.0).contains(&l) {
+                return usage("--max-loss must be in [0, 1]");
+            }
+        }
+        if let Some(c) = self.min_connected {
+            if !(0.0..=1.0).contains(&c) {
+                return usage("--min-connected must be in [0, 1]");
+            }
+        }
+        if self.pub_conns == 0 || self.pub_conns > 64 {
+            return usage("--pub-conns must be in 1..=64");
+        }
+        if !self.sub_path.starts_with('/') {
+            return usage("--sub-path must start with /");
+        }
+        if self.topic_prefix.bytes().any(|b| b.is_ascii_control()) {
+            return usage("--topic-prefix must not contain control characters");
+        }
+        for h in &self.sub_headers {
+            check_header(h, "--sub-header")?;
+        }
+        for h in &self.pub_headers {
+            check_header(h, "--pub-header")?;
+        }
+        if self.pub_content_type.contains(['\r', '\n']) {
+            return usage("--pub-content-type must be one line");
+        }
+
+        let slots_per_ring = nofile_soft
+            .map(|n| n.saturating_sub(SLOTS_RESERVED).max(1))
+            .unwrap_or(SLOTS_PER_RING_FALLBACK);
+        let rings_needed = self.subscribers.div_ceil(slots_per_ring);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = match self.threads {
+            Some(0) => return usage("--threads must be at least 1"),
+            Some(t) if t > THREADS_MAX => return usage(format!("--threads must be at most {THREADS_MAX}")),
+            Some(t) if t < rings_needed => {
+                return usage(format!(
+                    "--threads {t} is too few: one ring holds at most {slots_per_ring} subscribers (RLIMIT_NOFILE), \
+                     {} need at least {rings_needed}",
+                    self.subscribers
+                ))
+            }
+            Some(t) => t,
+            None => rings_needed.max(cores).min(self.subscribers).clamp(1, THREADS_MAX),
+        };
+        if rings_needed > THREADS_MAX {
+            return usage(format!(
+                "--subscribers {} needs more than {THREADS_MAX} rings",
+                self.subscribers
+            ));
+        }
+        let slots_per_thread = self.subscribers.div_ceil(threads);
+
+        let source_ips = if !self.source_ips.is_empty() {
+            self.source_ips.clone()
+        } else if base.addr.ip().is_loopback() {
+            // Explicit source pairs even for one address: the kernel's own
+            // port search is quadratic in connections (see engine::ports).
+            let n = self.subscribers.div_ceil(PORTS_PER_SOURCE_IP);
+            (1..=n as u8).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect()
+        } else {
+            Vec::new()
+        };
+        if !source_ips.is_empty()
+            && self.subscribers.div_ceil(source_ips.len()) > PORTS_PER_SOURCE_IP
+        {
+            return usage(format!(
+                "--source-ips: {} addresses give ~{} ports, fewer than --subscribers {}",
+                source_ips.len(),
+                source_ips.len() * PORTS_PER_SOURCE_IP,
+                self.subscribers
+            ));
+        }
+
+        let topics: Vec<String> = (0..self.topics)
+            .map(|i| format!("{}{i}", self.topic_prefix))
+            .collect();
+        let extra: String = self
+            .sub_headers
+            .iter()
+            .map(|h| format!("{h}\r\n"))
+            .collect();
+        let sub_requests = topics
+            .iter()
+            .map(|t| {
+                let path = self.sub_path.replace("{topic}", &percent_encode(t));
+                format!(
+                    "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n{extra}",
+                    base.host_header
+                )
+            })
+            .collect();
+
+        let pub_url = match &self.pub_url {
+            Some(u) => parse_http_url(u)?,
+            None => HttpUrl {
+                path: "/publish".into(),
+                ..base.clone()
+            },
+        };
+
+        Ok(RunConfig {
+            server: base.addr,
+            subscribers: self.subscribers,
+            rate: self.rate,
+            duration_s: self.duration_s,
+            payload_bytes: self.payload_bytes,
+            topics,
+            connect_rate: self.connect_rate,
+            source_ips,
+            sub_requests,
+            publish: PublishConfig {
+                server: pub_url.addr,
+                host_header: pub_url.host_header,
+                path: pub_url.path,
+                body_template: self.pub_body_template.clone(),
+                content_type: self.pub_content_type.clone(),
+                headers: self.pub_headers.clone(),
+                conns: self.pub_conns,
+            },
+            threads,
+            slots_per_thread,
+            connect_timeout: Duration::from_secs_f64(self.connect_timeout_s),
+            drain: Duration::from_secs_f64(self.drain_s),
+            slow_fraction: self.slow_fraction,
+            slow_mode,
+            reconnect: self.reconnect,
+            max_p99_ms: self.max_p99_ms,
+            max_loss: self.max_loss,
+            min_connected: self.min_connected,
+            json: self.json.clone(),
+            html: self.html.clone(),
+            quiet: self.quiet,
+        })
+    }
+}
+
+impl RunConfig {
+    /// Total events the schedule publishes.
+    pub fn events_total(&self) -> u64 {
+        (self.rate * self.duration_s as f64).round().max(1.0) as u64
+    }
+
+    /// Whether subscriber `i` is one of the slow ones: spreads exactly
+    /// floor(N * F) slow subscribers evenly over the index range.
+    pub fn is_slow(&self, i: usize) -> bool {
+        let f = self.slow_fraction;
+        ((i + 1) as f64 * f).floor() > (i as f64 * f).floor()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<RunConfig, UsageError> {
+        let mut v = vec!["stentor-loadgen", "run"];
+        v.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(v).map_err(|e| UsageError(e.to_string()))?;
+        let Command::Run(a) = cli.command;
+        a.validate(Some(20_000))
+    }
+
+    #[test]
+    fn defaults_are_valid_and_meaningful() {
+        let c = args(&[]).expect("defaults validate");
+        assert_eq!(c.subscribers, 1000);
+        assert_eq!(c.events_total(), 1000);
+        assert_eq!(c.publish.path, "/publish");
+        assert!(c.sub_requests[0].starts_with("GET /events?topic=t0 HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn hundred_thousand_needs_six_rings_and_source_ips() {
+        let c = args(&["--subscribers", "100000"]).expect("valid");
+        assert!(c.threads >= 6, "threads {}", c.threads);
+        assert!(c.slots_per_thread <= 20_000 - SLOTS_RESERVED);
+        assert_eq!(c.source_ips.len(), 4);
+        let e = args(&["--subscribers", "100000", "--threads", "2"]).expect_err("too few rings");
+        assert!(e.0.contains("too few"), "{e}");
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        for bad in [
+            &["--url", "https://x"][..],
+            &["--rate", "0"],
+            &["--slow-mode", "crawl"],
+            &["--slow-mode", "trickle:0"],
+            &["--slow-fraction", "2"],
+            &["--topics", "0"],
+            &["--sub-header", "nocolon"],
+            &["--url", "http://127.0.0.1:1/x"],
+        ] {
+            assert!(args(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn slow_spread_is_exact() {
+        let c = args(&["--subscribers", "1000", "--slow-fraction", "0.1"]).expect("valid");
+        assert_eq!((0..1000).filter(|&i| c.is_slow(i)).count(), 100);
+        let c = args(&["--subscribers", "10"]).expect("valid");
+        assert_eq!((0..10).filter(|&i| c.is_slow(i)).count(), 0);
+    }
+
+    #[test]
+    fn percent_encoding() {
+        assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
+    }
+}

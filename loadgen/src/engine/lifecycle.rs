@@ -1,0 +1,146 @@
+//! How a subscriber's connection ends and what follows: failed attempts,
+//! streams the server ended, the slot closed only once nothing is in flight
+//! on it, and the reconnect (with `Last-Event-ID`) scheduled after.
+
+use std::cmp::Reverse;
+use std::sync::atomic::Ordering;
+
+use io_uring::opcode;
+use io_uring::types::Fixed;
+
+use super::sub::State;
+use super::{
+    user_data, Engine, OP_CANCEL, OP_CLOSE, RECONNECTS_MAX, RETRY_MS_DEFAULT, RETRY_MS_MAX,
+};
+use crate::stats::bump;
+
+impl Engine {
+    /// An attempt could not even start: the subscriber is gone for this run.
+    pub(super) fn attempt_lost(&mut self, idx: usize) {
+        if self.subs[idx].ever_connected {
+            self.leave_live(idx);
+        }
+        self.resolve(idx);
+    }
+
+    /// Mark subscriber `idx`'s first attempt as ended (for the ramp gate).
+    pub(super) fn resolve(&mut self, idx: usize) {
+        let s = &mut self.subs[idx];
+        if !s.resolved {
+            s.resolved = true;
+            self.shared.resolved.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// A connection attempt failed before the stream opened.
+    pub(super) fn fail_attempt(&mut self, idx: usize, kind: &str, now: u64) {
+        bump(&mut self.stats.connect_errors, kind);
+        self.pending = self.pending.saturating_sub(1);
+        let was_connected = self.subs[idx].ever_connected;
+        let reconnect = was_connected && self.wants_reconnect(idx);
+        self.subs[idx].reconnect_wanted = reconnect;
+        if !was_connected {
+            self.resolve(idx);
+        } else if !reconnect {
+            self.leave_live(idx);
+        }
+        self.begin_close(idx, now);
+    }
+
+    /// A fast subscriber that will not come back leaves the drain arithmetic.
+    pub(super) fn leave_live(&mut self, idx: usize) {
+        if self.subs[idx].ledger.slow {
+            return;
+        }
+        self.flush_counters();
+        let s = &self.subs[idx];
+        self.shared.live_fast[s.topic as usize].fetch_sub(1, Ordering::AcqRel);
+        self.shared
+            .live_unique
+            .fetch_sub(s.ledger.tracker.unique(), Ordering::AcqRel);
+    }
+
+    pub(super) fn wants_reconnect(&self, idx: usize) -> bool {
+        self.cfg.reconnect
+            && self.subs[idx].attempts <= RECONNECTS_MAX
+            && !self.shared.flag(&self.shared.verdict)
+            && !self.shared.flag(&self.shared.stop)
+    }
+
+    /// An open stream ended (server close, error, protocol error).
+    pub(super) fn end_stream(&mut self, idx: usize, cause: &str, now: u64) {
+        bump(&mut self.stats.disconnects, cause);
+        self.shared.streaming.fetch_sub(1, Ordering::AcqRel);
+        let reconnect = self.wants_reconnect(idx);
+        let s = &mut self.subs[idx];
+        if s.ledger.slow && !s.dropped {
+            s.dropped = true;
+            self.stats.slow_clients_dropped += 1;
+            if s.state == State::Verdict {
+                self.stats.slow_drops_seen_at_end += 1;
+                self.shared.verdicts_pending.fetch_sub(1, Ordering::AcqRel);
+            } else {
+                let since = s.ledger.behind_since_ns.unwrap_or(s.streaming_since_ns);
+                let seen = s.drop_seen_ns.unwrap_or(now);
+                self.stats
+                    .slow_drop_after_us
+                    .saturating_record((seen.saturating_sub(since) / 1_000).max(1));
+            }
+        }
+        s.reconnect_wanted = reconnect;
+        if !reconnect {
+            self.leave_live(idx);
+        }
+        self.begin_close(idx, now);
+    }
+
+    pub(super) fn begin_close(&mut self, idx: usize, _now: u64) {
+        let s = &mut self.subs[idx];
+        if matches!(s.state, State::Closing | State::CloseSent | State::Closed) {
+            return;
+        }
+        s.state = State::Closing;
+        s.reader = None;
+        if let Some(op) = s.op {
+            let e = opcode::AsyncCancel::new(op)
+                .build()
+                .user_data(user_data(OP_CANCEL, 0, idx as u32));
+            self.push(e);
+        }
+        self.maybe_close(idx);
+    }
+
+    /// Close the slot once no op is in flight on it.
+    pub(super) fn maybe_close(&mut self, idx: usize) {
+        let s = &mut self.subs[idx];
+        if s.state == State::Closing && s.op.is_none() {
+            s.state = State::CloseSent;
+            let e = opcode::Close::new(Fixed(idx as u32))
+                .build()
+                .user_data(user_data(OP_CLOSE, s.gen, idx as u32));
+            self.push(e);
+        }
+    }
+
+    pub(super) fn on_closed(&mut self, idx: usize) {
+        let now = self.shared.now_ns();
+        let s = &mut self.subs[idx];
+        debug_assert!(
+            s.state == State::CloseSent,
+            "close completed in state {:?}",
+            s.state
+        );
+        s.state = State::Closed;
+        s.req = None;
+        if s.reconnect_wanted && !self.shared.flag(&self.shared.stop) {
+            s.reconnect_wanted = false;
+            let retry = s
+                .ledger
+                .retry_ms
+                .unwrap_or(RETRY_MS_DEFAULT)
+                .min(RETRY_MS_MAX);
+            self.reconnects
+                .push(Reverse((now + retry * 1_000_000, idx as u32)));
+        }
+    }
+}

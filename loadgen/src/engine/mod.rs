@@ -1,0 +1,754 @@
+//! Subscriber engine: one thread, one io_uring, one fixed-file table holding
+//! this thread's share of the subscribers as direct descriptors.
+//!
+//! Why direct descriptors: the process may hold only 20000 descriptors, but
+//! each ring's fixed table takes up to RLIMIT_NOFILE entries of its own. A
+//! socket is created normally, bound to its source address, installed in the
+//! table (`register_files_update`) and its ordinary fd closed at once, so the
+//! process never holds more than one ordinary socket fd per thread.
+//!
+//! Each subscriber owns fixed slot == its local index for life; a slot is
+//! reused (on reconnect) only after its Close completed, and each connection
+//! attempt bumps a generation carried in user_data, so a late completion can
+//! never touch the next attempt. At most one I/O op per subscriber is in
+//! flight (connect, then send, then recv or poll), plus cancel/close.
+
+mod bufring;
+mod lifecycle;
+mod ports;
+mod slow;
+mod sub;
+mod sys;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use io_uring::types::{Fixed, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, IoUring};
+
+use crate::cli::{RunConfig, SlowMode};
+use crate::shared::Shared;
+use crate::stats::{bump, Stats};
+use crate::stream::{Clock, Step, StreamReader};
+use bufring::BufRing;
+use ports::PortCursor;
+use sub::{State, Sub};
+pub use sys::{errno_name, machine_jiffies, process_cpu_s, thread_cpu_s};
+use sys::{open_socket, sockaddr};
+
+/// Submission queue entries per ring.
+const SQ_ENTRIES: u32 = 4096;
+/// Completion queue entries per ring: a fan-out of one event to every local
+/// subscriber completes at once.
+const CQ_ENTRIES: u32 = 32_768;
+/// Provided read buffers per ring, and their size.
+const READ_BUFS: u16 = 1024;
+const READ_BUF_BYTES: usize = 4096;
+const BUF_GROUP: u16 = 1;
+/// Read buffer of a slow subscriber (its recvs are single-shot, sized by its credit).
+const SLOW_BUF_BYTES: usize = 4096;
+/// Housekeeping period: deadlines, trickle credit, progress.
+const TICK_NS: u64 = 100_000_000;
+/// Longest sleep in the ring wait, so flags are seen promptly.
+const WAIT_NS_MAX: u64 = 20_000_000;
+/// Source pairs tried per connect when bind says a port is taken.
+const BIND_TRIES_MAX: usize = 256;
+/// Reconnect attempts per subscriber over a run.
+const RECONNECTS_MAX: u16 = 1000;
+/// Reconnect delay when the stream gave no `retry:`, and the cap on what it gave.
+const RETRY_MS_DEFAULT: u64 = 1000;
+const RETRY_MS_MAX: u64 = 5000;
+
+const OP_CONNECT: u64 = 1;
+const OP_SEND: u64 = 2;
+const OP_RECV_MULTI: u64 = 3;
+const OP_RECV_ONE: u64 = 4;
+const OP_POLL: u64 = 5;
+const OP_CLOSE: u64 = 6;
+const OP_CANCEL: u64 = 7;
+
+const GEN_MASK: u64 = 0x0FFF_FFFF;
+
+fn user_data(kind: u64, gen: u32, idx: u32) -> u64 {
+    (kind << 60) | ((gen as u64 & GEN_MASK) << 32) | idx as u64
+}
+
+fn split_user_data(ud: u64) -> (u64, u32, u32) {
+    (ud >> 60, ((ud >> 32) & GEN_MASK) as u32, ud as u32)
+}
+
+/// Start one subscriber thread; it returns its statistics when `stop` is set.
+pub fn spawn(
+    thread_idx: usize,
+    cfg: Arc<RunConfig>,
+    shared: Arc<Shared>,
+) -> io::Result<std::thread::JoinHandle<Result<Stats, String>>> {
+    std::thread::Builder::new()
+        .name(format!("sub-{thread_idx}"))
+        .spawn(move || {
+            // The ring is created on the thread that submits (SINGLE_ISSUER).
+            let mut engine =
+                Engine::new(thread_idx, cfg, shared).map_err(|e| format!("ring setup: {e}"))?;
+            engine.run().map_err(|e| format!("ring: {e}"))?;
+            Ok(engine.finish())
+        })
+}
+
+fn build_ring() -> io::Result<IoUring> {
+    let tuned = IoUring::builder()
+        .setup_cqsize(CQ_ENTRIES)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(SQ_ENTRIES);
+    match tuned {
+        Ok(r) => Ok(r),
+        // Older kernels lack DEFER_TASKRUN; plain rings still work.
+        Err(_) => IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .build(SQ_ENTRIES),
+    }
+}
+
+struct Engine {
+    // Field order matters: the ring is dropped (closing every direct
+    // descriptor) before the buffer memory it points into is freed.
+    ring: IoUring,
+    bufs: BufRing,
+    cfg: Arc<RunConfig>,
+    shared: Arc<Shared>,
+    thread_idx: usize,
+    subs: Vec<Sub>,
+    server: Box<libc::sockaddr_in>,
+    /// Explicit source pairs, when source addresses are given.
+    ports: Option<PortCursor>,
+    stats: Stats,
+    backlog: VecDeque<squeue::Entry>,
+    cqes: Vec<(u64, i32, u32)>,
+    items: Vec<stentor::wire::sse::Item>,
+    /// Next subscriber of the ramp, and when the ramp began.
+    ramp_next: usize,
+    ramp_start_ns: u64,
+    ramp_interval_ns: f64,
+    reconnects: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Subscribers in connect/send/head (deadline sweep only when > 0).
+    pending: usize,
+    next_tick_ns: u64,
+    verdict_started: bool,
+    /// Unique deliveries not yet added to the shared counters.
+    unflushed_live: u64,
+    unflushed_all: u64,
+}
+
+impl Engine {
+    fn new(thread_idx: usize, cfg: Arc<RunConfig>, shared: Arc<Shared>) -> io::Result<Self> {
+        let ring = build_ring()?;
+        let globals: Vec<usize> = (thread_idx..cfg.subscribers).step_by(cfg.threads).collect();
+        let slots = globals.len().max(1) as u32;
+        ring.submitter().register_files_sparse(slots)?;
+        let bufs = BufRing::new(&ring, BUF_GROUP, READ_BUFS, READ_BUF_BYTES)?;
+        let subs = globals
+            .iter()
+            .map(|&g| Sub::new((g % cfg.topics.len()) as u32, cfg.is_slow(g)))
+            .collect();
+        let SocketAddr::V4(v4) = cfg.server else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "IPv6 servers are not supported",
+            ));
+        };
+        let server = Box::new(sockaddr(*v4.ip(), v4.port()));
+        let ports = (!cfg.source_ips.is_empty())
+            .then(|| PortCursor::new(cfg.source_ips.clone(), thread_idx, cfg.threads));
+        let now = shared.now_ns();
+        let ramp_interval_ns = 1e9 * cfg.threads as f64 / cfg.connect_rate;
+        Ok(Self {
+            ring,
+            bufs,
+            thread_idx,
+            subs,
+            server,
+            ports,
+            stats: Stats::default(),
+            backlog: VecDeque::new(),
+            cqes: Vec::with_capacity(CQ_ENTRIES as usize),
+            items: Vec::new(),
+            ramp_next: 0,
+            ramp_start_ns: now,
+            ramp_interval_ns,
+            reconnects: BinaryHeap::new(),
+            pending: 0,
+            next_tick_ns: now,
+            verdict_started: false,
+            unflushed_live: 0,
+            unflushed_all: 0,
+            cfg,
+            shared,
+        })
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        loop {
+            let now = self.shared.now_ns();
+            if self.shared.flag(&self.shared.stop) {
+                return Ok(());
+            }
+            self.ramp(now);
+            self.start_due_reconnects(now);
+            if now >= self.next_tick_ns {
+                self.tick(now);
+                self.next_tick_ns = now + TICK_NS;
+            }
+            if !self.verdict_started && self.shared.flag(&self.shared.verdict) {
+                self.start_verdict();
+            }
+            self.wait(now)?;
+            self.reap();
+            self.flush_counters();
+        }
+    }
+
+    /// Submit what is queued and wait for a completion or the next due time.
+    fn wait(&mut self, now: u64) -> io::Result<()> {
+        while let Some(e) = self.backlog.pop_front() {
+            // SAFETY: every entry points at memory owned by a Sub or the
+            // engine that lives until its completion.
+            if unsafe { self.ring.submission().push(&e) }.is_err() {
+                self.backlog.push_front(e);
+                break;
+            }
+        }
+        let mut due = self.next_tick_ns.min(now + WAIT_NS_MAX);
+        if self.ramp_next < self.subs.len() && !self.shared.flag(&self.shared.ramp_over) {
+            due = due.min(self.ramp_due(self.ramp_next));
+        }
+        if let Some(Reverse((t, _))) = self.reconnects.peek() {
+            due = due.min(*t);
+        }
+        let wait_ns = if self.backlog.is_empty() {
+            due.saturating_sub(now)
+        } else {
+            0
+        };
+        let ts = Timespec::from(std::time::Duration::from_nanos(wait_ns.max(1)));
+        let args = SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn push(&mut self, e: squeue::Entry) {
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(e);
+            return;
+        }
+        // SAFETY: see `wait`.
+        if unsafe { self.ring.submission().push(&e) }.is_err() {
+            self.backlog.push_back(e);
+        }
+    }
+
+    fn reap(&mut self) {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.clear();
+        cqes.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(ud, res, flags) in &cqes {
+            self.on_cqe(ud, res, flags);
+        }
+        self.cqes = cqes;
+    }
+
+    fn ramp_due(&self, n: usize) -> u64 {
+        self.ramp_start_ns + (n as f64 * self.ramp_interval_ns) as u64
+    }
+
+    fn ramp(&mut self, now: u64) {
+        if self.shared.flag(&self.shared.ramp_over) {
+            // Never started: counted once, as a connect error of its own kind.
+            while self.ramp_next < self.subs.len() {
+                bump(&mut self.stats.connect_errors, "not_started");
+                self.resolve(self.ramp_next);
+                self.ramp_next += 1;
+            }
+            return;
+        }
+        while self.ramp_next < self.subs.len() && self.ramp_due(self.ramp_next) <= now {
+            let idx = self.ramp_next;
+            self.ramp_next += 1;
+            self.start_connect(idx, now);
+        }
+    }
+
+    fn start_due_reconnects(&mut self, now: u64) {
+        while let Some(&Reverse((t, idx))) = self.reconnects.peek() {
+            if t > now {
+                break;
+            }
+            self.reconnects.pop();
+            if self.shared.flag(&self.shared.verdict) {
+                continue;
+            }
+            self.stats.reconnects += 1;
+            self.start_connect(idx as usize, now);
+        }
+    }
+
+    fn start_connect(&mut self, idx: usize, now: u64) {
+        let slow = self.subs[idx].ledger.slow;
+        let mut opened = Err("no_source_port".to_string());
+        for _ in 0..BIND_TRIES_MAX {
+            let source = self.ports.as_mut().map(|p| p.next_pair());
+            opened = open_socket(source, slow);
+            match &opened {
+                Err(k) if k == "bind_eaddrinuse" && source.is_some() => continue,
+                _ => break,
+            }
+        }
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(kind) => {
+                bump(&mut self.stats.connect_errors, &kind);
+                self.attempt_lost(idx);
+                return;
+            }
+        };
+        let installed = self
+            .ring
+            .submitter()
+            .register_files_update(idx as u32, &[fd]);
+        // SAFETY: fd is ours; the table holds its own reference now.
+        unsafe { libc::close(fd) };
+        if let Err(e) = installed {
+            bump(
+                &mut self.stats.connect_errors,
+                &format!("install_{}", errno_name(e.raw_os_error().unwrap_or(0))),
+            );
+            self.attempt_lost(idx);
+            return;
+        }
+        let s = &mut self.subs[idx];
+        s.begin_attempt(now);
+        let ud = user_data(OP_CONNECT, s.gen, idx as u32);
+        s.op = Some(ud);
+        s.state = State::Connecting;
+        self.pending += 1;
+        let addr = &*self.server as *const libc::sockaddr_in as *const libc::sockaddr;
+        let e = opcode::Connect::new(
+            Fixed(idx as u32),
+            addr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+        .build()
+        .user_data(ud);
+        self.push(e);
+    }
+
+    fn on_cqe(&mut self, ud: u64, res: i32, flags: u32) {
+        let (kind, gen, idx) = split_user_data(ud);
+        let idx = idx as usize;
+        if kind == OP_CANCEL {
+            return;
+        }
+        if idx >= self.subs.len() {
+            debug_assert!(false, "completion for unknown subscriber {idx}");
+            return;
+        }
+        if kind == OP_CLOSE {
+            self.on_closed(idx);
+            return;
+        }
+        let s = &mut self.subs[idx];
+        if s.gen & GEN_MASK as u32 != gen {
+            // Cannot happen by construction (one attempt at a time per slot),
+            // but a stale buffer must still go back to the kernel.
+            debug_assert!(false, "stale completion kind {kind} for {idx}");
+            if let Some(bid) = cqueue::buffer_select(flags) {
+                self.bufs.recycle(bid);
+            }
+            return;
+        }
+        if !cqueue::more(flags) && s.op == Some(ud) {
+            s.op = None;
+        }
+        let now = self.shared.now_ns();
+        match kind {
+            OP_CONNECT => self.on_connected_tcp(idx, res, now),
+            OP_SEND => self.on_sent(idx, res, now),
+            OP_RECV_MULTI => {
+                if let Some(bid) = cqueue::buffer_select(flags) {
+                    if res > 0 {
+                        let data = self.bufs.get(bid, res as usize);
+                        // No copy: split borrows of the engine's fields.
+                        let step = feed(
+                            &mut self.subs[idx],
+                            data,
+                            now,
+                            &self.shared,
+                            &mut self.stats,
+                            &mut self.items,
+                        );
+                        self.bufs.recycle(bid);
+                        self.count_new(idx, step.1);
+                        self.after_feed(idx, step.0, now);
+                    } else {
+                        self.bufs.recycle(bid);
+                    }
+                }
+                self.after_read(idx, res, flags, now, OP_RECV_MULTI);
+            }
+            OP_RECV_ONE => {
+                if res > 0 {
+                    let s = &mut self.subs[idx];
+                    if s.state == State::Verdict {
+                        // Draining what a stalled subscriber never read, only
+                        // to learn whether the server closed it.
+                    } else if let Some(buf) = s.slow_buf.take() {
+                        let n = (res as usize).min(buf.len());
+                        s.credit = s.credit.saturating_sub(n as u64);
+                        let step = feed(
+                            s,
+                            &buf[..n],
+                            now,
+                            &self.shared,
+                            &mut self.stats,
+                            &mut self.items,
+                        );
+                        self.subs[idx].slow_buf = Some(buf);
+                        self.count_new(idx, step.1);
+                        self.after_feed(idx, step.0, now);
+                    }
+                }
+                self.after_read(idx, res, flags, now, OP_RECV_ONE);
+            }
+            OP_POLL => {
+                let (state, idle) = (self.subs[idx].state, self.subs[idx].op.is_none());
+                if res > 0 && state == State::Stalled {
+                    // RDHUP/HUP/ERR while we were not reading: the server
+                    // closed us. Read (and count) what it had already sent,
+                    // as a client would, so a resume starts from the right id.
+                    let s = &mut self.subs[idx];
+                    s.state = State::Draining;
+                    s.drop_seen_ns = Some(now);
+                    self.arm_recv_one(idx, SLOW_BUF_BYTES);
+                } else if state == State::Verdict && idle {
+                    self.arm_recv_one(idx, SLOW_BUF_BYTES);
+                }
+            }
+            _ => debug_assert!(false, "unknown op kind {kind}"),
+        }
+        self.maybe_close(idx);
+    }
+
+    fn on_connected_tcp(&mut self, idx: usize, res: i32, now: u64) {
+        if self.subs[idx].state == State::Closing {
+            return;
+        }
+        if res < 0 {
+            self.fail_attempt(idx, &errno_name(-res), now);
+            return;
+        }
+        let topic = self.subs[idx].topic as usize;
+        let mut req = self.cfg.sub_requests[topic].clone();
+        if let Some(id) = &self.subs[idx].ledger.last_event_id {
+            req.push_str("Last-Event-ID: ");
+            req.push_str(id);
+            req.push_str("\r\n");
+        }
+        req.push_str("\r\n");
+        let s = &mut self.subs[idx];
+        s.req = Some(req.into_bytes().into_boxed_slice());
+        s.req_off = 0;
+        s.state = State::Sending;
+        self.send_request(idx);
+    }
+
+    fn send_request(&mut self, idx: usize) {
+        let s = &mut self.subs[idx];
+        let Some(req) = &s.req else { return };
+        let ud = user_data(OP_SEND, s.gen, idx as u32);
+        let rest = &req[s.req_off..];
+        let e = opcode::Send::new(Fixed(idx as u32), rest.as_ptr(), rest.len() as u32)
+            .build()
+            .user_data(ud);
+        s.op = Some(ud);
+        self.push(e);
+    }
+
+    fn on_sent(&mut self, idx: usize, res: i32, now: u64) {
+        if self.subs[idx].state == State::Closing {
+            return;
+        }
+        if res < 0 {
+            self.fail_attempt(idx, &format!("send_{}", errno_name(-res)), now);
+            return;
+        }
+        let s = &mut self.subs[idx];
+        s.req_off += res as usize;
+        if s.req.as_ref().is_some_and(|r| s.req_off < r.len()) {
+            self.send_request(idx);
+            return;
+        }
+        s.req = None;
+        s.state = State::Head;
+        s.reader = Some(StreamReader::new());
+        if s.reads_slowly {
+            self.arm_recv_one(idx, SLOW_BUF_BYTES);
+        } else {
+            self.arm_recv_multi(idx);
+        }
+    }
+
+    fn arm_recv_multi(&mut self, idx: usize) {
+        let s = &mut self.subs[idx];
+        let ud = user_data(OP_RECV_MULTI, s.gen, idx as u32);
+        s.op = Some(ud);
+        let e = opcode::RecvMulti::new(Fixed(idx as u32), self.bufs.bgid())
+            .build()
+            .user_data(ud);
+        self.push(e);
+    }
+
+    fn arm_recv_one(&mut self, idx: usize, len: usize) {
+        let s = &mut self.subs[idx];
+        let buf = s
+            .slow_buf
+            .get_or_insert_with(|| vec![0u8; SLOW_BUF_BYTES].into_boxed_slice());
+        let len = len.min(buf.len()) as u32;
+        let ud = user_data(OP_RECV_ONE, s.gen, idx as u32);
+        s.op = Some(ud);
+        let e = opcode::Recv::new(Fixed(idx as u32), buf.as_mut_ptr(), len)
+            .build()
+            .user_data(ud);
+        self.push(e);
+    }
+
+    fn after_feed(&mut self, idx: usize, step: Step, now: u64) {
+        match step {
+            Step::More => {}
+            Step::Connected => self.on_stream_open(idx, now),
+            Step::Close(cause) => {
+                if self.subs[idx].state == State::Head {
+                    self.fail_attempt(idx, cause, now);
+                } else {
+                    self.end_stream(idx, cause, now);
+                }
+            }
+        }
+    }
+
+    /// A read completed (`res` bytes, 0 = EOF, < 0 = error): keep reading or end.
+    fn after_read(&mut self, idx: usize, res: i32, flags: u32, now: u64, kind: u64) {
+        let state = self.subs[idx].state;
+        if matches!(state, State::Closing | State::CloseSent | State::Closed) {
+            return;
+        }
+        if res == -libc::ECANCELED && state == State::Verdict {
+            // A trickling read cancelled to start the verdict read.
+            if self.subs[idx].op.is_none() {
+                self.arm_recv_one(idx, SLOW_BUF_BYTES);
+            }
+            return;
+        }
+        if res == -libc::ENOBUFS {
+            self.stats.recv_no_buffers += 1;
+        }
+        if res == 0 || (res < 0 && res != -libc::ENOBUFS) {
+            let cause = if res == 0 {
+                "eof".to_string()
+            } else {
+                errno_name(-res)
+            };
+            match state {
+                State::Head => self.fail_attempt(idx, &cause, now),
+                State::Verdict | State::Draining => {
+                    self.end_stream(idx, "closed_while_stalled", now)
+                }
+                _ => self.end_stream(idx, &cause, now),
+            }
+            return;
+        }
+        if self.subs[idx].op.is_some() || cqueue::more(flags) {
+            return;
+        }
+        let s = &self.subs[idx];
+        match (kind, s.state) {
+            (OP_RECV_MULTI, State::Head | State::Streaming) => self.arm_recv_multi(idx),
+            (OP_RECV_ONE, State::Head) => self.arm_recv_one(idx, SLOW_BUF_BYTES),
+            (OP_RECV_ONE, State::Verdict | State::Draining) => {
+                self.arm_recv_one(idx, SLOW_BUF_BYTES)
+            }
+            // Trickling subscribers re-arm from the tick, by credit; stalled
+            // ones wait on their poll.
+            _ => {}
+        }
+    }
+
+    /// The response head said 200: the subscriber is connected.
+    fn on_stream_open(&mut self, idx: usize, now: u64) {
+        self.pending = self.pending.saturating_sub(1);
+        let s = &mut self.subs[idx];
+        let first = !s.ever_connected;
+        s.ever_connected = true;
+        if !first {
+            s.resumed = true;
+        }
+        s.state = State::Streaming;
+        s.streaming_since_ns = now;
+        let slow = s.reads_slowly;
+        let topic = s.topic as usize;
+        let connect_us = now.saturating_sub(s.attempt_start_ns) / 1_000;
+        self.stats.connect_us.saturating_record(connect_us.max(1));
+        self.shared.streaming.fetch_add(1, Ordering::AcqRel);
+        if first {
+            if !s.ledger.slow {
+                self.shared.live_fast[topic].fetch_add(1, Ordering::AcqRel);
+            }
+            self.resolve(idx);
+        }
+        if slow {
+            match self.cfg.slow_mode {
+                SlowMode::Stall => {
+                    let s = &mut self.subs[idx];
+                    s.state = State::Stalled;
+                    s.ledger.behind_since_ns = Some(now);
+                    if s.op.is_none() {
+                        self.arm_poll(idx);
+                    }
+                }
+                SlowMode::Trickle { .. } => {}
+            }
+        }
+    }
+
+    fn count_new(&mut self, idx: usize, new: u64) {
+        self.unflushed_all += new;
+        if !self.subs[idx].ledger.slow {
+            self.unflushed_live += new;
+        }
+    }
+
+    fn tick(&mut self, now: u64) {
+        if self.pending > 0 {
+            let timeout = self.cfg.connect_timeout.as_nanos() as u64;
+            let ramp_over = self.shared.flag(&self.shared.ramp_over);
+            for idx in 0..self.subs.len() {
+                let s = &self.subs[idx];
+                let connecting =
+                    matches!(s.state, State::Connecting | State::Sending | State::Head);
+                let late = now.saturating_sub(s.attempt_start_ns) > timeout;
+                if connecting && (late || (ramp_over && !s.resolved)) {
+                    self.fail_attempt(idx, "timeout", now);
+                }
+            }
+        }
+        if let SlowMode::Trickle { bytes_per_s } = self.cfg.slow_mode {
+            self.give_trickle_credit(bytes_per_s);
+        }
+        let p99 = self.stats.fast_latency_us.value_at_quantile(0.99);
+        self.shared.p99_us[self.thread_idx].store(p99, Ordering::Relaxed);
+    }
+
+    fn flush_counters(&mut self) {
+        if self.unflushed_live > 0 {
+            self.shared
+                .live_unique
+                .fetch_add(self.unflushed_live, Ordering::AcqRel);
+            self.unflushed_live = 0;
+        }
+        if self.unflushed_all > 0 {
+            self.shared
+                .deliveries
+                .fetch_add(self.unflushed_all, Ordering::Relaxed);
+            self.unflushed_all = 0;
+        }
+    }
+
+    /// Per-subscriber totals: expected deliveries, loss, resume verdicts.
+    fn finish(mut self) -> Stats {
+        let mut st = std::mem::take(&mut self.stats);
+        for s in &self.subs {
+            if !s.ever_connected {
+                continue;
+            }
+            st.subscribers_connected += 1;
+            let accepted = self.shared.accepted[s.topic as usize].load(Ordering::Acquire);
+            let unique = s.ledger.tracker.unique();
+            let lost = accepted.saturating_sub(unique);
+            if s.ledger.slow {
+                st.slow_clients += 1;
+            } else {
+                st.deliveries_expected += accepted;
+                st.loss += lost;
+            }
+            if s.resumed {
+                st.resumed_subscribers += 1;
+                st.resumed_loss += lost;
+                st.resumed_duplicates += s.ledger.tracker.duplicates();
+                if lost == 0 && s.ledger.tracker.duplicates() == 0 {
+                    st.resumed_exactly_once += 1;
+                }
+            }
+        }
+        st.thread_cpu_s.push(thread_cpu_s());
+        st
+    }
+}
+
+/// Feed bytes to a subscriber's reader and count its new unique deliveries.
+fn feed(
+    s: &mut Sub,
+    data: &[u8],
+    now: u64,
+    shared: &Shared,
+    stats: &mut Stats,
+    items: &mut Vec<stentor::wire::sse::Item>,
+) -> (Step, u64) {
+    stats.bytes_received += data.len() as u64;
+    let Some(reader) = s.reader.as_mut() else {
+        return (Step::More, 0);
+    };
+    let clock = Clock {
+        now_ns: now,
+        publish_start_ns: shared.publish_start_ns.load(Ordering::Relaxed),
+    };
+    let before = s.ledger.tracker.unique();
+    let step = reader.feed(data, clock, &mut s.ledger, stats, items);
+    (step, s.ledger.tracker.unique() - before)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips() {
+        for (kind, gen, idx) in [
+            (OP_CONNECT, 0, 0),
+            (OP_CLOSE, 0x0FFF_FFFF, u32::MAX),
+            (OP_POLL, 12345, 99_999),
+        ] {
+            assert_eq!(split_user_data(user_data(kind, gen, idx)), (kind, gen, idx));
+        }
+        // The generation wraps within its 28 bits, never into the kind.
+        assert_eq!(
+            split_user_data(user_data(OP_SEND, u32::MAX, 7)),
+            (OP_SEND, 0x0FFF_FFFF, 7)
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! One subscriber as the engine sees it: its connection state, the op in
+//! flight on its fixed slot, and the ledger that outlives reconnects.
+
+use crate::stream::{StreamReader, SubLedger};
+
+/// Where a subscriber's current connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not connected yet (ramp not reached it) or between attempts.
+    Idle,
+    Connecting,
+    Sending,
+    /// Request sent, reading the response head.
+    Head,
+    Streaming,
+    /// A stalled slow subscriber: no reads, only a poll for the server's close.
+    Stalled,
+    /// A stalled subscriber saw the server's close: reading what was sent before it.
+    Draining,
+    /// After the drain: a stalled subscriber reads again to see whether it was closed.
+    Verdict,
+    /// Cancelling the op in flight before closing the slot.
+    Closing,
+    /// Close submitted; the slot is free once it completes.
+    CloseSent,
+    Closed,
+}
+
+#[derive(Debug)]
+pub struct Sub {
+    pub topic: u32,
+    pub gen: u32,
+    pub state: State,
+    /// user_data of the one read/write op in flight on the slot.
+    pub op: Option<u64>,
+    /// The request while its send is in flight.
+    pub req: Option<Box<[u8]>>,
+    pub req_off: usize,
+    pub reader: Option<StreamReader>,
+    pub ledger: SubLedger,
+    /// Own read buffer, slow subscribers only (their reads are sized by credit).
+    pub slow_buf: Option<Box<[u8]>>,
+    /// Trickle credit, bytes.
+    pub credit: u64,
+    /// This connection reads slowly (a slow subscriber's first connection;
+    /// after a drop it reconnects as a normal reader to test resume).
+    pub reads_slowly: bool,
+    pub attempt_start_ns: u64,
+    pub streaming_since_ns: u64,
+    pub attempts: u16,
+    pub ever_connected: bool,
+    /// Connected again after a drop.
+    pub resumed: bool,
+    /// First attempt ended (ramp gate).
+    pub resolved: bool,
+    pub dropped: bool,
+    /// When a stalled subscriber saw the server's close (ns since epoch).
+    pub drop_seen_ns: Option<u64>,
+    pub reconnect_wanted: bool,
+}
+
+impl Sub {
+    pub fn new(topic: u32, slow: bool) -> Self {
+        Self {
+            topic,
+            gen: 0,
+            state: State::Idle,
+            op: None,
+            req: None,
+            req_off: 0,
+            reader: None,
+            ledger: SubLedger {
+                slow,
+                ..SubLedger::default()
+            },
+            slow_buf: None,
+            credit: 0,
+            reads_slowly: false,
+            attempt_start_ns: 0,
+            streaming_since_ns: 0,
+            attempts: 0,
+            ever_connected: false,
+            resumed: false,
+            resolved: false,
+            dropped: false,
+            drop_seen_ns: None,
+            reconnect_wanted: false,
+        }
+    }
+
+    /// A new connection attempt on the (free) slot.
+    pub fn begin_attempt(&mut self, now_ns: u64) {
+        debug_assert!(
+            matches!(self.state, State::Idle | State::Closed),
+            "attempt started in state {:?}",
+            self.state
+        );
+        debug_assert!(self.op.is_none(), "attempt started with an op in flight");
+        self.gen = self.gen.wrapping_add(1);
+        self.attempts = self.attempts.saturating_add(1);
+        self.attempt_start_ns = now_ns;
+        self.reader = None;
+        self.req = None;
+        self.req_off = 0;
+        self.credit = 0;
+        self.reads_slowly = self.ledger.slow && !self.ever_connected;
+        if !self.reads_slowly {
+            self.slow_buf = None;
+        }
+    }
+}

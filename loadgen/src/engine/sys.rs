@@ -1,0 +1,134 @@
+//! The few raw system calls the engine needs outside the ring: creating and
+//! binding a socket before it goes into the fixed table, errno names for
+//! counters, and CPU accounting.
+
+use std::io;
+use std::net::Ipv4Addr;
+
+/// Receive buffer asked for on slow subscribers, so the server sees them fall behind quickly.
+pub const SLOW_RCVBUF_BYTES: i32 = 4096;
+
+/// A short name for an errno, used as a counter key.
+pub fn errno_name(e: i32) -> String {
+    let s = match e {
+        libc::ECONNREFUSED => "econnrefused",
+        libc::ECONNRESET => "econnreset",
+        libc::ETIMEDOUT => "etimedout",
+        libc::EADDRNOTAVAIL => "eaddrnotavail",
+        libc::EADDRINUSE => "eaddrinuse",
+        libc::ENETUNREACH => "enetunreach",
+        libc::EHOSTUNREACH => "ehostunreach",
+        libc::EPIPE => "epipe",
+        libc::ECANCELED => "ecanceled",
+        libc::EMFILE => "emfile",
+        libc::ENFILE => "enfile",
+        libc::ENOBUFS => "enobufs",
+        libc::ENOMEM => "enomem",
+        libc::EINVAL => "einval",
+        libc::EBADF => "ebadf",
+        _ => return format!("errno_{e}"),
+    };
+    s.to_string()
+}
+
+pub fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// A TCP socket, bound to `source` when given, with a small receive buffer
+/// for slow subscribers. Errors are counter keys.
+pub fn open_socket(source: Option<(Ipv4Addr, u16)>, slow: bool) -> Result<i32, String> {
+    // SAFETY: plain socket syscalls on a descriptor we own; closed on error.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(format!("socket_{}", errno_name(errno())));
+        }
+        let fail = |what: &str| {
+            let e = errno();
+            libc::close(fd);
+            Err(format!("{what}_{}", errno_name(e)))
+        };
+        if slow {
+            let v: libc::c_int = SLOW_RCVBUF_BYTES;
+            if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, v) != 0 {
+                return fail("rcvbuf");
+            }
+        }
+        if let Some((ip, port)) = source {
+            // Reuse lets a pair whose old connection sits in TIME_WAIT be
+            // bound again after the cursor wraps.
+            if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1) != 0 {
+                return fail("reuseaddr");
+            }
+            let sa = sockaddr(ip, port);
+            let rc = libc::bind(
+                fd,
+                &sa as *const libc::sockaddr_in as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            );
+            if rc != 0 {
+                return fail("bind");
+            }
+        }
+        Ok(fd)
+    }
+}
+
+unsafe fn setsockopt_int(fd: i32, level: i32, name: i32, v: libc::c_int) -> i32 {
+    libc::setsockopt(
+        fd,
+        level,
+        name,
+        &v as *const libc::c_int as *const libc::c_void,
+        std::mem::size_of::<libc::c_int>() as u32,
+    )
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// CPU seconds (user + system) this thread has used.
+pub fn thread_cpu_s() -> f64 {
+    rusage_s(libc::RUSAGE_THREAD)
+}
+
+/// CPU seconds (user + system) the whole process has used.
+pub fn process_cpu_s() -> f64 {
+    rusage_s(libc::RUSAGE_SELF)
+}
+
+/// Busy and total jiffies of the whole machine (all processes), from
+/// /proc/stat; `None` where it cannot be read.
+pub fn machine_jiffies() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
+    Some((total - idle, total))
+}
+
+fn rusage_s(who: i32) -> f64 {
+    // SAFETY: getrusage fills the struct we own.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(who, &mut ru) != 0 {
+            return 0.0;
+        }
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+}

@@ -1,0 +1,486 @@
+//! Open-loop publisher: event k is due at start + k/rate whatever the server
+//! does; a late send is recorded as publish lag, never absorbed into the
+//! schedule (no coordinated omission). Requests are pipelined on keep-alive
+//! HTTP/1.1 connections: one writer thread per connection sends on schedule,
+//! one reader thread matches responses to requests in order.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::cli::{percent_encode, PublishConfig, RunConfig};
+use crate::http::{self, Dechunker};
+use crate::payload;
+use crate::shared::Shared;
+use crate::stats::{bump, new_histogram, Counts};
+
+/// Requests sent but not yet answered, per connection; beyond it the writer
+/// waits (the server is not reading), which shows up as publish lag.
+const IN_FLIGHT_MAX: usize = 10_000;
+/// How long the reader waits for the last responses after the last send.
+const RESPONSE_GRACE: Duration = Duration::from_secs(5);
+/// Read timeout, so readers notice the end of the run.
+const READ_POLL: Duration = Duration::from_millis(100);
+/// Response bytes buffered before parsing; a longer head is an error.
+const READ_BUF_BYTES: usize = 64 * 1024;
+/// Minimum gap between reconnect attempts of a failed publish connection.
+const RECONNECT_GAP: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone)]
+pub struct PubStats {
+    pub sent: u64,
+    pub accepted: u64,
+    pub errors: Counts,
+    /// Actual send time minus scheduled time, µs.
+    pub lag_us: Histogram<u64>,
+}
+
+impl Default for PubStats {
+    fn default() -> Self {
+        Self {
+            sent: 0,
+            accepted: 0,
+            errors: Counts::new(),
+            lag_us: new_histogram(3),
+        }
+    }
+}
+
+impl PubStats {
+    fn merge(&mut self, o: PubStats) {
+        self.sent += o.sent;
+        self.accepted += o.accepted;
+        for (k, v) in o.errors {
+            *self.errors.entry(k).or_insert(0) += v;
+        }
+        let _ = self.lag_us.add(&o.lag_us);
+    }
+}
+
+/// Open one publish connection now, so an unreachable publish endpoint is a
+/// connection error (exit 2) before any subscriber is opened.
+pub fn probe(cfg: &PublishConfig) -> io::Result<()> {
+    TcpStream::connect_timeout(&cfg.server, Duration::from_secs(5)).map(drop)
+}
+
+/// Publish the whole schedule starting at `start_ns` (since the epoch);
+/// returns when every request has been answered or given up on.
+pub fn run(cfg: Arc<RunConfig>, shared: Arc<Shared>, start_ns: u64) -> PubStats {
+    let conns = cfg.publish.conns;
+    let handles: Vec<_> = (0..conns)
+        .map(|c| {
+            let cfg = cfg.clone();
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("pub-{c}"))
+                .spawn(move || Writer::new(cfg, shared, c, start_ns).run())
+        })
+        .collect();
+    let mut total = PubStats::default();
+    for h in handles {
+        match h {
+            Ok(h) => match h.join() {
+                Ok(s) => total.merge(s),
+                Err(_) => bump(&mut total.errors, "publisher_panicked"),
+            },
+            Err(_) => bump(&mut total.errors, "thread_spawn"),
+        }
+    }
+    total
+}
+
+/// Requests awaiting responses on one connection, oldest first: the topic
+/// index of each.
+type Pending = Arc<Mutex<VecDeque<usize>>>;
+
+struct Conn {
+    stream: TcpStream,
+    pending: Pending,
+    reader: std::thread::JoinHandle<PubStats>,
+}
+
+struct Writer {
+    cfg: Arc<RunConfig>,
+    shared: Arc<Shared>,
+    conn_idx: usize,
+    start_ns: u64,
+    stats: PubStats,
+    conn: Option<Conn>,
+    /// Retired connections: their reader and their queue of requests.
+    finished_readers: Vec<(std::thread::JoinHandle<PubStats>, Pending)>,
+    last_connect: Option<std::time::Instant>,
+}
+
+impl Writer {
+    fn new(cfg: Arc<RunConfig>, shared: Arc<Shared>, conn_idx: usize, start_ns: u64) -> Self {
+        Self {
+            cfg,
+            shared,
+            conn_idx,
+            start_ns,
+            stats: PubStats::default(),
+            conn: None,
+            finished_readers: Vec::new(),
+            last_connect: None,
+        }
+    }
+
+    fn run(mut self) -> PubStats {
+        let total = self.cfg.events_total();
+        let topics = self.cfg.topics.len() as u64;
+        let interval_ns = 1e9 / self.cfg.rate;
+        let mut data = String::new();
+        let mut req = Vec::new();
+        let mut k = self.conn_idx as u64;
+        while k < total {
+            if self.shared.flag(&self.shared.stop) || crate::shared::interrupted() {
+                break;
+            }
+            let due_ns = self.start_ns + (k as f64 * interval_ns) as u64;
+            sleep_until(&self.shared, due_ns);
+            let topic = (k % topics) as usize;
+            let seq = k / topics;
+            payload::encode(seq, due_ns, self.cfg.payload_bytes, &mut data);
+            build_request(
+                &self.cfg.publish,
+                &self.cfg.topics[topic],
+                &data,
+                seq,
+                &mut req,
+            );
+            self.send(topic, &req);
+            let lag_us = self.shared.now_ns().saturating_sub(due_ns) / 1_000;
+            self.stats.lag_us.saturating_record(lag_us.max(1));
+            self.shared.events_sent.fetch_add(1, Ordering::Relaxed);
+            k += self.cfg.publish.conns as u64;
+        }
+        // Half-close is not used: some servers close the whole connection on
+        // it. Readers finish when every pending request is answered.
+        self.retire_conn();
+        let mut total = std::mem::take(&mut self.stats);
+        for (r, pending) in self.finished_readers.drain(..) {
+            match r.join() {
+                Ok(s) => total.merge(s),
+                Err(_) => bump(&mut total.errors, "reader_panicked"),
+            }
+            // Requests written after the reader had already given up (the
+            // server closed the connection) were never answered.
+            if let Ok(mut p) = pending.lock() {
+                for t in p.drain(..) {
+                    if t != usize::MAX {
+                        bump(&mut total.errors, "no_response");
+                    }
+                }
+            }
+        }
+        total
+    }
+
+    fn send(&mut self, topic: usize, req: &[u8]) {
+        self.stats.sent += 1;
+        if self.conn.is_none() && !self.connect() {
+            bump(&mut self.stats.errors, "not_connected");
+            return;
+        }
+        if self.conn.as_ref().is_some_and(|c| c.reader.is_finished()) {
+            // The server closed this connection: write to a new one.
+            self.retire_conn();
+            if !self.connect() {
+                bump(&mut self.stats.errors, "not_connected");
+                return;
+            }
+        }
+        let Some(conn) = &mut self.conn else { return };
+        // Wait while the server has too many of our requests unanswered.
+        let mut waited = 0;
+        while pending_len(&conn.pending) >= IN_FLIGHT_MAX
+            && waited < 1000
+            && !self.shared.flag(&self.shared.stop)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+            waited += 1;
+        }
+        if let Ok(mut p) = conn.pending.lock() {
+            p.push_back(topic);
+        }
+        if let Err(e) = conn.stream.write_all(req) {
+            bump(
+                &mut self.stats.errors,
+                &format!("write_{:?}", e.kind()).to_lowercase(),
+            );
+            if let Ok(mut p) = conn.pending.lock() {
+                p.pop_back();
+            }
+            self.retire_conn();
+        }
+    }
+
+    fn connect(&mut self) -> bool {
+        if self
+            .last_connect
+            .is_some_and(|t| t.elapsed() < RECONNECT_GAP)
+        {
+            return false;
+        }
+        self.last_connect = Some(std::time::Instant::now());
+        let stream =
+            match TcpStream::connect_timeout(&self.cfg.publish.server, Duration::from_secs(5)) {
+                Ok(s) => s,
+                Err(e) => {
+                    bump(
+                        &mut self.stats.errors,
+                        &format!("connect_{:?}", e.kind()).to_lowercase(),
+                    );
+                    return false;
+                }
+            };
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+        let reader_stream = match stream.try_clone() {
+            Ok(s) => s,
+            Err(_) => return false,
+        };
+        let _ = reader_stream.set_read_timeout(Some(READ_POLL));
+        let pending: Pending = Arc::new(Mutex::new(VecDeque::new()));
+        let shared = self.shared.clone();
+        let p = pending.clone();
+        let Ok(reader) = std::thread::Builder::new()
+            .name(format!("pub-read-{}", self.conn_idx))
+            .spawn(move || read_responses(reader_stream, p, shared))
+        else {
+            return false;
+        };
+        self.conn = Some(Conn {
+            stream,
+            pending,
+            reader,
+        });
+        true
+    }
+
+    /// Stop writing on the current connection; its reader finishes on its own.
+    fn retire_conn(&mut self) {
+        if let Some(c) = self.conn.take() {
+            if let Ok(mut p) = c.pending.lock() {
+                // An empty marker is not needed: the reader watches `retired`.
+                p.push_back(usize::MAX);
+            }
+            self.finished_readers.push((c.reader, c.pending));
+        }
+    }
+}
+
+fn pending_len(p: &Pending) -> usize {
+    p.lock().map(|q| q.len()).unwrap_or(0)
+}
+
+/// Sleep until `due_ns`. No spinning: at high rates a spin would take a
+/// core from the server; the timer's overshoot (tens of µs) shows up as
+/// publish lag, and a late event is sent at once, so the schedule holds.
+fn sleep_until(shared: &Shared, due_ns: u64) {
+    loop {
+        let now = shared.now_ns();
+        if now >= due_ns || crate::shared::interrupted() {
+            return;
+        }
+        // Capped so an interrupt is seen within 50 ms even at low rates.
+        std::thread::sleep(Duration::from_nanos(due_ns - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// Fill a publish request for `data` on `topic` from the body template.
+pub fn build_request(cfg: &PublishConfig, topic: &str, data: &str, seq: u64, out: &mut Vec<u8>) {
+    let body = cfg
+        .body_template
+        .replace("{topic_url}", &percent_encode(topic))
+        .replace("{topic}", topic)
+        .replace("{data_json}", &serde_json::Value::from(data).to_string())
+        .replace("{data_url}", &percent_encode(data))
+        .replace("{seq}", &seq.to_string())
+        .replace("{data}", data);
+    out.clear();
+    let path = cfg.path.replace("{topic}", &percent_encode(topic));
+    let _ = write!(
+        out,
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+        cfg.host_header,
+        cfg.content_type,
+        body.len()
+    );
+    for h in &cfg.headers {
+        let _ = write!(out, "{h}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+}
+
+/// Read pipelined responses in order; each answers the oldest pending request.
+fn read_responses(mut stream: TcpStream, pending: Pending, shared: Arc<Shared>) -> PubStats {
+    let mut stats = PubStats::default();
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF_BYTES);
+    let mut chunk = vec![0u8; READ_BUF_BYTES];
+    let mut retired_at: Option<std::time::Instant> = None;
+    loop {
+        // Parse every complete response in the buffer.
+        loop {
+            match parse_response(&buf) {
+                Ok(Some((status, used))) => {
+                    buf.drain(..used);
+                    let topic = pending.lock().ok().and_then(|mut p| p.pop_front());
+                    match topic {
+                        Some(t) if t != usize::MAX => {
+                            if (200..300).contains(&status) {
+                                stats.accepted += 1;
+                                shared.accepted[t].fetch_add(1, Ordering::AcqRel);
+                            } else {
+                                bump(&mut stats.errors, &format!("status_{status}"));
+                            }
+                        }
+                        _ => bump(&mut stats.errors, "unexpected_response"),
+                    }
+                }
+                Ok(None) => break,
+                Err(kind) => {
+                    bump(&mut stats.errors, kind);
+                    return give_up(stats, &pending, "no_response");
+                }
+            }
+        }
+        let (len, retired) = match pending.lock() {
+            Ok(p) => (p.len(), p.back() == Some(&usize::MAX)),
+            Err(_) => (0, true),
+        };
+        if retired {
+            if len == 1 {
+                return stats;
+            }
+            let t = *retired_at.get_or_insert_with(std::time::Instant::now);
+            if t.elapsed() > RESPONSE_GRACE || shared.flag(&shared.stop) {
+                return give_up(stats, &pending, "no_response");
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return give_up(stats, &pending, "closed_before_response"),
+            Ok(n) => {
+                if buf.len() + n > READ_BUF_BYTES * 4 {
+                    bump(&mut stats.errors, "response_too_large");
+                    return give_up(stats, &pending, "no_response");
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return give_up(stats, &pending, "read_error"),
+        }
+    }
+}
+
+/// Count every still-pending request as failed with `kind`.
+fn give_up(mut stats: PubStats, pending: &Pending, kind: &str) -> PubStats {
+    if let Ok(mut p) = pending.lock() {
+        for t in p.drain(..) {
+            if t != usize::MAX {
+                bump(&mut stats.errors, kind);
+            }
+        }
+        // Leave the retired marker semantics intact for the writer's view.
+        p.push_back(usize::MAX);
+    }
+    stats
+}
+
+/// One complete response at the start of `buf`: (status, bytes used).
+fn parse_response(buf: &[u8]) -> Result<Option<(u16, usize)>, &'static str> {
+    let head = match http::parse_head(buf) {
+        Ok(Some(h)) => h,
+        Ok(None) => return Ok(None),
+        Err(_) => return Err("bad_response"),
+    };
+    let body = &buf[head.len..];
+    if head.chunked {
+        let mut d = Dechunker::new();
+        // Find where the chunked body ends by feeding byte runs until done.
+        let mut used = 0;
+        for (i, b) in body.iter().enumerate() {
+            if d.feed(std::slice::from_ref(b), |_| {}).is_err() {
+                return Err("bad_chunking");
+            }
+            if d.is_done() {
+                // Trailers: expect the final CRLF after the zero chunk.
+                let rest = &body[i + 1..];
+                if rest.starts_with(b"\r\n") {
+                    used = head.len + i + 3;
+                } else if rest.starts_with(b"\n") {
+                    used = head.len + i + 2;
+                } else {
+                    return Ok(None);
+                }
+                break;
+            }
+        }
+        return Ok((used > 0).then_some((head.status, used)));
+    }
+    let n = match head.content_length {
+        Some(n) => n as usize,
+        None if head.status == 204 || head.status == 304 || head.status < 200 => 0,
+        // Close-delimited responses cannot be pipelined; treat the rest as body.
+        None => return Err("response_without_length"),
+    };
+    if body.len() < n {
+        return Ok(None);
+    }
+    Ok(Some((head.status, head.len + n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_split_exactly() {
+        let two = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{\"id\":\"1\"}HTTP/1.1 503 X\r\nContent-Length: 0\r\n\r\n";
+        let (s, used) = parse_response(two).expect("valid").expect("complete");
+        assert_eq!(s, 200);
+        let (s2, used2) = parse_response(&two[used..])
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(s2, 503);
+        assert_eq!(used + used2, two.len());
+        assert_eq!(parse_response(&two[..20]), Ok(None));
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\nX";
+        let (s3, used3) = parse_response(chunked).expect("valid").expect("complete");
+        assert_eq!((s3, used3), (200, chunked.len() - 1));
+    }
+
+    #[test]
+    fn template_fills_placeholders() {
+        let cfg = PublishConfig {
+            server: "127.0.0.1:1".parse().expect("addr"),
+            host_header: "h".into(),
+            path: "/pub/{topic}".into(),
+            body_template: "topic={topic_url}&data={data_url}|{data_json}|{seq}".into(),
+            content_type: "x".into(),
+            headers: vec!["Authorization: Bearer t".into()],
+            conns: 1,
+        };
+        let mut out = Vec::new();
+        build_request(&cfg, "a/b", "seq=1 t_ns=2 ", 1, &mut out);
+        let s = String::from_utf8(out).expect("utf8");
+        assert!(s.starts_with("POST /pub/a%2Fb HTTP/1.1\r\n"), "{s}");
+        assert!(s.contains("Authorization: Bearer t\r\n"));
+        assert!(
+            s.ends_with("topic=a%2Fb&data=seq%3D1%20t_ns%3D2%20|\"seq=1 t_ns=2 \"|1"),
+            "{s}"
+        );
+    }
+}

@@ -1,0 +1,478 @@
+//! The report: what a run measured, as JSON (a contract: field names are
+//! stable), as a human summary, and the SLO verdict that sets the exit code.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::cli::{RunConfig, SlowMode};
+use crate::publisher::PubStats;
+use crate::stats::{Counts, Stats};
+
+/// The loadgen counts as saturated above this share of the cores it can use.
+const SATURATED_SHARE: f64 = 0.9;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub count: u64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self {
+                p50: 0,
+                p90: 0,
+                p99: 0,
+                p999: 0,
+                max: 0,
+                count: 0,
+            };
+        }
+        Self {
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            count: h.len(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelinePoint {
+    pub second: usize,
+    pub deliveries: u64,
+    pub p99_us: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DistributionPoint {
+    pub percentile: f64,
+    pub latency_us: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowReport {
+    pub mode: Option<SlowMode>,
+    pub fraction: f64,
+    pub deliveries_received: u64,
+    /// Time from falling behind to the server's close, for drops seen while running.
+    pub drop_after_ms: Percentiles,
+    /// Drops seen only when stalled subscribers read again after the drain
+    /// (the server closed with unread data queued, so no signal reached us earlier).
+    pub drops_seen_at_end: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResumeReport {
+    pub enabled: bool,
+    pub reconnects: u64,
+    pub resumed_subscribers: u64,
+    pub resumed_exactly_once: u64,
+    /// Every resumed subscriber got every accepted event exactly once.
+    pub all_exactly_once: bool,
+    pub loss: u64,
+    pub duplicates: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadgenReport {
+    pub threads: usize,
+    pub slots_per_ring: usize,
+    pub cores: usize,
+    pub cpu_s: f64,
+    pub wall_s: f64,
+    /// Average cores busy over the run (cpu_s / wall_s).
+    pub cpu_cores_busy: f64,
+    /// Share of the whole machine's CPU busy (server included) while publishing.
+    pub machine_cpu_busy: Option<f64>,
+    /// Reads re-armed because all provided read buffers were in use (data waits in the socket meanwhile).
+    pub recv_no_buffers: u64,
+    pub subscriber_thread_cpu_s: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Slo {
+    pub max_p99_ms: Option<f64>,
+    pub max_loss: Option<f64>,
+    pub min_connected: Option<f64>,
+    pub met: bool,
+    pub failures: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub url: String,
+    pub subscribers_requested: usize,
+    pub subscribers_connected: u64,
+    pub connect_time_ms: f64,
+    pub connect_latency_us: Percentiles,
+    pub connect_errors: Counts,
+    pub http_statuses: Counts,
+    pub topics: usize,
+    pub rate: f64,
+    pub duration_s: u64,
+    pub payload_bytes: usize,
+    pub events_scheduled: u64,
+    pub events_published: u64,
+    pub events_accepted: u64,
+    pub publish_errors: Counts,
+    pub publish_lag_ms_max: f64,
+    pub publish_lag_ms_p99: f64,
+    pub deliveries_expected: u64,
+    pub deliveries_received: u64,
+    pub loss: u64,
+    pub loss_ratio: f64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub foreign_events: u64,
+    pub latency_us: Percentiles,
+    pub fast_latency_us: Percentiles,
+    pub deliveries_per_s: f64,
+    pub bytes_received: u64,
+    pub disconnects: Counts,
+    pub slow_clients: u64,
+    pub slow_clients_dropped: u64,
+    pub slow: SlowReport,
+    pub resume: ResumeReport,
+    pub loadgen: LoadgenReport,
+    pub timeline: Vec<TimelinePoint>,
+    pub latency_distribution: Vec<DistributionPoint>,
+    pub slo: Slo,
+    pub warnings: Vec<String>,
+}
+
+/// Measurements the run loop took outside the per-thread stats.
+#[derive(Debug, Clone, Default)]
+pub struct RunTimes {
+    pub connect_s: f64,
+    pub publish_s: f64,
+    pub wall_s: f64,
+    pub cpu_s: f64,
+    /// Share of the machine's CPU busy (all processes) while publishing.
+    pub machine_busy: Option<f64>,
+    pub cores: usize,
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes) -> Report {
+    let fast = Percentiles::of(&st.fast_latency_us);
+    let loss_ratio = if st.deliveries_expected == 0 {
+        0.0
+    } else {
+        st.loss as f64 / st.deliveries_expected as f64
+    };
+    let total_received = st.deliveries_received + st.slow_deliveries_received;
+    let deliveries_per_s = total_received as f64 / t.publish_s.max(1e-9);
+    let drop_after_us = Percentiles::of(&st.slow_drop_after_us);
+    let to_ms = |p: Percentiles| Percentiles {
+        p50: p.p50 / 1000,
+        p90: p.p90 / 1000,
+        p99: p.p99 / 1000,
+        p999: p.p999 / 1000,
+        max: p.max / 1000,
+        count: p.count,
+    };
+    let mut warnings = Vec::new();
+    let cpu_cores_busy = t.cpu_s / t.wall_s.max(1e-9);
+    let usable = cfg.threads.min(t.cores).max(1) as f64;
+    if cpu_cores_busy > SATURATED_SHARE * usable {
+        warnings.push(format!(
+            "loadgen saturated: it used {cpu_cores_busy:.2} of the {usable} cores it can use; latency may be the loadgen's, not the server's"
+        ));
+    }
+    let run_s = (t.connect_s + t.publish_s).max(1e-9);
+    for (i, cpu) in st.thread_cpu_s.iter().enumerate() {
+        if *cpu > SATURATED_SHARE * run_s {
+            warnings.push(format!(
+                "subscriber thread {i} was busy {:.0}% of the run: add --threads",
+                cpu / run_s * 100.0
+            ));
+        }
+    }
+    if let Some(busy) = t.machine_busy.filter(|b| *b > SATURATED_SHARE) {
+        warnings.push(format!(
+            "the machine's CPU was {:.0}% busy while publishing (server, loadgen and anything else): figures include that contention",
+            busy * 100.0
+        ));
+    }
+    let lag_max_ms = ms(ps.lag_us.max());
+    if lag_max_ms > 100.0 {
+        warnings.push(format!(
+            "publisher ran up to {lag_max_ms:.0} ms behind schedule (server slow to accept, or loadgen saturated); latency is still measured from the schedule"
+        ));
+    }
+    if st.subscribers_connected < cfg.subscribers as u64 {
+        warnings.push(format!(
+            "only {} of {} subscribers connected",
+            st.subscribers_connected, cfg.subscribers
+        ));
+    }
+    if st.foreign_events > 0 {
+        warnings.push(format!(
+            "{} events did not carry our seq/t_ns payload (not counted)",
+            st.foreign_events
+        ));
+    }
+    if ps.accepted < ps.sent {
+        warnings.push(format!(
+            "{} of {} publishes were not accepted",
+            ps.sent - ps.accepted,
+            ps.sent
+        ));
+    }
+
+    let timeline = st
+        .timeline
+        .iter()
+        .enumerate()
+        .map(|(i, s)| TimelinePoint {
+            second: i,
+            deliveries: s.deliveries,
+            p99_us: if s.latency_us.is_empty() {
+                0
+            } else {
+                s.latency_us.value_at_quantile(0.99)
+            },
+        })
+        .collect();
+    let latency_distribution = if st.fast_latency_us.is_empty() {
+        Vec::new()
+    } else {
+        [
+            0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99, 100.0,
+        ]
+        .iter()
+        .map(|&p| DistributionPoint {
+            percentile: p,
+            latency_us: st.fast_latency_us.value_at_percentile(p),
+        })
+        .collect()
+    };
+
+    let mut r = Report {
+        url: url.to_string(),
+        subscribers_requested: cfg.subscribers,
+        subscribers_connected: st.subscribers_connected,
+        connect_time_ms: t.connect_s * 1000.0,
+        connect_latency_us: Percentiles::of(&st.connect_us),
+        connect_errors: st.connect_errors.clone(),
+        http_statuses: st.http_statuses.clone(),
+        topics: cfg.topics.len(),
+        rate: cfg.rate,
+        duration_s: cfg.duration_s,
+        payload_bytes: cfg.payload_bytes,
+        events_scheduled: cfg.events_total(),
+        events_published: ps.sent,
+        events_accepted: ps.accepted,
+        publish_errors: ps.errors.clone(),
+        publish_lag_ms_max: lag_max_ms,
+        publish_lag_ms_p99: if ps.lag_us.is_empty() {
+            0.0
+        } else {
+            ms(ps.lag_us.value_at_quantile(0.99))
+        },
+        deliveries_expected: st.deliveries_expected,
+        deliveries_received: st.deliveries_received,
+        loss: st.loss,
+        loss_ratio,
+        duplicates: st.duplicates,
+        out_of_order: st.out_of_order,
+        foreign_events: st.foreign_events,
+        latency_us: Percentiles::of(&st.all_latency_us),
+        fast_latency_us: fast,
+        deliveries_per_s,
+        bytes_received: st.bytes_received,
+        disconnects: st.disconnects.clone(),
+        slow_clients: st.slow_clients,
+        slow_clients_dropped: st.slow_clients_dropped,
+        slow: SlowReport {
+            mode: (cfg.slow_fraction > 0.0).then_some(cfg.slow_mode),
+            fraction: cfg.slow_fraction,
+            deliveries_received: st.slow_deliveries_received,
+            drop_after_ms: to_ms(drop_after_us),
+            drops_seen_at_end: st.slow_drops_seen_at_end,
+        },
+        resume: ResumeReport {
+            enabled: cfg.reconnect,
+            reconnects: st.reconnects,
+            resumed_subscribers: st.resumed_subscribers,
+            resumed_exactly_once: st.resumed_exactly_once,
+            all_exactly_once: st.resumed_exactly_once == st.resumed_subscribers,
+            loss: st.resumed_loss,
+            duplicates: st.resumed_duplicates,
+        },
+        loadgen: LoadgenReport {
+            threads: cfg.threads,
+            slots_per_ring: cfg.slots_per_thread,
+            cores: t.cores,
+            cpu_s: t.cpu_s,
+            wall_s: t.wall_s,
+            cpu_cores_busy,
+            machine_cpu_busy: t.machine_busy,
+            recv_no_buffers: st.recv_no_buffers,
+            subscriber_thread_cpu_s: st.thread_cpu_s.clone(),
+        },
+        timeline,
+        latency_distribution,
+        slo: Slo {
+            max_p99_ms: cfg.max_p99_ms,
+            max_loss: cfg.max_loss,
+            min_connected: cfg.min_connected,
+            met: true,
+            failures: Vec::new(),
+        },
+        warnings,
+    };
+    r.slo.failures = slo_failures(cfg, &r);
+    r.slo.met = r.slo.failures.is_empty();
+    r
+}
+
+fn slo_failures(cfg: &RunConfig, r: &Report) -> Vec<String> {
+    let mut f = Vec::new();
+    let any_slo = cfg.max_p99_ms.is_some() || cfg.max_loss.is_some() || cfg.min_connected.is_some();
+    if let Some(max) = cfg.max_p99_ms {
+        let p99 = ms(r.fast_latency_us.p99);
+        if r.fast_latency_us.count == 0 {
+            f.push("p99: no deliveries to measure".to_string());
+        } else if p99 > max {
+            f.push(format!("p99 {p99:.3} ms > --max-p99-ms {max}"));
+        }
+    }
+    if let Some(max) = cfg.max_loss {
+        if r.loss_ratio > max {
+            f.push(format!(
+                "loss {:.6} ({} of {}) > --max-loss {max}",
+                r.loss_ratio, r.loss, r.deliveries_expected
+            ));
+        }
+    }
+    if any_slo && r.events_accepted < r.events_published {
+        // Loss is counted against accepted events; refused ones would hide it.
+        f.push(format!(
+            "{} of {} publishes were not accepted",
+            r.events_published - r.events_accepted,
+            r.events_published
+        ));
+    }
+    let min_connected = cfg.min_connected.or(any_slo.then_some(1.0));
+    if let Some(min) = min_connected {
+        let share = r.subscribers_connected as f64 / r.subscribers_requested.max(1) as f64;
+        if share < min {
+            f.push(format!(
+                "connected {} of {} < --min-connected {min}",
+                r.subscribers_connected, r.subscribers_requested
+            ));
+        }
+    }
+    f
+}
+
+fn kinds(c: &Counts) -> String {
+    if c.is_empty() {
+        return "none".into();
+    }
+    c.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The human summary printed at the end of a run.
+pub fn summary(r: &Report) -> String {
+    let l = &r.fast_latency_us;
+    let mut s = format!(
+        "stentor-loadgen: {url}\n\
+         subscribers  {conn}/{req} connected in {ct:.2} s (connect p50 {cp50:.2} ms, p99 {cp99:.2} ms); errors: {cerr}\n\
+         publishing   {pubd}/{sched} events sent, {acc} accepted at {rate} ev/s over {dur} s x {bytes} B; lag max {lag:.2} ms; errors: {perr}\n\
+         deliveries   {recv}/{exp} received ({dps:.0}/s); loss {loss} ({lr:.6}), duplicates {dup}, out of order {ooo}\n\
+         latency      p50 {p50:.3} ms  p90 {p90:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms  max {max:.3} ms  (fast subscribers)\n\
+         disconnects  {disc}\n",
+        url = r.url,
+        conn = r.subscribers_connected,
+        req = r.subscribers_requested,
+        ct = r.connect_time_ms / 1000.0,
+        cp50 = ms(r.connect_latency_us.p50),
+        cp99 = ms(r.connect_latency_us.p99),
+        cerr = kinds(&r.connect_errors),
+        pubd = r.events_published,
+        sched = r.events_scheduled,
+        acc = r.events_accepted,
+        rate = r.rate,
+        dur = r.duration_s,
+        bytes = r.payload_bytes,
+        lag = r.publish_lag_ms_max,
+        perr = kinds(&r.publish_errors),
+        recv = r.deliveries_received,
+        exp = r.deliveries_expected,
+        dps = r.deliveries_per_s,
+        loss = r.loss,
+        lr = r.loss_ratio,
+        dup = r.duplicates,
+        ooo = r.out_of_order,
+        p50 = ms(l.p50),
+        p90 = ms(l.p90),
+        p99 = ms(l.p99),
+        p999 = ms(l.p999),
+        max = ms(l.max),
+        disc = kinds(&r.disconnects),
+    );
+    if r.slow_clients > 0 {
+        let timing = if r.slow.drop_after_ms.count > 0 {
+            format!(
+                "{} seen while running, after falling behind: p50 {} ms, max {} ms; ",
+                r.slow.drop_after_ms.count, r.slow.drop_after_ms.p50, r.slow.drop_after_ms.max
+            )
+        } else {
+            String::new()
+        };
+        s += &format!(
+            "slow         {} slow clients, {} dropped by the server ({timing}{} seen only by the final read); all-subscriber p99 {:.3} ms\n",
+            r.slow_clients,
+            r.slow_clients_dropped,
+            r.slow.drops_seen_at_end,
+            ms(r.latency_us.p99)
+        );
+    }
+    if r.resume.enabled {
+        s += &format!(
+            "resume       {} reconnects; {} of {} resumed subscribers got every event exactly once (loss {}, duplicates {})\n",
+            r.resume.reconnects,
+            r.resume.resumed_exactly_once,
+            r.resume.resumed_subscribers,
+            r.resume.loss,
+            r.resume.duplicates
+        );
+    }
+    s += &format!(
+        "loadgen      {} threads, {:.2} CPU s over {:.2} s ({:.2} cores busy of {})\n",
+        r.loadgen.threads,
+        r.loadgen.cpu_s,
+        r.loadgen.wall_s,
+        r.loadgen.cpu_cores_busy,
+        r.loadgen.cores
+    );
+    for w in &r.warnings {
+        s += &format!("warning      {w}\n");
+    }
+    let any_slo =
+        r.slo.max_p99_ms.is_some() || r.slo.max_loss.is_some() || r.slo.min_connected.is_some();
+    s += &if r.slo.met && !any_slo {
+        "SLO          none set (--max-p99-ms, --max-loss, --min-connected)\n".to_string()
+    } else if r.slo.met {
+        "SLO          met\n".to_string()
+    } else {
+        format!("SLO          NOT met: {}\n", r.slo.failures.join("; "))
+    };
+    s
+}

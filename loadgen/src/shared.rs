@@ -1,0 +1,116 @@
+//! What the threads of one run share: the clock epoch, phase flags and a few
+//! counters for the progress line and the drain decision. Atomics only; the
+//! detailed statistics stay thread-local until the end.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Sentinel for "publishing has not started".
+pub const NOT_STARTED: u64 = u64::MAX;
+
+/// Set by SIGINT/SIGTERM: cut the run short and report what was measured.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    INTERRUPTED.store(true, Ordering::Release);
+}
+
+/// Route SIGINT and SIGTERM to [`interrupted`] (a second signal still
+/// kills: the handler is reset after the first).
+pub fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        let handler: extern "C" fn(libc::c_int) = on_signal;
+        sa.sa_sigaction = handler as *const () as usize;
+        sa.sa_flags = libc::SA_RESETHAND;
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Acquire)
+}
+
+#[derive(Debug)]
+pub struct Shared {
+    pub epoch: Instant,
+    /// Ramp deadline passed: abandon connects still pending, start no new ones.
+    pub ramp_over: AtomicBool,
+    /// ns since epoch when event 0 was due; [`NOT_STARTED`] before.
+    pub publish_start_ns: AtomicU64,
+    /// The publisher has finished and every response is in (or given up on).
+    pub publish_done: AtomicBool,
+    /// Drain over: stalled subscribers read once more to learn whether the server closed them.
+    pub verdict: AtomicBool,
+    /// Everything over: subscriber threads return their stats.
+    pub stop: AtomicBool,
+
+    /// Subscribers whose first attempt has ended (connected or failed).
+    pub resolved: AtomicU64,
+    /// Subscribers currently streaming.
+    pub streaming: AtomicU64,
+    /// Events accepted (2xx) per topic.
+    pub accepted: Vec<AtomicU64>,
+    pub events_sent: AtomicU64,
+    /// Fast subscribers alive (streaming or about to reconnect), per topic.
+    pub live_fast: Vec<AtomicU64>,
+    /// Unique deliveries to the live fast subscribers.
+    pub live_unique: AtomicU64,
+    /// Unique deliveries, all subscribers (progress line).
+    pub deliveries: AtomicU64,
+    /// Stalled subscribers whose verdict (closed or not) is still open.
+    pub verdicts_pending: AtomicU64,
+    /// Subscriber threads that have started their verdict.
+    pub verdict_acks: AtomicU64,
+    /// Each subscriber thread's fast p99 so far, µs (progress line).
+    pub p99_us: Vec<AtomicU64>,
+}
+
+impl Shared {
+    pub fn new(topics: usize, threads: usize) -> Self {
+        Self {
+            epoch: Instant::now(),
+            ramp_over: AtomicBool::new(false),
+            publish_start_ns: AtomicU64::new(NOT_STARTED),
+            publish_done: AtomicBool::new(false),
+            verdict: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            resolved: AtomicU64::new(0),
+            streaming: AtomicU64::new(0),
+            accepted: (0..topics).map(|_| AtomicU64::new(0)).collect(),
+            events_sent: AtomicU64::new(0),
+            live_fast: (0..topics).map(|_| AtomicU64::new(0)).collect(),
+            live_unique: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
+            verdicts_pending: AtomicU64::new(0),
+            verdict_acks: AtomicU64::new(0),
+            p99_us: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    pub fn flag(&self, f: &AtomicBool) -> bool {
+        f.load(Ordering::Acquire)
+    }
+
+    pub fn set(&self, f: &AtomicBool) {
+        f.store(true, Ordering::Release);
+    }
+
+    /// Whether every live fast subscriber has every accepted event.
+    pub fn all_delivered(&self) -> bool {
+        let expected: u64 = self
+            .accepted
+            .iter()
+            .zip(&self.live_fast)
+            .map(|(a, l)| a.load(Ordering::Acquire) * l.load(Ordering::Acquire))
+            .sum();
+        self.live_unique.load(Ordering::Acquire) >= expected
+    }
+}

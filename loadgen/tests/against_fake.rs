@@ -1,0 +1,526 @@
+//! The real `stentor-loadgen` binary against a fake SSE server whose faults
+//! have known effects: the report's counts must match exactly. Every run is
+//! bounded (flags set short deadlines; the process is killed by PID if it
+//! ever overstays).
+
+mod fake;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fake::{FakeServer, Faults};
+use serde_json::Value;
+
+/// No single run may take longer than this.
+const RUN_DEADLINE: Duration = Duration::from_secs(60);
+
+struct Outcome {
+    code: i32,
+    report: Value,
+    stderr: String,
+}
+
+fn run_loadgen(url: &str, extra: &[&str]) -> Outcome {
+    let dir = std::env::temp_dir();
+    let json = dir.join(format!(
+        "loadgen-test-{}-{}.json",
+        std::process::id(),
+        unique()
+    ));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stentor-loadgen"));
+    cmd.args(["run", "--url", url, "--json"])
+        .arg(&json)
+        // A generous drain: it ends as soon as everything expected arrived,
+        // so only runs with injected loss wait it out, and a busy machine
+        // cannot turn late deliveries into loss.
+        .args(["--connect-timeout-s", "5", "--drain-s", "5", "--quiet"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start stentor-loadgen");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if started.elapsed() > RUN_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("stentor-loadgen overstayed {RUN_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let report = std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let _ = std::fs::remove_file(&json);
+    Outcome {
+        code: status.code().unwrap_or(-1),
+        report,
+        stderr,
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn n(r: &Value, path: &str) -> u64 {
+    let mut v = r;
+    for k in path.split('.') {
+        v = &v[k];
+    }
+    v.as_u64()
+        .unwrap_or_else(|| panic!("{path} missing or not a count in {r:#}"))
+}
+
+/// 20 subscribers, 100 events over one second on one topic.
+const BASE: &[&str] = &[
+    "--subscribers",
+    "20",
+    "--rate",
+    "100",
+    "--duration-s",
+    "1",
+    "--payload-bytes",
+    "64",
+];
+
+#[test]
+fn clean_run_counts_everything_and_meets_slo() {
+    let srv = FakeServer::start(Faults::default());
+    let html = std::env::temp_dir().join(format!("loadgen-test-{}.html", std::process::id()));
+    let html_s = html.to_string_lossy().to_string();
+    let mut args = BASE.to_vec();
+    args.extend(["--max-loss", "0", "--max-p99-ms", "5000", "--html", &html_s]);
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(o.code, 0, "stderr: {}\nreport: {r:#}", o.stderr);
+    assert_eq!(
+        srv.published.load(std::sync::atomic::Ordering::Acquire),
+        100,
+        "exactly the schedule"
+    );
+    assert_eq!(n(r, "events_accepted"), 100);
+    assert_eq!(n(r, "subscribers_requested"), 20);
+    assert_eq!(n(r, "subscribers_connected"), 20);
+    assert_eq!(n(r, "deliveries_expected"), 2000);
+    assert_eq!(n(r, "deliveries_received"), 2000);
+    assert_eq!(n(r, "loss"), 0);
+    assert_eq!(n(r, "duplicates"), 0);
+    assert_eq!(n(r, "out_of_order"), 0);
+    assert_eq!(n(r, "slow_clients"), 0);
+    assert_eq!(n(r, "slow_clients_dropped"), 0);
+    assert_eq!(n(r, "latency_us.count"), 2000);
+    for f in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(
+            r["latency_us"][f].is_u64() && r["fast_latency_us"][f].is_u64(),
+            "{f}"
+        );
+    }
+    assert!(r["deliveries_per_s"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(r["publish_lag_ms_max"].is_number());
+    assert!(r["warnings"].is_array());
+    let page = std::fs::read_to_string(&html).expect("html written");
+    let _ = std::fs::remove_file(&html);
+    assert!(
+        page.contains("<svg") && !page.contains("<script"),
+        "self-contained page"
+    );
+}
+
+#[test]
+fn chunked_streams_count_the_same() {
+    let srv = FakeServer::start(Faults {
+        chunked: true,
+        ..Faults::default()
+    });
+    let o = run_loadgen(&srv.url(), BASE);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(n(&o.report, "deliveries_received"), 2000);
+    assert_eq!(n(&o.report, "loss"), 0);
+}
+
+#[test]
+fn every_tenth_dropped_is_exact_loss_and_fails_slo() {
+    let srv = FakeServer::start(Faults {
+        drop_every: Some(10),
+        ..Faults::default()
+    });
+    let mut args = BASE.to_vec();
+    args.extend(["--max-loss", "0"]);
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(o.code, 1, "SLO missed: {}", o.stderr);
+    assert_eq!(n(r, "loss"), 10 * 20);
+    assert_eq!(n(r, "deliveries_received"), 90 * 20);
+    assert_eq!(n(r, "duplicates"), 0);
+    assert_eq!(n(r, "out_of_order"), 0);
+}
+
+#[test]
+fn duplicates_are_counted_exactly() {
+    let srv = FakeServer::start(Faults {
+        duplicate_every: Some(7),
+        ..Faults::default()
+    });
+    let o = run_loadgen(&srv.url(), BASE);
+    let r = &o.report;
+    // ids 7, 14, ..., 98: 14 per subscriber.
+    assert_eq!(n(r, "duplicates"), 14 * 20, "{r:#}");
+    assert_eq!(n(r, "loss"), 0);
+    assert_eq!(n(r, "out_of_order"), 0);
+    assert_eq!(n(r, "deliveries_received"), 2000);
+}
+
+#[test]
+fn swapped_events_are_out_of_order_not_lost() {
+    let srv = FakeServer::start(Faults {
+        swap_every: Some(10),
+        ..Faults::default()
+    });
+    let args = [
+        "--subscribers",
+        "20",
+        "--rate",
+        "95",
+        "--duration-s",
+        "1",
+        "--payload-bytes",
+        "64",
+    ];
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    // ids 10..90 each arrive after their successor: 9 per subscriber.
+    assert_eq!(n(r, "out_of_order"), 9 * 20, "{r:#}");
+    assert_eq!(n(r, "loss"), 0);
+    assert_eq!(n(r, "duplicates"), 0);
+}
+
+#[test]
+fn known_delay_is_a_latency_floor() {
+    let delay = Duration::from_millis(200);
+    let srv = FakeServer::start(Faults {
+        delay,
+        ..Faults::default()
+    });
+    let args = ["--subscribers", "10", "--rate", "20", "--duration-s", "1"];
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(n(r, "loss"), 0, "{r:#}");
+    let p50 = n(r, "fast_latency_us.p50");
+    assert!(p50 >= 200_000, "p50 {p50} µs below the injected 200 ms");
+    assert!(n(r, "latency_us.max") < 2_000_000, "delay is bounded");
+}
+
+#[test]
+fn early_close_without_reconnect_is_loss() {
+    let srv = FakeServer::start(Faults {
+        close_after: Some(30),
+        ..Faults::default()
+    });
+    let o = run_loadgen(&srv.url(), BASE);
+    let r = &o.report;
+    assert_eq!(n(r, "loss"), 70 * 20, "{r:#}");
+    assert_eq!(n(r, "deliveries_received"), 30 * 20);
+    assert_eq!(n(r, "disconnects.eof"), 20);
+}
+
+#[test]
+fn early_close_with_reconnect_resumes_exactly_once() {
+    let srv = FakeServer::start(Faults {
+        close_after: Some(30),
+        ..Faults::default()
+    });
+    let mut args = BASE.to_vec();
+    args.extend(["--reconnect", "--max-loss", "0"]);
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(o.code, 0, "{}\n{r:#}", o.stderr);
+    assert_eq!(n(r, "loss"), 0);
+    assert_eq!(n(r, "duplicates"), 0);
+    assert_eq!(n(r, "deliveries_received"), 2000);
+    assert_eq!(n(r, "resume.reconnects"), 20);
+    assert_eq!(n(r, "resume.resumed_subscribers"), 20);
+    assert_eq!(n(r, "resume.resumed_exactly_once"), 20);
+    assert_eq!(r["resume"]["all_exactly_once"], Value::Bool(true));
+}
+
+#[test]
+fn stalled_server_is_loss_and_the_run_ends_by_itself() {
+    let srv = FakeServer::start(Faults {
+        stall_after: Some(50),
+        ..Faults::default()
+    });
+    let started = Instant::now();
+    let o = run_loadgen(&srv.url(), BASE);
+    let r = &o.report;
+    assert_eq!(n(r, "loss"), 50 * 20, "{r:#}");
+    assert_eq!(n(r, "deliveries_received"), 50 * 20);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "bounded by --drain-s"
+    );
+}
+
+#[test]
+fn stalled_clients_are_dropped_and_fast_ones_lose_nothing() {
+    let srv = FakeServer::start(Faults {
+        drop_blocked_after: Some(Duration::from_millis(100)),
+        ..Faults::default()
+    });
+    // 2 of 20 subscribers stall; 200 events of 4 KiB overflow their small buffers.
+    let args = [
+        "--subscribers",
+        "20",
+        "--rate",
+        "200",
+        "--duration-s",
+        "1",
+        "--payload-bytes",
+        "4096",
+        "--slow-fraction",
+        "0.1",
+        "--slow-mode",
+        "stall",
+    ];
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(n(r, "slow_clients"), 2, "{r:#}");
+    assert_eq!(n(r, "slow_clients_dropped"), 2, "{r:#}");
+    assert_eq!(n(r, "loss"), 0, "fast subscribers lose nothing");
+    assert_eq!(n(r, "deliveries_expected"), 18 * 200);
+    assert_eq!(n(r, "fast_latency_us.count"), 18 * 200);
+}
+
+#[test]
+fn trickling_clients_are_dropped() {
+    let srv = FakeServer::start(Faults {
+        drop_blocked_after: Some(Duration::from_millis(100)),
+        ..Faults::default()
+    });
+    let args = [
+        "--subscribers",
+        "10",
+        "--rate",
+        "200",
+        "--duration-s",
+        "1",
+        "--payload-bytes",
+        "4096",
+        "--slow-fraction",
+        "0.2",
+        "--slow-mode",
+        "trickle:2000",
+    ];
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(n(r, "slow_clients"), 2, "{r:#}");
+    assert_eq!(n(r, "slow_clients_dropped"), 2, "{r:#}");
+    assert_eq!(n(r, "loss"), 0);
+}
+
+#[test]
+fn non_200_is_a_connection_error() {
+    let srv = FakeServer::start(Faults {
+        get_status: Some(503),
+        ..Faults::default()
+    });
+    let o = run_loadgen(&srv.url(), BASE);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("no subscriber connected"), "{}", o.stderr);
+    assert!(o.stderr.contains("http_status"), "{}", o.stderr);
+}
+
+#[test]
+fn nothing_listening_is_exit_2() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let o = run_loadgen(&format!("http://127.0.0.1:{port}"), BASE);
+    assert_eq!(o.code, 2);
+    assert_eq!(o.stderr.lines().count(), 1, "one line: {}", o.stderr);
+}
+
+#[test]
+fn bad_flags_are_exit_2_with_one_line() {
+    for bad in [
+        &["run", "--subscribers", "lots"][..],
+        &["run", "--slow-mode", "crawl"],
+        &["run", "--no-such-flag"],
+        &["run", "--url", "https://example.com"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_stentor-loadgen"))
+            .args(bad)
+            .output()
+            .expect("run binary");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{bad:?}: {stderr}");
+    }
+    let help = Command::new(env!("CARGO_BIN_EXE_stentor-loadgen"))
+        .args(["run", "--help"])
+        .output()
+        .expect("run binary");
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--slow-mode"));
+}
+
+#[test]
+fn dropped_stalled_clients_resume_exactly_once() {
+    let srv = FakeServer::start(Faults {
+        drop_blocked_after: Some(Duration::from_millis(100)),
+        ..Faults::default()
+    });
+    let args = [
+        "--subscribers",
+        "20",
+        "--rate",
+        "200",
+        "--duration-s",
+        "1",
+        "--payload-bytes",
+        "4096",
+        "--slow-fraction",
+        "0.1",
+        "--slow-mode",
+        "stall",
+        "--reconnect",
+    ];
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(n(r, "slow_clients_dropped"), 2, "{r:#}");
+    assert_eq!(
+        n(r, "slow.drops_seen_at_end"),
+        0,
+        "a reset is seen while running"
+    );
+    assert_eq!(n(r, "resume.resumed_subscribers"), 2, "{r:#}");
+    assert_eq!(n(r, "resume.resumed_exactly_once"), 2, "{r:#}");
+    assert_eq!(n(r, "loss"), 0);
+}
+
+#[test]
+fn sigint_cuts_the_run_short_with_a_report() {
+    let srv = FakeServer::start(Faults::default());
+    let json = std::env::temp_dir().join(format!("loadgen-test-int-{}.json", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stentor-loadgen"))
+        .args([
+            "run",
+            "--url",
+            &srv.url(),
+            "--subscribers",
+            "10",
+            "--rate",
+            "20",
+            "--duration-s",
+            "60",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start stentor-loadgen");
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling the child we started, by its PID.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("SIGINT did not end the run");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("report written"))
+            .expect("json");
+    let _ = std::fs::remove_file(&json);
+    assert!(
+        report["warnings"].to_string().contains("interrupted"),
+        "{report:#}"
+    );
+    assert!(n(&report, "events_published") < 1200);
+}
+
+#[test]
+fn a_close_behind_unread_data_is_found_by_the_verdict_read() {
+    let srv = FakeServer::start(Faults {
+        drop_blocked_after: Some(Duration::from_millis(100)),
+        drop_gracefully: true,
+        ..Faults::default()
+    });
+    let args = [
+        "--subscribers",
+        "20",
+        "--rate",
+        "200",
+        "--duration-s",
+        "1",
+        "--payload-bytes",
+        "4096",
+        "--slow-fraction",
+        "0.1",
+        "--slow-mode",
+        "stall",
+    ];
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(n(r, "slow_clients_dropped"), 2, "{r:#}");
+    assert_eq!(n(r, "slow.drops_seen_at_end"), 2, "{r:#}");
+    assert_eq!(n(r, "disconnects.closed_while_stalled"), 2);
+    assert_eq!(n(r, "loss"), 0);
+}
+
+#[test]
+fn refused_publishes_are_counted_and_fail_the_slo() {
+    let srv = FakeServer::start(Faults {
+        reject_every: Some(4),
+        ..Faults::default()
+    });
+    let mut args = BASE.to_vec();
+    args.extend(["--max-loss", "0"]);
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert_eq!(n(r, "events_published"), 100);
+    assert_eq!(n(r, "events_accepted"), 75, "{r:#}");
+    assert_eq!(n(r, "publish_errors.status_503"), 25);
+    // Loss counts against accepted events only.
+    assert_eq!(n(r, "deliveries_expected"), 75 * 20);
+    assert_eq!(n(r, "deliveries_received"), 75 * 20);
+    assert_eq!(n(r, "loss"), 0);
+}
+
+#[test]
+fn topics_split_the_events_exactly() {
+    let srv = FakeServer::start(Faults {
+        drop_every: Some(8),
+        ..Faults::default()
+    });
+    let mut args = BASE.to_vec();
+    args.extend(["--topics", "4"]);
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    // 100 events over 4 topics: 25 each, 5 subscribers each.
+    assert_eq!(n(r, "deliveries_expected"), 25 * 20, "{r:#}");
+    // Ids 8, 16, ..., 96 are dropped; id k is event k-1, on topic (k-1) % 4 = 3:
+    // 12 events of topic t3, 5 subscribers each.
+    assert_eq!(n(r, "loss"), 12 * 5);
+    assert_eq!(n(r, "out_of_order"), 0);
+}
