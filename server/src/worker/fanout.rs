@@ -1,0 +1,65 @@
+//! Fan-out: frames from the inbox to every local subscriber's queue (a
+//! refcount each, no copy), and the periodic sweep that sends heartbeats and
+//! drops stalled streams.
+
+use super::*;
+
+impl Worker {
+    pub(super) fn drain_inbox(&mut self) {
+        let mut batch = std::mem::take(&mut self.inbox_batch);
+        self.shared.inboxes[self.id].take_into(&mut batch);
+        for (topic, frame) in batch.drain(..) {
+            self.deliver(&topic, &frame);
+        }
+        self.inbox_batch = batch;
+    }
+
+    /// Queue `frame` (a refcount, not a copy) for every local subscriber.
+    pub(super) fn deliver(&mut self, topic: &str, frame: &Frame) {
+        let now = self.now;
+        for &key in self.index.subscribers(topic) {
+            let conn = &mut self.conns[key as usize];
+            debug_assert_eq!(conn.phase, Phase::Streaming);
+            let queued = conn.sendq.push(frame.clone(), now);
+            self.stats.deliveries += 1;
+            if queued > self.queue_bytes_max {
+                self.to_close.push((key, CloseReason::SlowQueueBytes));
+            } else if !conn.has(flag::DIRTY) {
+                conn.set(flag::DIRTY);
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    pub(super) fn mark_dirty(&mut self, key: u32) {
+        let conn = &mut self.conns[key as usize];
+        if !conn.has(flag::DIRTY) {
+            conn.set(flag::DIRTY);
+            self.dirty.push(key);
+        }
+    }
+
+    /// Heartbeats for quiet streams and the queue-age limit for stalled ones.
+    pub(super) fn sweep(&mut self) {
+        let now = self.now;
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.phase != Phase::Streaming {
+                continue;
+            }
+            if let Some(oldest) = conn.sendq.oldest_tick() {
+                if now.saturating_sub(oldest) >= self.ticks.queue_age {
+                    self.to_close.push((key as u32, CloseReason::SlowQueueAge));
+                }
+                continue;
+            }
+            if now.saturating_sub(conn.last_send_tick) >= self.ticks.heartbeat {
+                conn.sendq.push(self.heartbeat.clone(), now);
+                self.stats.heartbeats += 1;
+                if !conn.has(flag::DIRTY) {
+                    conn.set(flag::DIRTY);
+                    self.dirty.push(key as u32);
+                }
+            }
+        }
+    }
+}
