@@ -254,7 +254,10 @@ impl Worker {
         loop {
             // Secondary rings first, without waiting: their completions
             // wake us through the eventfd the primary ring is reading.
-            for r in self.rings.iter().skip(1) {
+            for r in self.rings.iter_mut().skip(1) {
+                if r.ring.submission().is_empty() {
+                    continue;
+                }
                 if let Err(e) = r.ring.submit() {
                     if !matches!(
                         e.raw_os_error(),
