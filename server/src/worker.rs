@@ -251,11 +251,19 @@ impl Worker {
 
     fn run_loop(&mut self) -> Result<(), String> {
         let mut enter_errors = 0;
+        let mut backlog = false;
         loop {
             // Secondary rings first, without waiting: their completions
             // wake us through the eventfd the primary ring is reading.
             for r in self.rings.iter_mut().skip(1) {
-                if r.ring.submission().is_empty() {
+                // Enter when there is something to submit, or completions
+                // the kernel kept aside when the CQ overflowed: only an
+                // enter flushes them (io-uring adds GETEVENTS for that).
+                let (idle, overflow) = {
+                    let sq = r.ring.submission();
+                    (sq.is_empty(), sq.cq_overflow())
+                };
+                if idle && !overflow {
                     continue;
                 }
                 if let Err(e) = r.ring.submit() {
@@ -267,7 +275,9 @@ impl Worker {
                     }
                 }
             }
-            match self.rings[0].ring.submit_and_wait(1) {
+            // With completions still held back by an overflow, do not sleep.
+            let want = usize::from(!backlog);
+            match self.rings[0].ring.submit_and_wait(want) {
                 Ok(_) => enter_errors = 0,
                 Err(e)
                     if matches!(
@@ -290,6 +300,10 @@ impl Worker {
             for (r, cqe) in batch.drain(..) {
                 self.on_completion(r, cqe.user_data(), cqe.result(), cqe.flags());
             }
+            backlog = self
+                .rings
+                .iter_mut()
+                .any(|r| r.ring.submission().cq_overflow());
             self.cqes = batch;
             self.after_batch();
             if self.finished() {
@@ -653,6 +667,33 @@ impl Worker {
                 for key in keys {
                     self.close_conn(key, CloseReason::Shutdown);
                 }
+                if !self.conns.is_empty() && self.log_allowed() {
+                    let ops: u32 = self
+                        .conns
+                        .iter()
+                        .map(|(_, c)| u32::from(c.ops_in_flight))
+                        .sum();
+                    let recv = self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| c.has(flag::RECV_ARMED))
+                        .count();
+                    let sending = self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| c.sendq.is_sending())
+                        .count();
+                    crate::warn!(
+                        "shutdown deadline passed; connections still closing",
+                        worker = self.id,
+                        connections = self.conns.len(),
+                        ops_in_flight = ops,
+                        recv_armed = recv,
+                        sending = sending,
+                        accepts_armed = self.accepts.iter().filter(|a| a.armed).count(),
+                        accept_cancels = self.accept_cancels_in_flight
+                    );
+                }
             }
         }
         self.flush_stats();
@@ -694,11 +735,13 @@ impl Worker {
         let subs = std::mem::take(&mut conn.subs);
         conn.phase = Phase::Closing;
         conn.read_buf = Vec::new();
-        let (fixed, ring, generation, busy) = (
-            conn.fixed,
-            conn.ring,
-            conn.generation,
-            conn.ops_in_flight > 0,
+        let (fixed, ring, generation) = (conn.fixed, conn.ring, conn.generation);
+        let recv_armed = conn.has(flag::RECV_ARMED);
+        let sending = conn.sendq.is_sending();
+        debug_assert_eq!(
+            conn.ops_in_flight,
+            u8::from(recv_armed) + u8::from(sending),
+            "ops in flight besides recv and send"
         );
         self.clear_deadline(key);
         let conns = &mut self.conns;
@@ -711,26 +754,33 @@ impl Worker {
                 }
             });
         }
-        let close = opcode::Close::new(types::Fixed(fixed))
-            .build()
-            .user_data(Token::new(OpKind::Close, key, generation).pack());
-        if busy {
-            // Cancel the recv (and a pending send) first: a closed fixed slot
-            // alone would leave them, and the socket, alive. Hard-linked so
-            // the close runs whatever the cancel finds.
-            let cancel =
-                opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(fixed)).all())
-                    .build()
-                    .flags(squeue::Flags::IO_HARDLINK)
-                    .user_data(Token::new(OpKind::Cancel, key, generation).pack());
-            let conn = &mut self.conns[key as usize];
-            conn.op_started();
-            conn.op_started();
-            self.push(ring, &[cancel, close]);
-        } else {
-            self.conns[key as usize].op_started();
-            self.push(ring, &[close]);
+        // Cancel the recv and a pending send first: a closed fixed slot alone
+        // would leave them, and the socket, alive. Each is cancelled by its
+        // user_data, a hash lookup; cancelling by file would scan every
+        // pending request of the ring, quadratic when thousands close at
+        // once (shutdown). Hard-linked so the close runs whatever they find.
+        let mut entries = Vec::with_capacity(3);
+        for (armed, kind) in [(recv_armed, OpKind::Recv), (sending, OpKind::Send)] {
+            if armed {
+                let target = Token::new(kind, key, generation).pack();
+                entries.push(
+                    opcode::AsyncCancel::new(target)
+                        .build()
+                        .flags(squeue::Flags::IO_HARDLINK)
+                        .user_data(Token::new(OpKind::Cancel, key, generation).pack()),
+                );
+            }
         }
+        entries.push(
+            opcode::Close::new(types::Fixed(fixed))
+                .build()
+                .user_data(Token::new(OpKind::Close, key, generation).pack()),
+        );
+        let conn = &mut self.conns[key as usize];
+        for _ in 0..entries.len() {
+            conn.op_started();
+        }
+        self.push(ring, &entries);
     }
 
     fn maybe_free(&mut self, key: u32) {

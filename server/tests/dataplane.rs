@@ -18,6 +18,8 @@ struct Server {
     port: u16,
     /// The startup line, for tests that read capacity figures.
     listening: String,
+    /// Later log lines, for failure messages.
+    log: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -52,6 +54,7 @@ impl Server {
                         child,
                         port,
                         listening: line,
+                        log: rx,
                     };
                 }
                 Ok(_) => continue,
@@ -85,6 +88,15 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Log lines written since startup (waits up to `settle` for more).
+    fn log_lines(&self, settle: Duration) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.log.recv_timeout(settle) {
+            lines.push(line);
+        }
+        lines
     }
 
     fn alive(&mut self) -> bool {
@@ -1000,4 +1012,16 @@ fn idle_subscribers_memory() {
         cpu_after - cpu_before
     );
     assert_eq!(reached, n, "one publish must reach every subscriber");
+    let mut server = server;
+    let t1 = Instant::now();
+    let status = server.terminate(Duration::from_secs(30));
+    println!(
+        "shutdown_with_subscribers={n} took={:?} status={status:?}",
+        t1.elapsed()
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {:#?}",
+        server.log_lines(Duration::from_millis(200))
+    );
 }
