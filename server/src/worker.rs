@@ -1,10 +1,13 @@
-//! One thread = one ring + one listener + one slab of connections.
+//! One worker thread: one listener, one slab of connections, one topic
+//! index, and as many rings as its share of the connections needs (each
+//! ring has its own fixed-file table; see docs/architecture.md).
 //!
-//! The loop, top to bottom: submit what the last batch produced and wait
-//! for completions (one `io_uring_enter`); dispatch each completion on its
-//! token; then deliver the inbox, close what must close and start one send
-//! per connection that has frames waiting. Every SQE made in a batch goes to
-//! the kernel in the next enter: that is how broadcasts go out in batches.
+//! The loop, top to bottom: submit what the last turn produced (secondary
+//! rings without waiting, then the primary ring, waiting for a completion);
+//! dispatch each completion on its token; then deliver the inbox, close
+//! what must close and start one send per connection that has frames
+//! waiting. Every SQE made in a turn goes to the kernel in the next turn's
+//! enters: that is how broadcasts go out in batches.
 
 mod fanout;
 mod requests;
