@@ -475,11 +475,24 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
     );
 
     // Wait for a signal; also notice workers that died on their own.
+    // A worker that stopped (an invariant broke, or its ring kept failing)
+    // has dropped its ring and listener on the way out: its connections are
+    // closed and new ones go to the other workers, which carry on.
+    let mut reported = vec![false; handles.len()];
     let signal = loop {
         if let Some(sig) = wait_signal(&signals, Duration::from_millis(500)) {
             break Some(sig);
         }
-        if handles.iter().all(|h| h.is_finished()) {
+        for (id, h) in handles.iter().enumerate() {
+            if h.is_finished() && !reported[id] {
+                reported[id] = true;
+                crate::error!(
+                    "a worker stopped unexpectedly; its connections were closed, the other workers carry on",
+                    worker = id
+                );
+            }
+        }
+        if reported.iter().all(|r| *r) {
             break None;
         }
     };
