@@ -1,0 +1,110 @@
+//! Shared by the integration tests: start the real `stentor` binary on a
+//! kernel-chosen loopback port, and find outside programs the tests drive.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a test waits for the server to say where it listens.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `stentor` child, killed (by its own PID) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Every stderr line after the startup line, for tests that read logs.
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Start with `--listen 127.0.0.1:0` plus `args`; wait for the startup
+    /// line carrying `addr=127.0.0.1:PORT`.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stentor"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn stentor");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = listen_addr_in(&line) {
+                        return Server {
+                            child,
+                            addr,
+                            log: rx,
+                        };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    panic!("stentor did not report its address within {STARTUP_TIMEOUT:?} (exit: {status:?})");
+                }
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `addr=127.0.0.1:PORT` in a startup log line.
+fn listen_addr_in(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening") {
+        return None;
+    }
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .and_then(|a| a.trim_matches('"').parse().ok())
+}
+
+/// Whether an outside program is on PATH. Under CI (`CI` set) a missing one
+/// fails the test, since `.ci/run` installs it; elsewhere the test is skipped
+/// with a message that says what to install.
+pub fn require_program(program: &str, install_hint: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if found {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{program} is required under CI but is not installed ({install_hint})");
+    }
+    eprintln!("SKIPPED: {program} not found; install it to run this test ({install_hint})");
+    false
+}
