@@ -184,6 +184,12 @@ pub struct Shared {
     pub inboxes: Vec<Inbox>,
     pub shutdown: AtomicBool,
     pub connections_open: AtomicU32,
+    /// Per-worker and publish figures for `GET /metrics`.
+    pub metrics: crate::metrics::NodeMetrics,
+    /// Connections per client IP, node-wide (`--max-connections-per-ip`).
+    pub per_ip: crate::limit::PerIp,
+    /// Publish token buckets per token or IP (`--publish-rate-per-s-max`).
+    pub publish_rate: crate::limit::PublishRate,
 }
 
 /// A poisoned lock means a thread panicked while holding it; the data (a
@@ -198,12 +204,15 @@ impl Shared {
             .map(|_| Inbox::new())
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Shared {
-            config,
-            capacity,
             publish: Mutex::new(PublishState { next_id: 1 }),
             inboxes,
             shutdown: AtomicBool::new(false),
             connections_open: AtomicU32::new(0),
+            metrics: crate::metrics::NodeMetrics::new(capacity.workers),
+            per_ip: crate::limit::PerIp::new(config.max_connections_per_ip),
+            publish_rate: crate::limit::PublishRate::new(config.publish_rate_per_s_max),
+            config,
+            capacity,
         })
     }
 
@@ -211,6 +220,7 @@ impl Shared {
     /// worker. Ids and inbox order are decided under one lock, so every
     /// worker sees events in id order.
     pub fn publish(&self, topic: &str, mut event: Event) -> Result<u64, PublishError> {
+        let started = std::time::Instant::now();
         let topic: Arc<str> = Arc::from(topic);
         let mut woken = [false; WORKERS_MAX];
         let id = {
@@ -243,7 +253,19 @@ impl Shared {
             }
         }
         crate::metrics::add(&crate::metrics::COUNTERS.events_published_total, 1);
+        self.metrics
+            .publish_ns
+            .observe(started.elapsed().as_nanos() as u64);
         Ok(id)
+    }
+
+    /// The node's metrics in Prometheus text format 0.0.4.
+    pub fn render_metrics(&self, out: &mut String) {
+        let snapshot = crate::metrics::Snapshot {
+            connections_max: u64::from(self.capacity.connections_max),
+            history: None,
+        };
+        crate::metrics::render(out, &self.metrics, &snapshot);
     }
 
     /// Flag shutdown and wake every worker so it notices.

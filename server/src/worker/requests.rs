@@ -3,6 +3,7 @@
 //! streams, and the request/idle deadlines.
 
 use super::*;
+use crate::limit::rate::Verdict;
 
 impl Worker {
     pub(super) fn on_request_bytes(&mut self, key: u32) {
@@ -19,10 +20,9 @@ impl Worker {
                 || conn.sendq.bytes_queued() > self.queue_bytes_max
             {
                 // A client pipelining faster than it reads its answers.
-                self.respond(
-                    key,
-                    Response::text(429, "too many pipelined requests", false),
-                );
+                let mut r = Response::text(429, "too many pipelined requests", false);
+                r.limit = Some(Limit::Pipelined);
+                self.respond(key, r);
                 return;
             }
             if conn.has(flag::DEADLINE_IDLE) {
@@ -65,7 +65,18 @@ impl Worker {
             if conn.has(flag::REFUSE) {
                 let mut r = Response::text(503, "server full, retry later", false);
                 r.retry_after_s = Some(1);
-                metrics::add(&COUNTERS.connections_refused_total, 1);
+                r.limit = Some(Limit::MaxConnections);
+                self.respond(key, r);
+                return;
+            }
+            if conn.has(flag::REFUSE_PER_IP) {
+                let mut r = Response::text(
+                    429,
+                    "too many connections from this address, retry later",
+                    false,
+                );
+                r.retry_after_s = Some(1);
+                r.limit = Some(Limit::PerIp);
                 self.respond(key, r);
                 return;
             }
@@ -79,8 +90,8 @@ impl Worker {
             Action::Respond(r) => self.respond(key, r),
             Action::Stream { topics } => self.start_stream(key, &topics),
             Action::Metrics { keep_alive } => {
-                let mut text = String::with_capacity(4096);
-                COUNTERS.render(&mut text);
+                let mut text = String::with_capacity(8192);
+                self.shared.render_metrics(&mut text);
                 let mut r = Response::text(200, "", keep_alive);
                 r.content_type = "text/plain; version=0.0.4; charset=utf-8";
                 r.body = text.into_bytes();
@@ -91,6 +102,20 @@ impl Worker {
                 event,
                 keep_alive,
             } => {
+                // One bucket per publish token, else per client IP; shared
+                // by every worker.
+                let rate_key = match head.header("authorization") {
+                    Some(token) => limit::token_key(token.as_bytes()),
+                    None => self.conns[key as usize].peer_key,
+                };
+                if let Verdict::Limited { retry_after_s } = self.shared.publish_rate.check(rate_key)
+                {
+                    let mut r = Response::text(429, "publish rate limit, retry later", keep_alive);
+                    r.retry_after_s = Some(retry_after_s);
+                    r.limit = Some(Limit::PublishRate);
+                    self.respond(key, r);
+                    return;
+                }
                 let r = match self.shared.publish(&topic, event) {
                     Ok(id) => Response::json(200, format!("{{\"id\":\"{id}\"}}"), keep_alive),
                     Err(PublishError::Invalid(e)) => {
@@ -103,6 +128,7 @@ impl Worker {
                             keep_alive,
                         );
                         r.retry_after_s = Some(1);
+                        r.limit = Some(Limit::PublishBacklog);
                         r
                     }
                 };
@@ -114,6 +140,13 @@ impl Worker {
     /// Queue a response; keep the connection for the next request or close
     /// it once the response is sent.
     pub(super) fn respond(&mut self, key: u32, response: Response) {
+        if response.status >= 400 {
+            limit::note_refusal(
+                response
+                    .limit
+                    .unwrap_or_else(|| Limit::from_status(response.status)),
+            );
+        }
         let bytes = Bytes::from(response.encode());
         let conn = &mut self.conns[key as usize];
         conn.sendq.push(bytes, self.now);
@@ -184,7 +217,6 @@ impl Worker {
             if conn.has(flag::DEADLINE_IDLE) {
                 self.close_conn(key, CloseReason::IdleTimeout);
             } else {
-                metrics::add(&COUNTERS.requests_timed_out_total, 1);
                 self.respond(key, Response::text(408, "request timeout", false));
             }
         }

@@ -4,6 +4,8 @@
 
 use serde::Deserialize;
 
+use crate::hub::topic;
+use crate::limit::Limit;
 use crate::wire::http::{self, Method, RequestHead};
 use crate::wire::sse::Event;
 
@@ -23,6 +25,9 @@ pub struct Response {
     pub retry_after_s: Option<u32>,
     pub body: Vec<u8>,
     pub keep_alive: bool,
+    /// The limit an error answer stands for in `stentor_refusals_total`;
+    /// `None` = inferred from the status.
+    pub limit: Option<Limit>,
 }
 
 impl Response {
@@ -36,6 +41,7 @@ impl Response {
             retry_after_s: None,
             body: text,
             keep_alive,
+            limit: None,
         }
     }
 
@@ -47,6 +53,7 @@ impl Response {
             retry_after_s: None,
             body: body.into_bytes(),
             keep_alive,
+            limit: None,
         }
     }
 
@@ -126,13 +133,22 @@ fn bad_request(reason: &str) -> Action {
     Action::Respond(Response::text(400, reason, false))
 }
 
-/// Topic names: 1..=topic_bytes_max of `A-Z a-z 0-9 - _ . : /`.
-pub fn topic_is_valid(topic: &str, topic_bytes_max: usize) -> bool {
-    !topic.is_empty()
-        && topic.len() <= topic_bytes_max
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b))
+/// A 400 that names the limit it stands for.
+fn refused(limit: Limit, reason: &str, keep_alive: bool) -> Action {
+    let mut r = Response::text(limit.status(), reason, keep_alive);
+    r.limit = Some(limit);
+    Action::Respond(r)
+}
+
+/// The 400 for a topic the hub's rule refuses (`hub::topic`: one rule for
+/// streams and publishes alike), saying why.
+fn bad_topic(name: &str, topic_bytes_max: usize, keep_alive: bool) -> Option<Action> {
+    let e = topic::validate(name, topic_bytes_max).err()?;
+    Some(refused(
+        Limit::TopicName,
+        &format!("invalid topic: {e}"),
+        keep_alive,
+    ))
 }
 
 fn stream(head: &RequestHead, cfg: &RouteConfig) -> Action {
@@ -145,17 +161,18 @@ fn stream(head: &RequestHead, cfg: &RouteConfig) -> Action {
         if k != "topic" || topics.contains(&v) {
             continue;
         }
-        if !topic_is_valid(&v, cfg.topic_bytes_max) {
-            return bad_request(&format!(
-                "invalid topic: 1..={} bytes of A-Z a-z 0-9 - _ . : /",
-                cfg.topic_bytes_max
-            ));
+        if let Some(refusal) = bad_topic(&v, cfg.topic_bytes_max, false) {
+            return refusal;
         }
         if topics.len() == cfg.topics_per_stream_max {
-            return bad_request(&format!(
-                "too many topics: at most {} per stream",
-                cfg.topics_per_stream_max
-            ));
+            return refused(
+                Limit::TopicsPerStream,
+                &format!(
+                    "too many topics: at most {} per stream",
+                    cfg.topics_per_stream_max
+                ),
+                false,
+            );
         }
         topics.push(v);
     }
@@ -223,15 +240,8 @@ fn publish(head: &RequestHead, body: &[u8], peer_loopback: bool, cfg: &RouteConf
             }
         }
     };
-    if !topic_is_valid(&topic, cfg.topic_bytes_max) {
-        return Action::Respond(Response::text(
-            400,
-            &format!(
-                "invalid topic: 1..={} bytes of A-Z a-z 0-9 - _ . : /",
-                cfg.topic_bytes_max
-            ),
-            keep_alive,
-        ));
+    if let Some(refusal) = bad_topic(&topic, cfg.topic_bytes_max, keep_alive) {
+        return refusal;
     }
     Action::Publish {
         topic,
@@ -249,12 +259,17 @@ fn publish(head: &RequestHead, body: &[u8], peer_loopback: bool, cfg: &RouteConf
 mod tests {
     use super::*;
 
+    fn topic_is_valid(name: &str, topic_bytes_max: usize) -> bool {
+        bad_topic(name, topic_bytes_max, true).is_none()
+    }
+
     #[test]
     fn topic_names() {
         assert!(topic_is_valid("news/eu.fr:1_a-b", 128));
         assert!(!topic_is_valid("", 128));
         assert!(!topic_is_valid("a b", 128));
         assert!(!topic_is_valid("abc", 2));
+        assert!(!topic_is_valid("caf\u{e9}", 128));
     }
 }
 
@@ -316,6 +331,21 @@ mod route_tests {
             &CFG,
         );
         assert_eq!(status(&a), 400);
+        match a {
+            Action::Respond(r) => assert_eq!(r.limit, Some(Limit::TopicName)),
+            other => panic!("{other:?}"),
+        }
+        let long = format!(
+            "GET /events?topic={} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "a".repeat(17)
+        );
+        match route(&head(&long), b"", true, &CFG) {
+            Action::Respond(r) => {
+                assert_eq!((r.status, r.limit), (400, Some(Limit::TopicName)));
+                assert!(String::from_utf8_lossy(&r.body).contains("17 bytes"));
+            }
+            other => panic!("{other:?}"),
+        }
         let a = route(
             &head("GET /events HTTP/1.1\r\nHost: x\r\n\r\n"),
             b"",
@@ -356,6 +386,12 @@ mod route_tests {
         let a = route(&head(json), br#"{"topic":"t","data":"a\nb"}"#, true, &CFG);
         assert!(matches!(a, Action::Publish { ref event, .. } if event.data == "a\nb"));
         assert_eq!(status(&route(&head(json), b"{nope", true, &CFG)), 400);
+        // Publishing uses the same topic rule as streams.
+        let a = route(&head(form), b"topic=a%20b&data=hi", true, &CFG);
+        match a {
+            Action::Respond(r) => assert_eq!((r.status, r.limit), (400, Some(Limit::TopicName))),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
