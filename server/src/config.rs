@@ -119,6 +119,21 @@ pub struct Config {
     )]
     pub history_bytes_max: u32,
 
+    /// Topics the node keeps state for; a publish creating one more gets 503 [1..=10000000].
+    #[arg(long, env = "STENTOR_TOPICS_MAX", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000), help_heading = "Streams")]
+    pub topics_max: u32,
+
+    /// Events one Last-Event-ID replay sends at most (newest kept; a notice tells the client) [1..=10000000].
+    #[arg(long, env = "STENTOR_REPLAY_EVENTS_MAX", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000), help_heading = "Streams")]
+    pub replay_events_max: u32,
+
+    /// Events one POST /publish JSON array may carry; more gets 413 [1..=100000].
+    #[arg(long, env = "STENTOR_PUBLISH_BATCH_EVENTS_MAX", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000), help_heading = "Streams")]
+    pub publish_batch_events_max: u32,
+
     // ---- Security ------------------------------------------------------
     /// Bearer token required to publish; unset = publishing only from loopback.
     #[arg(

@@ -98,6 +98,9 @@ pub struct Conn {
     /// The peer's key in the node's per-IP count (`limit::ip_key`), or 0
     /// when this connection is not counted there.
     pub peer_key: u64,
+    /// The seam: live frames with an id at or below this were covered by
+    /// the stream's replay (or its missed notice) and are skipped.
+    pub live_after_id: u64,
     /// Index in the ring's fixed-file table.
     pub fixed: u32,
     /// Bumped on every reuse of the slab slot; carried in tokens.
@@ -123,6 +126,7 @@ impl Conn {
             read_buf: Vec::new(),
             subs: Box::new([]),
             peer_key: 0,
+            live_after_id: 0,
             fixed,
             generation,
             deadline_tick: DEADLINE_NONE,

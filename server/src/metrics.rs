@@ -27,6 +27,9 @@ pub struct Counters {
     /// Connections open now (a gauge).
     pub connections_open: AtomicU64,
     pub streams_opened_total: AtomicU64,
+    pub streams_resumed_total: AtomicU64,
+    pub replayed_events_total: AtomicU64,
+    pub missed_notices_total: AtomicU64,
     pub events_published_total: AtomicU64,
     pub dropped_slow_bytes_total: AtomicU64,
     pub dropped_slow_age_total: AtomicU64,
@@ -38,6 +41,9 @@ pub static COUNTERS: Counters = Counters {
     connections_accepted_total: AtomicU64::new(0),
     connections_open: AtomicU64::new(0),
     streams_opened_total: AtomicU64::new(0),
+    streams_resumed_total: AtomicU64::new(0),
+    replayed_events_total: AtomicU64::new(0),
+    missed_notices_total: AtomicU64::new(0),
     events_published_total: AtomicU64::new(0),
     dropped_slow_bytes_total: AtomicU64::new(0),
     dropped_slow_age_total: AtomicU64::new(0),
@@ -267,9 +273,6 @@ impl NodeMetrics {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Snapshot {
     pub connections_max: u64,
-    /// Events and bytes of frames kept for resume, when the node keeps
-    /// history.
-    pub history: Option<(u64, u64)>,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -392,6 +395,27 @@ pub fn render(out: &mut String, m: &NodeMetrics, snap: &Snapshot) {
         "SSE streams opened.",
         get(&c.streams_opened_total),
     );
+    one(
+        out,
+        "streams_resumed_total",
+        "counter",
+        "SSE streams opened with a Last-Event-ID (header or lastEventId query).",
+        get(&c.streams_resumed_total),
+    );
+    one(
+        out,
+        "replayed_events_total",
+        "counter",
+        "Events replayed from history to resuming streams.",
+        get(&c.replayed_events_total),
+    );
+    one(
+        out,
+        "missed_notices_total",
+        "counter",
+        "stentor.missed notices sent (the client may have missed events).",
+        get(&c.missed_notices_total),
+    );
     let topics: u64 = (0..TOPIC_SLOTS)
         .map(|i| sum_of(m, |w| &w.topics_by_subscribers[i]))
         .sum();
@@ -479,22 +503,6 @@ pub fn render(out: &mut String, m: &NodeMetrics, snap: &Snapshot) {
         "stentor_slow_clients_dropped_total{{reason=\"queue_age\"}} {}",
         get(&c.dropped_slow_age_total)
     );
-    if let Some((events, bytes)) = snap.history {
-        one(
-            out,
-            "history_events",
-            "gauge",
-            "Events kept for Last-Event-ID resume, all topics.",
-            events,
-        );
-        one(
-            out,
-            "history_bytes",
-            "gauge",
-            "Bytes of encoded frames kept for resume, all topics.",
-            bytes,
-        );
-    }
 
     one(
         out,
@@ -565,14 +573,7 @@ mod tests {
         m.workers[1].flush(&mut s);
         m.publish_ns.observe(30_000);
         let mut out = String::new();
-        render(
-            &mut out,
-            &m,
-            &Snapshot {
-                connections_max: 7,
-                history: Some((3, 90)),
-            },
-        );
+        render(&mut out, &m, &Snapshot { connections_max: 7 });
         for want in [
             "# TYPE stentor_deliveries_total counter\nstentor_deliveries_total 5\n",
             "stentor_sends_total 3\n",
@@ -585,7 +586,6 @@ mod tests {
             "stentor_publish_seconds_bucket{le=\"0.00005\"} 1\n",
             "stentor_publish_seconds_bucket{le=\"0.000025\"} 0\n",
             "stentor_connections_max 7\n",
-            "stentor_history_bytes 90\n",
             "stentor_refusals_total{status=\"429\",limit=\"per_ip\"} ",
             "# TYPE stentor_connections gauge\n",
         ] {

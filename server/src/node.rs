@@ -1,9 +1,9 @@
 //! The node: plans capacity, binds one SO_REUSEPORT listener per worker,
 //! starts the workers, waits for SIGTERM/SIGINT, then drains them.
 //!
-//! [`Shared`] is the only state the workers share: the publish path (ids,
-//! and later history) behind one lock, and one inbox per worker. Delivery
-//! itself takes no lock: each worker walks its own index.
+//! [`Shared`] is the only state the workers share: the hub (ids, topics,
+//! history) behind one lock, and one inbox per worker. Delivery itself takes
+//! no lock: each worker walks its own index.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -13,7 +13,11 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::wire::sse::{self, EncodeError, Event, Frame};
+use crate::hub::id::ResumePoint;
+use crate::hub::publish::{PublishError, PublishRequest};
+use crate::hub::topic::Topic;
+use crate::hub::{Hub, HubLimits, HubStats, Replay};
+use crate::wire::sse::Frame;
 use crate::worker::{self, WorkerSetup};
 
 /// Why the node could not start or stopped with an error. The binary prints
@@ -110,10 +114,20 @@ pub fn plan_capacity(workers_flag: usize, max_connections: u32, nofile_soft: u64
     }
 }
 
+/// One published frame on its way to a worker. The id travels with the
+/// frame so the worker can skip, for a stream that just resumed, the frames
+/// its replay already covered (`id <= through_id`: the seam).
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: u64,
+    pub topic: Topic,
+    pub frame: Frame,
+}
+
 /// One worker's inbox: frames published anywhere, waiting for that worker,
 /// plus the eventfd its ring keeps a read pending on.
 pub struct Inbox {
-    events: Mutex<Vec<(Arc<str>, Frame)>>,
+    events: Mutex<Vec<Delivery>>,
     wake: OwnedFd,
 }
 
@@ -138,7 +152,7 @@ impl Inbox {
     }
 
     /// Move every waiting frame into `out` (which the worker reuses).
-    pub fn take_into(&self, out: &mut Vec<(Arc<str>, Frame)>) {
+    pub fn take_into(&self, out: &mut Vec<Delivery>) {
         let mut events = lock(&self.events);
         if out.is_empty() {
             std::mem::swap(&mut *events, out);
@@ -161,26 +175,15 @@ impl Inbox {
 /// Frames one worker's inbox may hold before publishing is refused.
 pub const INBOX_FRAMES_MAX: usize = 65_536;
 
-/// Why a publish was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PublishError {
-    /// The event cannot be put on the wire (400).
-    Invalid(EncodeError),
-    /// A worker's inbox is full (503, retry later).
-    Busy,
-}
-
-/// The publish path's state: ids now, history later (hub issue).
-#[derive(Debug)]
-struct PublishState {
-    next_id: u64,
-}
-
 /// What every worker shares.
 pub struct Shared {
     pub config: Config,
     pub capacity: Capacity,
-    publish: Mutex<PublishState>,
+    /// Ids, history and topics. Publishes fill the inboxes while holding
+    /// it, and subscribes replay and register while holding it: history
+    /// order = inbox order = id order, which is what makes the seam between
+    /// replay and live exact.
+    hub: Mutex<Hub>,
     pub inboxes: Vec<Inbox>,
     pub shutdown: AtomicBool,
     pub connections_open: AtomicU32,
@@ -193,18 +196,33 @@ pub struct Shared {
 }
 
 /// A poisoned lock means a thread panicked while holding it; the data (a
-/// Vec of frames, a counter) is still consistent, so carry on.
+/// Vec of frames, the hub whose every mutation completes before it can
+/// panic) is still consistent, so carry on.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Unix time in milliseconds: the start of this run's id sequence.
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 impl Shared {
     pub fn new(config: Config, capacity: Capacity) -> io::Result<Shared> {
+        Self::with_epoch_ms(config, capacity, unix_ms_now())
+    }
+
+    /// A node whose ids start at `epoch_ms * 1000` (see `hub::id`).
+    pub fn with_epoch_ms(config: Config, capacity: Capacity, epoch_ms: u64) -> io::Result<Shared> {
         let inboxes = (0..capacity.workers)
             .map(|_| Inbox::new())
             .collect::<io::Result<Vec<_>>>()?;
+        let hub = Hub::new(HubLimits::from_config(&config), epoch_ms);
         Ok(Shared {
-            publish: Mutex::new(PublishState { next_id: 1 }),
+            hub: Mutex::new(hub),
             inboxes,
             shutdown: AtomicBool::new(false),
             connections_open: AtomicU32::new(0),
@@ -216,34 +234,41 @@ impl Shared {
         })
     }
 
-    /// Give `event` the next id, encode it once, and hand the frame to every
-    /// worker. Ids and inbox order are decided under one lock, so every
-    /// worker sees events in id order.
-    pub fn publish(&self, topic: &str, mut event: Event) -> Result<u64, PublishError> {
+    /// Publish `requests` in order, all or nothing: the hub gives them ids,
+    /// encodes each once and keeps it in history; every worker's inbox gets
+    /// every frame. Ids, history and inbox order are decided under one lock.
+    pub fn publish_batch(&self, requests: Vec<PublishRequest>) -> Result<Vec<u64>, PublishError> {
         let started = std::time::Instant::now();
-        let topic: Arc<str> = Arc::from(topic);
         let mut woken = [false; WORKERS_MAX];
-        let id = {
-            let mut state = lock(&self.publish);
+        let ids = {
+            let mut hub = lock(&self.hub);
             // A worker that stopped draining must not make the node's memory
             // grow without bound: refuse (503) until it catches up.
+            let room = INBOX_FRAMES_MAX.saturating_sub(requests.len());
             if self
                 .inboxes
                 .iter()
-                .any(|inbox| lock(&inbox.events).len() >= INBOX_FRAMES_MAX)
+                .any(|inbox| lock(&inbox.events).len() > room)
             {
-                return Err(PublishError::Busy);
+                return Err(PublishError::new(
+                    503,
+                    None,
+                    "busy: subscribers are behind, retry later",
+                ));
             }
-            let id = state.next_id;
-            event.id = Some(id.to_string());
-            let frame = sse::encode(&event).map_err(PublishError::Invalid)?;
-            state.next_id += 1;
+            let topics: Vec<Topic> = requests.iter().map(|r| r.topic.clone()).collect();
+            let published = hub.publish_batch(requests)?;
+            debug_assert_eq!(published.len(), topics.len());
             for (i, inbox) in self.inboxes.iter().enumerate() {
                 let mut events = lock(&inbox.events);
                 woken[i] = events.is_empty();
-                events.push((topic.clone(), frame.clone()));
+                events.extend(published.iter().zip(&topics).map(|(p, t)| Delivery {
+                    id: p.id,
+                    topic: t.clone(),
+                    frame: p.frame.clone(),
+                }));
             }
-            id
+            published.iter().map(|p| p.id).collect::<Vec<u64>>()
         };
         // Wake outside the lock: a syscall per worker would lengthen it. An
         // inbox that was not empty already has a wake-up on its way.
@@ -252,18 +277,43 @@ impl Shared {
                 inbox.wake();
             }
         }
-        crate::metrics::add(&crate::metrics::COUNTERS.events_published_total, 1);
+        crate::metrics::add(
+            &crate::metrics::COUNTERS.events_published_total,
+            ids.len() as u64,
+        );
         self.metrics
             .publish_ns
             .observe(started.elapsed().as_nanos() as u64);
-        Ok(id)
+        Ok(ids)
+    }
+
+    /// What a stream on `topics` resuming from `resume` is sent before it
+    /// goes live. `register` (the worker adding the stream to its index) runs
+    /// under the same lock as the replay, so no publish falls between them:
+    /// every later frame reaches the worker's inbox with an id above
+    /// `Replay::through_id`, every earlier one is in the replay or announced
+    /// by its notice.
+    pub fn subscribe<R>(
+        &self,
+        topics: &[Topic],
+        resume: &ResumePoint,
+        register: impl FnOnce() -> R,
+    ) -> (Replay, R) {
+        let hub = lock(&self.hub);
+        let replay = hub.replay(topics, resume);
+        let registered = register();
+        (replay, registered)
+    }
+
+    /// The hub's figures, for `/metrics`.
+    pub fn hub_stats(&self) -> HubStats {
+        lock(&self.hub).stats()
     }
 
     /// The node's metrics in Prometheus text format 0.0.4.
     pub fn render_metrics(&self, out: &mut String) {
         let snapshot = crate::metrics::Snapshot {
             connections_max: u64::from(self.capacity.connections_max),
-            history: None,
         };
         crate::metrics::render(out, &self.metrics, &snapshot);
     }
@@ -586,55 +636,71 @@ mod tests {
         assert!(c.reason.contains("hold fewer"), "{}", c.reason);
     }
 
+    const EPOCH_MS: u64 = 1_764_361_697_000;
+
     fn shared(workers: usize) -> Shared {
         use clap::Parser;
         let config = Config::try_parse_from(["stentor"]).unwrap();
-        Shared::new(config, plan_capacity(workers, 1000, 20_000)).unwrap()
+        Shared::with_epoch_ms(config, plan_capacity(workers, 1000, 20_000), EPOCH_MS).unwrap()
     }
 
-    fn event(data: &str) -> Event {
-        Event {
-            data: data.into(),
-            ..Event::default()
+    fn request(topic: &str, data: &str) -> PublishRequest {
+        PublishRequest {
+            topic: Topic::parse(topic, 128).unwrap(),
+            event: crate::wire::sse::Event {
+                data: data.into(),
+                ..Default::default()
+            },
         }
     }
 
     #[test]
     fn publish_gives_increasing_ids_and_every_inbox_the_same_order() {
         let s = shared(3);
-        let a = s.publish("t", event("a")).unwrap();
-        let b = s.publish("u", event("b")).unwrap();
-        assert_eq!((a, b), (1, 2));
+        let a = s.publish_batch(vec![request("t", "a")]).unwrap();
+        let b = s
+            .publish_batch(vec![request("u", "b"), request("t", "c")])
+            .unwrap();
+        let base = EPOCH_MS * 1000;
+        assert_eq!(a, [base + 1]);
+        assert_eq!(b, [base + 2, base + 3]);
         for inbox in &s.inboxes {
             let mut got = Vec::new();
             inbox.take_into(&mut got);
-            let topics: Vec<&str> = got.iter().map(|(t, _)| &**t).collect();
-            assert_eq!(topics, ["t", "u"]);
-            assert!(got[0].1.starts_with(b"id: 1\n"));
+            let seen: Vec<(u64, &str)> = got.iter().map(|d| (d.id, d.topic.as_str())).collect();
+            assert_eq!(seen, [(base + 1, "t"), (base + 2, "u"), (base + 3, "t")]);
+            let first = format!("id: {}\n", base + 1);
+            assert!(got[0].frame.starts_with(first.as_bytes()));
         }
-        let bad = Event {
-            event: Some("a\nb".into()),
-            ..event("x")
-        };
-        assert!(matches!(s.publish("t", bad), Err(PublishError::Invalid(_))));
-        assert_eq!(
-            s.publish("t", event("c")).unwrap(),
-            3,
-            "a refused event uses no id"
-        );
+        assert_eq!(s.hub_stats().published_total, 3);
     }
 
     #[test]
     fn a_full_inbox_refuses_publishing_instead_of_growing() {
         let s = shared(2);
         for _ in 0..INBOX_FRAMES_MAX {
-            s.publish("t", event("x")).unwrap();
+            s.publish_batch(vec![request("t", "x")]).unwrap();
         }
-        assert_eq!(s.publish("t", event("x")), Err(PublishError::Busy));
+        let e = s.publish_batch(vec![request("t", "x")]).unwrap_err();
+        assert_eq!(e.status, 503);
         let mut drained = Vec::new();
         s.inboxes[0].take_into(&mut drained);
         s.inboxes[1].take_into(&mut drained);
-        assert!(s.publish("t", event("x")).is_ok());
+        assert!(s.publish_batch(vec![request("t", "x")]).is_ok());
+    }
+
+    #[test]
+    fn subscribe_registers_under_the_replay_lock() {
+        let s = shared(1);
+        s.publish_batch(vec![request("t", "a"), request("t", "b")])
+            .unwrap();
+        let t = [Topic::parse("t", 128).unwrap()];
+        let first = EPOCH_MS * 1000 + 1;
+        let (replay, registered) = s.subscribe(&t, &ResumePoint::After(first), || 7);
+        assert_eq!(registered, 7);
+        assert_eq!(replay.through_id, first + 1);
+        assert_eq!(replay.events().len(), 1);
+        assert_eq!(replay.missed, None);
     }
 
     #[test]

@@ -25,10 +25,13 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 
 use crate::conn::{flag, CloseReason, Conn, Phase, DEADLINE_NONE, MSG_SLOT_NONE};
+use crate::hub::id::ResumePoint;
 use crate::hub::index::Index;
+use crate::hub::publish::{ids_json, PublishRules};
+use crate::hub::topic::Topic;
 use crate::limit::{self, Limit};
 use crate::metrics::{self, WorkerStats, COUNTERS};
-use crate::node::{PublishError, Shared};
+use crate::node::{Delivery, Shared};
 use crate::ring::bufring::BufRing;
 use crate::ring::msgpool::{MsgPool, IOVECS_PER_SEND_MAX};
 use crate::ring::token::{next_generation, OpKind, Token};
@@ -150,7 +153,7 @@ struct Worker {
     deadlines: BTreeSet<(u32, u32)>,
     dirty: Vec<u32>,
     to_close: Vec<(u32, CloseReason)>,
-    inbox_batch: Vec<(Arc<str>, Frame)>,
+    inbox_batch: Vec<Delivery>,
     cqes: Vec<(u8, cqueue::Entry)>,
     heartbeat: Frame,
     stream_preamble: Bytes,
@@ -171,10 +174,7 @@ impl Worker {
             .collect::<Result<Vec<_>, String>>()?;
         let config = &shared.config;
         let heartbeat = sse::encode_comment("");
-        let mut preamble = Vec::with_capacity(200);
-        http::write_stream_head(&mut preamble, 200, &route::STREAM_HEADERS);
-        preamble.extend_from_slice(&sse::encode_comment("connected"));
-        preamble.extend_from_slice(format!("retry: {}\n\n", config.retry_ms).as_bytes());
+        let preamble = stream_preamble(config.retry_ms, &route::Headers::new());
         let accepts = (0..ACCEPTS_IN_FLIGHT)
             .map(|_| AcceptSlot {
                 // SAFETY: sockaddr_storage is plain data; zero is valid.
@@ -201,6 +201,13 @@ impl Worker {
             route_cfg: RouteConfig {
                 topics_per_stream_max: usize::from(config.topics_per_stream_max),
                 topic_bytes_max: usize::from(config.topic_bytes_max),
+                publish_rules: PublishRules {
+                    topic_bytes_max: usize::from(config.topic_bytes_max),
+                    batch_events_max: config.publish_batch_events_max as usize,
+                },
+                publish_token: config.publish_token.clone(),
+                subscribe_token: config.subscribe_token.clone(),
+                cors: route::Cors::from_list(&config.cors_origin),
             },
             ticks: Ticks {
                 request: ms_to_ticks(config.request_timeout_ms),
@@ -871,6 +878,18 @@ impl Worker {
     fn flush_stats(&mut self) {
         self.shared.metrics.workers[self.id].flush(&mut self.stats);
     }
+}
+
+/// The first bytes of every stream: the response head (with `extra`
+/// headers, e.g. CORS), `: connected` and the reconnection delay.
+fn stream_preamble(retry_ms: u32, extra: &route::Headers) -> Vec<u8> {
+    let mut headers: Vec<(&str, &str)> = route::STREAM_HEADERS.to_vec();
+    headers.extend(extra.iter().map(|(n, v)| (*n, v.as_str())));
+    let mut preamble = Vec::with_capacity(200);
+    http::write_stream_head(&mut preamble, 200, &headers);
+    preamble.extend_from_slice(&sse::encode_comment("connected"));
+    preamble.extend_from_slice(format!("retry: {retry_ms}\n\n").as_bytes());
+    preamble
 }
 
 /// Build ring `r` of worker `id`: its fixed-file table and provided

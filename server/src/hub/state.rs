@@ -58,19 +58,22 @@ pub struct HubLimits {
 }
 
 impl HubLimits {
-    /// The limits a node runs with. `replay_bytes_max` is the connection's
-    /// send budget (`--queue-bytes-max`): a replay larger than that would get
-    /// the fresh connection dropped as a slow client before it caught up.
+    /// The limits a node runs with. `replay_bytes_max` is half the
+    /// connection's send budget (`--queue-bytes-max`): the replay sits in the
+    /// fresh connection's queue together with the stream head and whatever
+    /// is published while it drains, and a replay filling the whole budget
+    /// would get the connection dropped as a slow client by the next live
+    /// event, before it caught up.
     pub fn from_config(config: &Config) -> HubLimits {
         HubLimits {
             topic_bytes_max: usize::from(config.topic_bytes_max),
-            topics_max: TOPICS_MAX_DEFAULT,
+            topics_max: config.topics_max as usize,
             history: HistoryLimits {
                 events_max: config.history_events_max as usize,
                 bytes_max: config.history_bytes_max as usize,
             },
-            replay_events_max: REPLAY_EVENTS_MAX_DEFAULT,
-            replay_bytes_max: config.queue_bytes_max as usize,
+            replay_events_max: config.replay_events_max as usize,
+            replay_bytes_max: config.queue_bytes_max as usize / 2,
         }
     }
 }
@@ -1001,7 +1004,9 @@ mod tests {
         let l = HubLimits::from_config(&c);
         assert_eq!(l.history.events_max, 7);
         assert_eq!(l.history.bytes_max, c.history_bytes_max as usize);
-        assert_eq!(l.replay_bytes_max, c.queue_bytes_max as usize);
+        assert_eq!(l.replay_bytes_max, c.queue_bytes_max as usize / 2);
+        assert_eq!(l.topics_max, TOPICS_MAX_DEFAULT);
+        assert_eq!(l.replay_events_max, REPLAY_EVENTS_MAX_DEFAULT);
         assert_eq!(l.topic_bytes_max, usize::from(c.topic_bytes_max));
     }
 }

@@ -8,18 +8,24 @@ impl Worker {
     pub(super) fn drain_inbox(&mut self) {
         let mut batch = std::mem::take(&mut self.inbox_batch);
         self.shared.inboxes[self.id].take_into(&mut batch);
-        for (topic, frame) in batch.drain(..) {
-            self.deliver(&topic, &frame);
+        for d in batch.drain(..) {
+            self.deliver(d.id, d.topic.as_str(), &d.frame);
         }
         self.inbox_batch = batch;
     }
 
-    /// Queue `frame` (a refcount, not a copy) for every local subscriber.
-    pub(super) fn deliver(&mut self, topic: &str, frame: &Frame) {
+    /// Queue `frame` (a refcount, not a copy) for every local subscriber
+    /// whose replay did not already cover event `id`.
+    pub(super) fn deliver(&mut self, id: u64, topic: &str, frame: &Frame) {
         let now = self.now;
         for &key in self.index.subscribers(topic) {
             let conn = &mut self.conns[key as usize];
             debug_assert_eq!(conn.phase, Phase::Streaming);
+            if id <= conn.live_after_id {
+                // The seam: this frame was in the inbox when the stream
+                // subscribed, and its replay (or notice) accounted for it.
+                continue;
+            }
             let queued = conn.sendq.push(frame.clone(), now);
             self.stats.deliveries += 1;
             if queued > self.queue_bytes_max {

@@ -88,22 +88,31 @@ impl Worker {
         let peer_loopback = self.conns[key as usize].has(flag::PEER_LOOPBACK);
         match route::route(head, body, peer_loopback, &self.route_cfg) {
             Action::Respond(r) => self.respond(key, r),
-            Action::Stream { topics } => self.start_stream(key, &topics),
-            Action::Metrics { keep_alive } => {
+            Action::Stream {
+                topics,
+                resume,
+                headers,
+            } => self.start_stream(key, &topics, &resume, &headers),
+            Action::Metrics {
+                keep_alive,
+                headers,
+            } => {
                 let mut text = String::with_capacity(8192);
                 self.shared.render_metrics(&mut text);
+                render_hub_stats(&self.shared.hub_stats(), &mut text);
                 let mut r = Response::text(200, "", keep_alive);
                 r.content_type = "text/plain; version=0.0.4; charset=utf-8";
                 r.body = text.into_bytes();
+                r.headers = headers;
                 self.respond(key, r);
             }
             Action::Publish {
-                topic,
-                event,
+                requests,
                 keep_alive,
+                headers,
             } => {
-                // One bucket per publish token, else per client IP; shared
-                // by every worker.
+                // One bucket per publish token, else per client IP, shared
+                // by every worker; a request (a batch too) spends one token.
                 let rate_key = match head.header("authorization") {
                     Some(token) => limit::token_key(token.as_bytes()),
                     None => self.conns[key as usize].peer_key,
@@ -113,25 +122,15 @@ impl Worker {
                     let mut r = Response::text(429, "publish rate limit, retry later", keep_alive);
                     r.retry_after_s = Some(retry_after_s);
                     r.limit = Some(Limit::PublishRate);
+                    r.headers = headers;
                     self.respond(key, r);
                     return;
                 }
-                let r = match self.shared.publish(&topic, event) {
-                    Ok(id) => Response::json(200, format!("{{\"id\":\"{id}\"}}"), keep_alive),
-                    Err(PublishError::Invalid(e)) => {
-                        Response::text(400, &format!("invalid event: {e}"), keep_alive)
-                    }
-                    Err(PublishError::Busy) => {
-                        let mut r = Response::text(
-                            503,
-                            "busy: subscribers are behind, retry later",
-                            keep_alive,
-                        );
-                        r.retry_after_s = Some(1);
-                        r.limit = Some(Limit::PublishBacklog);
-                        r
-                    }
+                let mut r = match self.shared.publish_batch(requests) {
+                    Ok(ids) => Response::json(200, ids_json(&ids), keep_alive),
+                    Err(e) => Response::publish_error(&e, keep_alive),
                 };
+                r.headers = headers;
                 self.respond(key, r);
             }
         }
@@ -163,19 +162,57 @@ impl Worker {
         self.mark_dirty(key);
     }
 
-    pub(super) fn start_stream(&mut self, key: u32, topics: &[String]) {
-        let subs: Box<[_]> = topics
-            .iter()
-            .map(|t| self.index.subscribe(t, key))
-            .collect();
+    /// Open a stream: replay what the client missed and register it for
+    /// live frames in one step under the hub lock, then queue the head,
+    /// `: connected`, `retry:` and the replay. Live frames at or below the
+    /// replay's `through_id` (already in the inbox) are skipped by
+    /// `deliver`, so the client gets each event once, with no gap.
+    pub(super) fn start_stream(
+        &mut self,
+        key: u32,
+        topics: &[Topic],
+        resume: &ResumePoint,
+        headers: &route::Headers,
+    ) {
+        let index = &mut self.index;
+        let (replay, subs) = self.shared.subscribe(topics, resume, || {
+            topics
+                .iter()
+                .map(|t| index.subscribe(t.as_str(), key))
+                .collect::<Box<[_]>>()
+        });
         self.clear_deadline(key);
+        let now = self.now;
+        let preamble = if headers.is_empty() {
+            self.stream_preamble.clone()
+        } else {
+            Bytes::from(stream_preamble(self.shared.config.retry_ms, headers))
+        };
         let conn = &mut self.conns[key as usize];
         conn.subs = subs;
         conn.phase = Phase::Streaming;
+        conn.live_after_id = replay.through_id;
         // A stream never reads another request: free the buffer now.
         conn.read_buf = Vec::new();
-        conn.sendq.push(self.stream_preamble.clone(), self.now);
+        conn.sendq.push(preamble, now);
+        for frame in &replay.frames {
+            conn.sendq.push(frame.clone(), now);
+        }
+        debug_assert!(
+            conn.sendq.bytes_queued() <= self.queue_bytes_max,
+            "a replay must fit the connection's budget"
+        );
         metrics::add(&COUNTERS.streams_opened_total, 1);
+        if !matches!(resume, ResumePoint::Live) {
+            metrics::add(&COUNTERS.streams_resumed_total, 1);
+            metrics::add(
+                &COUNTERS.replayed_events_total,
+                replay.events().len() as u64,
+            );
+        }
+        if replay.missed.is_some() {
+            metrics::add(&COUNTERS.missed_notices_total, 1);
+        }
         self.mark_dirty(key);
     }
 
@@ -220,5 +257,52 @@ impl Worker {
                 self.respond(key, Response::text(408, "request timeout", false));
             }
         }
+    }
+}
+
+/// The hub's gauges and counters in Prometheus text, after the node's.
+fn render_hub_stats(s: &crate::hub::HubStats, out: &mut String) {
+    use std::fmt::Write as _;
+    for (name, kind, help, value) in [
+        (
+            "hub_topics",
+            "gauge",
+            "Topics the hub holds (history or not).",
+            s.topics as u64,
+        ),
+        (
+            "history_events",
+            "gauge",
+            "Events kept in history, all topics.",
+            s.history_events as u64,
+        ),
+        (
+            "history_bytes",
+            "gauge",
+            "Frame bytes kept in history, all topics.",
+            s.history_bytes as u64,
+        ),
+        (
+            "history_evicted_events_total",
+            "counter",
+            "Events evicted from history by --history-events-max or --history-bytes-max.",
+            s.evicted_events_total,
+        ),
+        (
+            "history_evicted_bytes_total",
+            "counter",
+            "Frame bytes evicted from history.",
+            s.evicted_bytes_total,
+        ),
+        (
+            "last_event_id",
+            "gauge",
+            "The last event id handed out.",
+            s.last_id,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP stentor_{name} {help}");
+        let _ = writeln!(out, "# TYPE stentor_{name} {kind}");
+        let _ = writeln!(out, "stentor_{name} {value}");
     }
 }

@@ -1,0 +1,328 @@
+//! Real clients against the real binary: `curl -N`, Python (httpx +
+//! httpx-sse), Node's `eventsource` (a WHATWG EventSource) and headless
+//! Chromium (Debian's, driven by playwright-core) opening the live page.
+//!
+//! Each test starts `stentor` on a kernel-picked loopback port, runs one
+//! outside client from `tests/interop/` against it, and requires it to exit
+//! 0 within a deadline (killed by PID past it). A client that is not
+//! installed skips its test with a message, unless `CI` is set: then it
+//! fails, so CI never passes by skipping (`.ci/install-deps` installs them
+//! all). The shared cases (`tests/interop/cases.json`) hold data with CR,
+//! CRLF, leading spaces, empty lines, `: `-looking lines and non-ASCII.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client script's whole run (it bounds each of its own waits tighter).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
+/// Retry and heartbeat intervals every test server runs with: reconnects
+/// come quickly, and heartbeat comments interleave with the events, so
+/// every parser also has to skip them.
+const RETRY_MS: &str = "300";
+const HEARTBEAT_MS: &str = "200";
+
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+/// A `stentor` child, killed by PID when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stentor"))
+            .args(["--listen", "127.0.0.1:0", "--workers", "2"])
+            .args(["--retry-ms", RETRY_MS, "--heartbeat-ms", HEARTBEAT_MS])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start stentor");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep draining so the server never blocks on a full pipe.
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("msg=\"listening\"") => {
+                    let port = line
+                        .split_whitespace()
+                        .find_map(|f| f.strip_prefix("addr=127.0.0.1:"))
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or_else(|| panic!("no port in {line}"));
+                    return Server { child, port };
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("stentor did not log its listening line in time");
+                }
+            }
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a client is there; without it the test skips, or fails under CI.
+fn available(what: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} is missing (CI is set, so this fails): run .ci/install-deps");
+    }
+    eprintln!("skipped: {what} is missing; run .ci/install-deps to install it");
+    false
+}
+
+fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn have_python_clients() -> bool {
+    available(
+        "python3 with httpx and httpx-sse (tests/interop/requirements.txt)",
+        runs("python3", &["-c", "import httpx, httpx_sse"]),
+    )
+}
+
+fn have_node_module(module: &str) -> bool {
+    available(
+        &format!("node with the npm package {module} (npm ci in tests/interop)"),
+        runs("node", &["--version"])
+            && interop_dir()
+                .join("node_modules")
+                .join(module)
+                .join("package.json")
+                .is_file(),
+    )
+}
+
+fn have_chromium() -> bool {
+    let chromium = std::env::var("STENTOR_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    have_node_module("playwright-core")
+        && available(
+            &format!("chromium at {chromium} (Debian package chromium)"),
+            Path::new(&chromium).is_file(),
+        )
+        // python3 runs the cut proxy the browser connects through.
+        && available("python3", runs("python3", &["--version"]))
+}
+
+/// Run a client to its end within `CLIENT_TIMEOUT`; panic with its output
+/// unless it exits 0. Returns its stdout.
+fn run_client(program: &str, args: &[&str]) -> String {
+    let started = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(interop_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {program}: {e}"));
+    let out = drain(child.stdout.take().expect("stdout piped"));
+    let err = drain(child.stderr.take().expect("stderr piped"));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for client") {
+            break Some(status);
+        }
+        if started.elapsed() > CLIENT_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    match status {
+        Some(s) if s.success() => {
+            eprintln!("{}{} ({:.1} s)", out, err, started.elapsed().as_secs_f64());
+            out
+        }
+        Some(s) => panic!("{program} {args:?} failed ({s}):\n{out}{err}"),
+        None => panic!("{program} {args:?} ran past {CLIENT_TIMEOUT:?}:\n{out}{err}"),
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// POST one JSON event; returns the id the server assigned.
+fn publish(server: &Server, json: &str) -> u64 {
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    write!(
+        s,
+        "POST /publish HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+        json.len()
+    )
+    .expect("write publish");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read publish answer");
+    assert!(answer.starts_with("HTTP/1.1 200 "), "publish: {answer}");
+    // {"id":N,...}: the digits after `"id":` (a quoted id reads the same).
+    answer
+        .split_once("\"id\":")
+        .map(|(_, rest)| {
+            rest.trim_start_matches('"')
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("no id in {answer}"))
+}
+
+#[test]
+fn curl_n_receives_events_as_they_are_published() {
+    if !available("curl", runs("curl", &["--version"])) {
+        return;
+    }
+    let server = Server::start(&[]);
+    let mut curl = Command::new("curl")
+        .args(["-N", "-s", "--max-time", "20"])
+        .arg(format!("{}/events?topic=curl", server.base()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start curl");
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let mut stdout = curl.stdout.take().expect("stdout piped");
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut chunk) {
+            if n == 0 || tx.send(chunk[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_for = |want: &str| {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while !String::from_utf8_lossy(&seen).contains(want) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(bytes) => seen.extend_from_slice(&bytes),
+                Err(_) => panic!(
+                    "curl did not print {want:?}; it printed {:?}",
+                    String::from_utf8_lossy(&seen)
+                ),
+            }
+        }
+    };
+    wait_for(&format!(": connected\n\nretry: {RETRY_MS}\n\n"));
+    // curl -N prints each frame as it arrives (no buffering): the second
+    // event is published only after the first one was seen.
+    let first = publish(&server, r#"{"topic":"curl","data":"ping"}"#);
+    wait_for(&format!("id: {first}\ndata: ping\n\n"));
+    let second = publish(
+        &server,
+        r#"{"topic":"curl","event":"order","data":"Order #123\r\nshipped"}"#,
+    );
+    wait_for(&format!(
+        "event: order\nid: {second}\ndata: Order #123\ndata: shipped\n\n"
+    ));
+    assert!(second > first, "ids increase: {first} then {second}");
+    let _ = curl.kill();
+    let _ = curl.wait();
+}
+
+#[test]
+fn python_httpx_sse_receives_every_case_exactly() {
+    if !have_python_clients() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let base = server.base();
+    run_client("python3", &["python_client.py", &base, "python", RETRY_MS]);
+}
+
+#[test]
+fn node_eventsource_receives_every_case_exactly() {
+    if !have_node_module("eventsource") {
+        return;
+    }
+    let server = Server::start(&[]);
+    let port = server.port.to_string();
+    run_client("node", &["node_client.mjs", "cases", &port, "node"]);
+}
+
+/// Needs history and resume in the data plane (issue 5).
+#[test]
+fn node_eventsource_resumes_with_last_event_id_and_gets_missed_notice() {
+    if !have_node_module("eventsource") || !have_python_clients() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let port = server.port.to_string();
+    run_client("node", &["node_client.mjs", "resume", &port, "noderesume"]);
+}
+
+/// Needs `GET /` to serve `src/page/index.html` (issue 5).
+#[test]
+fn chromium_live_page_receives_published_events_exactly() {
+    if !have_chromium() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let port = server.port.to_string();
+    let mut args = vec!["browser.mjs", "live", &port, "page"];
+    // Set STENTOR_INTEROP_SCREENSHOT=/tmp/page.png to look at the page.
+    let shot = std::env::var("STENTOR_INTEROP_SCREENSHOT").unwrap_or_default();
+    if !shot.is_empty() {
+        args.extend(["--screenshot", &shot]);
+    }
+    run_client("node", &args);
+}
+
+/// Needs `GET /` and history with Last-Event-ID resume (issue 5).
+#[test]
+fn chromium_reconnects_by_itself_and_gets_exactly_the_missed_events() {
+    if !have_chromium() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let port = server.port.to_string();
+    run_client("node", &["browser.mjs", "resume", &port, "pageresume"]);
+}
