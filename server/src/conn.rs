@@ -30,6 +30,38 @@ pub enum CloseReason {
     Shutdown,
 }
 
+impl CloseReason {
+    pub const ALL: [CloseReason; 8] = [
+        CloseReason::PeerClosed,
+        CloseReason::Error,
+        CloseReason::Done,
+        CloseReason::RequestTimeout,
+        CloseReason::IdleTimeout,
+        CloseReason::SlowQueueBytes,
+        CloseReason::SlowQueueAge,
+        CloseReason::Shutdown,
+    ];
+
+    /// Position in [`Self::ALL`] (the metrics' slot).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The `reason` label of `stentor_connections_closed_total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::Error => "error",
+            CloseReason::Done => "done",
+            CloseReason::RequestTimeout => "request_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::SlowQueueBytes => "slow_queue_bytes",
+            CloseReason::SlowQueueAge => "slow_queue_age",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// Bit flags of a connection (one byte instead of six bools).
 pub mod flag {
     /// A multishot recv is armed.
@@ -46,6 +78,9 @@ pub mod flag {
     pub const CONTINUE_SENT: u8 = 1 << 5;
     /// The node was full at accept: answer the first request 503 and close.
     pub const REFUSE: u8 = 1 << 6;
+    /// The client's IP held `--max-connections-per-ip` at accept: answer
+    /// the first request 429 and close.
+    pub const REFUSE_PER_IP: u8 = 1 << 7;
 }
 
 /// No `SendMsg` slot taken.
@@ -60,6 +95,9 @@ pub struct Conn {
     pub read_buf: Vec<u8>,
     /// Topics this stream is subscribed to, with positions in the index.
     pub subs: Box<[Sub]>,
+    /// The peer's key in the node's per-IP count (`limit::ip_key`), or 0
+    /// when this connection is not counted there.
+    pub peer_key: u64,
     /// The seam: live frames with an id at or below this were covered by
     /// the stream's replay (or its missed notice) and are skipped.
     pub live_after_id: u64,
@@ -87,6 +125,7 @@ impl Conn {
             sendq: SendQueue::new(),
             read_buf: Vec::new(),
             subs: Box::new([]),
+            peer_key: 0,
             live_after_id: 0,
             fixed,
             generation,
@@ -154,6 +193,13 @@ mod tests {
         assert_eq!(c.read_buf.capacity(), 0);
         assert!(c.sendq.is_empty());
         assert!(c.has(flag::PEER_LOOPBACK));
+    }
+
+    #[test]
+    fn close_reasons_index_their_table() {
+        for (i, r) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! - [`hub`]: topics, ids, history and who gets which frame, no I/O;
 //! - [`ring`], [`conn`], [`worker`], [`node`]: the io_uring loop that moves
 //!   bytes and asks the pure layers what to do;
-//! - [`config`], [`log`], [`metrics`]: every knob with its limit, structured
-//!   logs, and the counters that show each limit biting.
+//! - [`config`], [`limit`], [`log`], [`metrics`]: every knob with its limit,
+//!   the node-wide limits, structured logs, and the counters that show each
+//!   limit biting.
 
 pub mod config;
 pub mod conn;
 pub mod hub;
+pub mod limit;
 pub mod log;
 pub mod metrics;
 pub mod node;

@@ -187,6 +187,12 @@ pub struct Shared {
     pub inboxes: Vec<Inbox>,
     pub shutdown: AtomicBool,
     pub connections_open: AtomicU32,
+    /// Per-worker and publish figures for `GET /metrics`.
+    pub metrics: crate::metrics::NodeMetrics,
+    /// Connections per client IP, node-wide (`--max-connections-per-ip`).
+    pub per_ip: crate::limit::PerIp,
+    /// Publish token buckets per token or IP (`--publish-rate-per-s-max`).
+    pub publish_rate: crate::limit::PublishRate,
 }
 
 /// A poisoned lock means a thread panicked while holding it; the data (a
@@ -216,12 +222,15 @@ impl Shared {
             .collect::<io::Result<Vec<_>>>()?;
         let hub = Hub::new(HubLimits::from_config(&config), epoch_ms);
         Ok(Shared {
-            config,
-            capacity,
             hub: Mutex::new(hub),
             inboxes,
             shutdown: AtomicBool::new(false),
             connections_open: AtomicU32::new(0),
+            metrics: crate::metrics::NodeMetrics::new(capacity.workers),
+            per_ip: crate::limit::PerIp::new(config.max_connections_per_ip),
+            publish_rate: crate::limit::PublishRate::new(config.publish_rate_per_s_max),
+            config,
+            capacity,
         })
     }
 
@@ -229,6 +238,7 @@ impl Shared {
     /// encodes each once and keeps it in history; every worker's inbox gets
     /// every frame. Ids, history and inbox order are decided under one lock.
     pub fn publish_batch(&self, requests: Vec<PublishRequest>) -> Result<Vec<u64>, PublishError> {
+        let started = std::time::Instant::now();
         let mut woken = [false; WORKERS_MAX];
         let ids = {
             let mut hub = lock(&self.hub);
@@ -271,6 +281,9 @@ impl Shared {
             &crate::metrics::COUNTERS.events_published_total,
             ids.len() as u64,
         );
+        self.metrics
+            .publish_ns
+            .observe(started.elapsed().as_nanos() as u64);
         Ok(ids)
     }
 
@@ -295,6 +308,14 @@ impl Shared {
     /// The hub's figures, for `/metrics`.
     pub fn hub_stats(&self) -> HubStats {
         lock(&self.hub).stats()
+    }
+
+    /// The node's metrics in Prometheus text format 0.0.4.
+    pub fn render_metrics(&self, out: &mut String) {
+        let snapshot = crate::metrics::Snapshot {
+            connections_max: u64::from(self.capacity.connections_max),
+        };
+        crate::metrics::render(out, &self.metrics, &snapshot);
     }
 
     /// Flag shutdown and wake every worker so it notices.

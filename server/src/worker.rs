@@ -29,7 +29,8 @@ use crate::hub::id::ResumePoint;
 use crate::hub::index::Index;
 use crate::hub::publish::{ids_json, PublishRules};
 use crate::hub::topic::Topic;
-use crate::metrics::{self, COUNTERS};
+use crate::limit::{self, Limit};
+use crate::metrics::{self, WorkerStats, COUNTERS};
 use crate::node::{Delivery, Shared};
 use crate::ring::bufring::BufRing;
 use crate::ring::msgpool::{MsgPool, IOVECS_PER_SEND_MAX};
@@ -105,17 +106,6 @@ struct RingIo {
     conns: u32,
 }
 
-/// Hot-path counts kept locally and added to the node's counters each tick.
-#[derive(Default)]
-struct Stats {
-    deliveries: u64,
-    sends: u64,
-    send_bytes: u64,
-    heartbeats: u64,
-    stale: u64,
-    requests: u64,
-}
-
 /// Limits converted to ticks once.
 struct Ticks {
     request: u32,
@@ -171,7 +161,8 @@ struct Worker {
     accept_cancels_in_flight: u32,
     accepts_parked: bool,
     last_log_tick: u32,
-    stats: Stats,
+    /// Hot-path counts, moved into this worker's metrics each tick.
+    stats: WorkerStats,
 }
 
 impl Worker {
@@ -243,7 +234,7 @@ impl Worker {
             accept_cancels_in_flight: 0,
             accepts_parked: false,
             last_log_tick: 0,
-            stats: Stats::default(),
+            stats: WorkerStats::default(),
             shared,
         };
         for slot in 0..ACCEPTS_IN_FLIGHT {
@@ -302,11 +293,13 @@ impl Worker {
                     }
                 }
             }
-            self.now = 1 + (self.started.elapsed().as_millis() as u64 / TICK_MS) as u32;
+            let woke = Instant::now();
+            self.now = 1 + (woke.duration_since(self.started).as_millis() as u64 / TICK_MS) as u32;
             let mut batch = std::mem::take(&mut self.cqes);
             for (r, ring) in self.rings.iter_mut().enumerate() {
                 batch.extend(ring.ring.completion().map(|c| (r as u8, c)));
             }
+            self.stats.ring_completions += batch.len() as u64;
             for (r, cqe) in batch.drain(..) {
                 self.on_completion(r, cqe.user_data(), cqe.result(), cqe.flags());
             }
@@ -316,6 +309,7 @@ impl Worker {
                 .any(|r| r.ring.submission().cq_overflow());
             self.cqes = batch;
             self.after_batch();
+            self.stats.busy_ns += woke.elapsed().as_nanos() as u64;
             if self.finished() {
                 crate::debug!("worker stopped", worker = self.id);
                 return Ok(());
@@ -328,6 +322,7 @@ impl Worker {
     /// Queue one SQE; if the SQ is full, submit what is there and retry:
     /// an SQE is never dropped.
     fn push(&mut self, ring: u8, entries: &[squeue::Entry]) {
+        self.stats.ring_submissions += entries.len() as u64;
         let ring = &mut self.rings[usize::from(ring)].ring;
         for attempt in 0..ENTER_ERRORS_MAX {
             // SAFETY: every entry points only at memory that outlives its
@@ -513,10 +508,16 @@ impl Worker {
         let fixed = result as u32;
         let ring = a.ring;
         let peer_loopback = peer_is_loopback(&a.addr);
+        let peer_key = peer_ip(&a.addr).map(limit::ip_key).unwrap_or(1);
         self.generation = next_generation(self.generation);
         let key = self.conns.vacant_key() as u32;
-        self.conns
-            .insert(Conn::new(fixed, ring, self.generation, peer_loopback));
+        let mut conn = Conn::new(fixed, ring, self.generation, peer_loopback);
+        conn.peer_key = peer_key;
+        // Counted node-wide: one IP's connections spread over every worker.
+        if !self.shared.per_ip.acquire(peer_key) {
+            conn.set(flag::REFUSE_PER_IP);
+        }
+        self.conns.insert(conn);
         let ring_conns = {
             let r = &mut self.rings[usize::from(ring)];
             r.conns += 1;
@@ -617,9 +618,8 @@ impl Worker {
             conn.msg_slot = MSG_SLOT_NONE;
         }
         if result >= 0 {
-            conn.sendq.complete(result as u32);
-            self.stats.sends += 1;
-            self.stats.send_bytes += result as u64;
+            let frames = conn.sendq.complete(result as u32);
+            self.stats.send_done(frames, result as u64);
         } else {
             conn.sendq.abort();
         }
@@ -742,6 +742,7 @@ impl Worker {
             CloseReason::SlowQueueAge => metrics::add(&COUNTERS.dropped_slow_age_total, 1),
             _ => {}
         }
+        self.stats.closed[reason.index()] += 1;
         let subs = std::mem::take(&mut conn.subs);
         conn.phase = Phase::Closing;
         conn.read_buf = Vec::new();
@@ -805,6 +806,9 @@ impl Worker {
         debug_assert_eq!(conn.msg_slot, MSG_SLOT_NONE);
         self.shared.connections_open.fetch_sub(1, Ordering::Relaxed);
         COUNTERS.connections_open.fetch_sub(1, Ordering::Relaxed);
+        if !conn.has(flag::REFUSE_PER_IP) {
+            self.shared.per_ip.release(conn.peer_key);
+        }
         if self.accepts_parked && self.draining_until.is_none() {
             self.unpark_accepts();
         }
@@ -872,13 +876,7 @@ impl Worker {
     }
 
     fn flush_stats(&mut self) {
-        let s = std::mem::take(&mut self.stats);
-        metrics::add(&COUNTERS.deliveries_total, s.deliveries);
-        metrics::add(&COUNTERS.sends_total, s.sends);
-        metrics::add(&COUNTERS.send_bytes_total, s.send_bytes);
-        metrics::add(&COUNTERS.heartbeats_total, s.heartbeats);
-        metrics::add(&COUNTERS.stale_completions_total, s.stale);
-        metrics::add(&COUNTERS.requests_total, s.requests);
+        self.shared.metrics.workers[self.id].flush(&mut self.stats);
     }
 }
 
@@ -941,6 +939,25 @@ fn live<'a>(conns: &'a mut Slab<Conn>, stale: &mut u64, token: Token) -> Option<
     }
 }
 
+/// The IP address of an accepted peer, if it is IPv4 or IPv6.
+fn peer_ip(addr: &libc::sockaddr_storage) -> Option<std::net::IpAddr> {
+    match i32::from(addr.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: family says this storage holds a sockaddr_in.
+            let sin =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: family says this storage holds a sockaddr_in6.
+            let sin6 =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr).into())
+        }
+        _ => None,
+    }
+}
+
 /// Whether an accepted peer is on loopback (127.0.0.0/8, ::1, or a
 /// v4-mapped 127.x address).
 fn peer_is_loopback(addr: &libc::sockaddr_storage) -> bool {
@@ -976,6 +993,7 @@ mod tests {
             unsafe { &mut *(&mut s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
         sin.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::new(127, 0, 0, 9)).to_be();
         assert!(peer_is_loopback(&s));
+        assert_eq!(peer_ip(&s), Some("127.0.0.9".parse().unwrap()));
         sin.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::new(10, 0, 0, 1)).to_be();
         assert!(!peer_is_loopback(&s));
     }

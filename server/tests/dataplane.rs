@@ -357,7 +357,11 @@ fn a_slow_client_over_its_queue_budget_is_dropped_and_others_are_not() {
     let payload = "y".repeat(60 * 1024);
     let mut ids = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while counter(&server, "dropped_slow_bytes_total") == 0 {
+    while counter(
+        &server,
+        "slow_clients_dropped_total{reason=\"queue_bytes\"}",
+    ) == 0
+    {
         assert!(
             Instant::now() < deadline,
             "the slow client was never dropped"
@@ -686,7 +690,7 @@ fn a_stalled_client_whose_oldest_frame_is_too_old_is_dropped() {
     let payload = "z".repeat(60 * 1024);
     let mut ids = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while counter(&server, "dropped_slow_age_total") == 0 {
+    while counter(&server, "slow_clients_dropped_total{reason=\"queue_age\"}") == 0 {
         assert!(
             Instant::now() < deadline,
             "the stalled client was never dropped"
@@ -699,7 +703,13 @@ fn a_stalled_client_whose_oldest_frame_is_too_old_is_dropped() {
         assert!(fast.read_until(|items| has_event(items, last)));
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(counter(&server, "dropped_slow_bytes_total"), 0);
+    assert_eq!(
+        counter(
+            &server,
+            "slow_clients_dropped_total{reason=\"queue_bytes\"}"
+        ),
+        0
+    );
     assert_eq!(fast.event_ids(), ids, "the fast client got everything");
 }
 

@@ -37,6 +37,12 @@ impl Index {
         Index::default()
     }
 
+    /// The subscriber count of every topic that has subscribers (for the
+    /// metrics' topic-size gauges; O(topics), called once per sweep).
+    pub fn topic_sizes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.topics.iter().map(|t| t.keys.len()).filter(|n| *n > 0)
+    }
+
     /// Add `key` as a subscriber of `name`. The caller keeps the [`Sub`]
     /// and hands it back to [`Self::unsubscribe`]; subscribing one key twice
     /// to a topic is the caller's bug (it dedupes topics per stream).

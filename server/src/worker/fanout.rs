@@ -48,10 +48,13 @@ impl Worker {
     /// Heartbeats for quiet streams and the queue-age limit for stalled ones.
     pub(super) fn sweep(&mut self) {
         let now = self.now;
+        let (mut streams, mut queue_bytes) = (0u64, 0u64);
         for (key, conn) in self.conns.iter_mut() {
+            queue_bytes += u64::from(conn.sendq.bytes_queued());
             if conn.phase != Phase::Streaming {
                 continue;
             }
+            streams += 1;
             if let Some(oldest) = conn.sendq.oldest_tick() {
                 if now.saturating_sub(oldest) >= self.ticks.queue_age {
                     self.to_close.push((key as u32, CloseReason::SlowQueueAge));
@@ -67,5 +70,10 @@ impl Worker {
                 }
             }
         }
+        let mut topics = [0u64; metrics::TOPIC_SLOTS];
+        for n in self.index.topic_sizes() {
+            topics[metrics::bucket_of(&metrics::TOPIC_SUBSCRIBERS_BOUNDS, n as u64)] += 1;
+        }
+        self.shared.metrics.workers[self.id].set_gauges(streams, queue_bytes, &topics);
     }
 }

@@ -3,6 +3,7 @@
 //! streams, and the request/idle deadlines.
 
 use super::*;
+use crate::limit::rate::Verdict;
 
 impl Worker {
     pub(super) fn on_request_bytes(&mut self, key: u32) {
@@ -19,10 +20,9 @@ impl Worker {
                 || conn.sendq.bytes_queued() > self.queue_bytes_max
             {
                 // A client pipelining faster than it reads its answers.
-                self.respond(
-                    key,
-                    Response::text(429, "too many pipelined requests", false),
-                );
+                let mut r = Response::text(429, "too many pipelined requests", false);
+                r.limit = Some(Limit::Pipelined);
+                self.respond(key, r);
                 return;
             }
             if conn.has(flag::DEADLINE_IDLE) {
@@ -65,7 +65,18 @@ impl Worker {
             if conn.has(flag::REFUSE) {
                 let mut r = Response::text(503, "server full, retry later", false);
                 r.retry_after_s = Some(1);
-                metrics::add(&COUNTERS.connections_refused_total, 1);
+                r.limit = Some(Limit::MaxConnections);
+                self.respond(key, r);
+                return;
+            }
+            if conn.has(flag::REFUSE_PER_IP) {
+                let mut r = Response::text(
+                    429,
+                    "too many connections from this address, retry later",
+                    false,
+                );
+                r.retry_after_s = Some(1);
+                r.limit = Some(Limit::PerIp);
                 self.respond(key, r);
                 return;
             }
@@ -86,8 +97,8 @@ impl Worker {
                 keep_alive,
                 headers,
             } => {
-                let mut text = String::with_capacity(4096);
-                COUNTERS.render(&mut text);
+                let mut text = String::with_capacity(8192);
+                self.shared.render_metrics(&mut text);
                 render_hub_stats(&self.shared.hub_stats(), &mut text);
                 let mut r = Response::text(200, "", keep_alive);
                 r.content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -100,6 +111,21 @@ impl Worker {
                 keep_alive,
                 headers,
             } => {
+                // One bucket per publish token, else per client IP, shared
+                // by every worker; a request (a batch too) spends one token.
+                let rate_key = match head.header("authorization") {
+                    Some(token) => limit::token_key(token.as_bytes()),
+                    None => self.conns[key as usize].peer_key,
+                };
+                if let Verdict::Limited { retry_after_s } = self.shared.publish_rate.check(rate_key)
+                {
+                    let mut r = Response::text(429, "publish rate limit, retry later", keep_alive);
+                    r.retry_after_s = Some(retry_after_s);
+                    r.limit = Some(Limit::PublishRate);
+                    r.headers = headers;
+                    self.respond(key, r);
+                    return;
+                }
                 let mut r = match self.shared.publish_batch(requests) {
                     Ok(ids) => Response::json(200, ids_json(&ids), keep_alive),
                     Err(e) => Response::publish_error(&e, keep_alive),
@@ -113,6 +139,13 @@ impl Worker {
     /// Queue a response; keep the connection for the next request or close
     /// it once the response is sent.
     pub(super) fn respond(&mut self, key: u32, response: Response) {
+        if response.status >= 400 {
+            limit::note_refusal(
+                response
+                    .limit
+                    .unwrap_or_else(|| Limit::from_status(response.status)),
+            );
+        }
         let bytes = Bytes::from(response.encode());
         let conn = &mut self.conns[key as usize];
         conn.sendq.push(bytes, self.now);
@@ -221,7 +254,6 @@ impl Worker {
             if conn.has(flag::DEADLINE_IDLE) {
                 self.close_conn(key, CloseReason::IdleTimeout);
             } else {
-                metrics::add(&COUNTERS.requests_timed_out_total, 1);
                 self.respond(key, Response::text(408, "request timeout", false));
             }
         }

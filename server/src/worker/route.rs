@@ -6,6 +6,7 @@
 use crate::hub::id::ResumePoint;
 use crate::hub::publish::{parse_publish, PublishError, PublishRequest, PublishRules};
 use crate::hub::topic::Topic;
+use crate::limit::Limit;
 use crate::wire::http::{self, Method, RequestHead};
 
 /// The live page served at `GET /`: self-contained, nothing fetched from
@@ -86,6 +87,9 @@ pub struct Response {
     pub headers: Headers,
     pub body: Vec<u8>,
     pub keep_alive: bool,
+    /// The limit an error answer stands for in `stentor_refusals_total`;
+    /// `None` = inferred from the status.
+    pub limit: Option<Limit>,
 }
 
 impl Response {
@@ -100,6 +104,7 @@ impl Response {
             headers: Headers::new(),
             body: text,
             keep_alive,
+            limit: None,
         }
     }
 
@@ -112,6 +117,7 @@ impl Response {
             headers: Headers::new(),
             body: body.into_bytes(),
             keep_alive,
+            limit: None,
         }
     }
 
@@ -121,6 +127,9 @@ impl Response {
         let mut r = Response::json(e.status, e.to_json(), keep_alive);
         if e.status == 503 {
             r.retry_after_s = Some(1);
+        }
+        if e.status == 400 && e.field == Some("topic") {
+            r.limit = Some(Limit::TopicName);
         }
         r
     }
@@ -251,6 +260,13 @@ fn bad_request(reason: &str) -> Action {
     Action::Respond(Response::text(400, reason, false))
 }
 
+/// A 400 that names the limit it stands for (closes, like `bad_request`).
+fn refused(limit: Limit, reason: &str) -> Action {
+    let mut r = Response::text(limit.status(), reason, false);
+    r.limit = Some(limit);
+    Action::Respond(r)
+}
+
 /// Compare a presented token with the configured one in time independent
 /// of where they differ, so response timing does not reveal a prefix.
 pub fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
@@ -309,13 +325,16 @@ fn stream(head: &RequestHead, cfg: &RouteConfig) -> Action {
                 }
                 let topic = match Topic::parse(v, cfg.topic_bytes_max) {
                     Ok(t) => t,
-                    Err(e) => return bad_request(&format!("invalid topic: {e}")),
+                    Err(e) => return refused(Limit::TopicName, &format!("invalid topic: {e}")),
                 };
                 if topics.len() == cfg.topics_per_stream_max {
-                    return bad_request(&format!(
-                        "too many topics: at most {} per stream",
-                        cfg.topics_per_stream_max
-                    ));
+                    return refused(
+                        Limit::TopicsPerStream,
+                        &format!(
+                            "too many topics: at most {} per stream",
+                            cfg.topics_per_stream_max
+                        ),
+                    );
                 }
                 topics.push(topic);
             }
@@ -467,6 +486,42 @@ mod route_tests {
             &cfg(),
         ));
         assert_eq!((r.status, r.allow), (405, Some("GET, OPTIONS")));
+    }
+
+    #[test]
+    fn topic_refusals_name_their_limit_for_streams_and_publishes() {
+        let limit = |a: Action| response(a).limit;
+        let long = format!("/events?topic={}", "a".repeat(17));
+        assert_eq!(
+            limit(route(&get(&long, ""), b"", true, &cfg())),
+            Some(Limit::TopicName)
+        );
+        assert_eq!(
+            limit(route(
+                &get("/events?topic=caf%C3%A9", ""),
+                b"",
+                true,
+                &cfg()
+            )),
+            Some(Limit::TopicName)
+        );
+        assert_eq!(
+            limit(route(
+                &get("/events?topic=a&topic=b&topic=c", ""),
+                b"",
+                true,
+                &cfg()
+            )),
+            Some(Limit::TopicsPerStream)
+        );
+        let body = "topic=a%20b&data=x";
+        let r = response(route(
+            &post(body, "application/x-www-form-urlencoded", ""),
+            body.as_bytes(),
+            true,
+            &cfg(),
+        ));
+        assert_eq!((r.status, r.limit), (400, Some(Limit::TopicName)));
     }
 
     #[test]
