@@ -46,6 +46,10 @@ pub const FIXED_SLOTS_PER_RING_CAP: u64 = 1 << 16;
 pub const REJECT_HEADROOM_SLOTS: u32 = 32;
 /// Most worker threads (the `--workers` flag's own bound).
 pub const WORKERS_MAX: usize = 256;
+/// Kernel send buffer of every connection (SO_SNDBUF; Linux doubles it for
+/// its bookkeeping). Frames beyond it wait in our send queue, where
+/// `--queue-bytes-max` and `--queue-age-ms-max` see them.
+pub const SOCKET_SEND_BUFFER_BYTES: i32 = 65_536;
 /// Listen backlog per worker socket.
 pub const LISTEN_BACKLOG: i32 = 4096;
 
@@ -301,6 +305,16 @@ fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     // Nagle delay for small event frames (and no per-socket syscall, which a
     // direct descriptor could not take anyway).
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    // A fixed kernel send buffer, also inherited: with autotuning the kernel
+    // would hold up to tcp_wmem max (4 MB) for each stalled client before
+    // our queue even starts to grow, so neither memory nor the queue budget
+    // would be bounded by us.
+    setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUF,
+        SOCKET_SEND_BUFFER_BYTES,
+    )?;
     let rc = match addr {
         SocketAddr::V4(a) => {
             let sin = libc::sockaddr_in {
@@ -461,11 +475,24 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
     );
 
     // Wait for a signal; also notice workers that died on their own.
+    // A worker that stopped (an invariant broke, or its ring kept failing)
+    // has dropped its ring and listener on the way out: its connections are
+    // closed and new ones go to the other workers, which carry on.
+    let mut reported = vec![false; handles.len()];
     let signal = loop {
         if let Some(sig) = wait_signal(&signals, Duration::from_millis(500)) {
             break Some(sig);
         }
-        if handles.iter().all(|h| h.is_finished()) {
+        for (id, h) in handles.iter().enumerate() {
+            if h.is_finished() && !reported[id] {
+                reported[id] = true;
+                crate::error!(
+                    "a worker stopped unexpectedly; its connections were closed, the other workers carry on",
+                    worker = id
+                );
+            }
+        }
+        if reported.iter().all(|r| *r) {
             break None;
         }
     };
