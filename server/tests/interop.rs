@@ -142,8 +142,12 @@ fn have_chromium() -> bool {
             &format!("chromium at {chromium} (Debian package chromium)"),
             Path::new(&chromium).is_file(),
         )
-        // python3 runs the cut proxy the browser connects through.
-        && available("python3", runs("python3", &["--version"]))
+        && have_python3()
+}
+
+/// python3 runs `cutproxy.py`, which the resuming clients connect through.
+fn have_python3() -> bool {
+    available("python3", runs("python3", &["--version"]))
 }
 
 /// Run a client to its end within `CLIENT_TIMEOUT`; panic with its output
@@ -295,7 +299,7 @@ fn node_eventsource_receives_every_case_exactly() {
 /// Needs history and resume in the data plane (issue 5).
 #[test]
 fn node_eventsource_resumes_with_last_event_id_and_gets_missed_notice() {
-    if !have_node_module("eventsource") || !have_python_clients() {
+    if !have_node_module("eventsource") || !have_python3() {
         return;
     }
     let server = Server::start(&[]);
