@@ -402,6 +402,9 @@ fn resume_by_header_and_by_query_replays_then_goes_live() {
     assert_eq!(current.events().len(), 1);
 }
 
+/// (id, topic index) of every publish, in id order.
+type Published = Vec<(u64, usize)>;
+
 /// A tiny xorshift: enough randomness for connect points, no dependency.
 struct Rng(u64);
 
@@ -426,7 +429,7 @@ fn resume_seam_has_no_gap_and_no_duplicate_under_concurrent_publishing() {
     const PUBLISHES_MAX: usize = 90_000;
     let server = Server::start(&["--workers", "2", "--history-events-max", "100000"]);
     // (id, topic index) of every publish, in id order.
-    let published: Arc<Mutex<Vec<(u64, usize)>>> = Arc::new(Mutex::new(Vec::new()));
+    let published: Arc<Mutex<Published>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = {
         let published = published.clone();
@@ -487,7 +490,7 @@ fn resume_seam_has_no_gap_and_no_duplicate_under_concurrent_publishing() {
         std::thread::sleep(Duration::from_millis(5));
     }
     // Set once publishing stopped: what every client must end up with.
-    let done: Arc<Mutex<Option<Vec<(u64, usize)>>>> = Arc::new(Mutex::new(None));
+    let done: Arc<Mutex<Option<Published>>> = Arc::new(Mutex::new(None));
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
         std::thread::sleep(Duration::from_millis(rng.below(40)));
