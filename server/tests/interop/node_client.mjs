@@ -66,6 +66,7 @@ async function resume(base, serverPort, topic) {
     const idsBefore = await publishAll(base, topic, before);
     await waitFor("the first events", () => sub.received.length >= before.length);
 
+    const headsBefore = (await proxy.heads()).length;
     await proxy.cmd("cut");
     await waitFor("the client to reconnect (held by the proxy)", async () => (await proxy.status()).held >= 1);
     const idsMissed = await publishAll(base, topic);
@@ -80,8 +81,8 @@ async function resume(base, serverPort, topic) {
     checkExact(sub.received, [...before, ...CASES, ...LIVE], [...idsBefore, ...idsMissed, ...idsLive]);
     checkIncreasing([...idsBefore, ...idsMissed, ...idsLive]);
 
-    const resumed = (await proxy.heads()).filter((h) => h.line.startsWith("GET /events"));
-    if (resumed.length !== 2 || resumed[1].last_event_id !== idsBefore.at(-1)) {
+    const resumed = (await proxy.heads()).slice(headsBefore).filter((h) => h.line.startsWith("GET /events"));
+    if (resumed.length !== 1 || resumed[0].last_event_id !== idsBefore.at(-1)) {
       throw new Error(`reconnect should carry Last-Event-ID ${idsBefore.at(-1)}: ${JSON.stringify(resumed)}`);
     }
     if (sub.opens() !== 2) throw new Error(`opened ${sub.opens()} times, want 2`);
