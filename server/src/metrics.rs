@@ -420,14 +420,28 @@ pub fn render(out: &mut String, m: &NodeMetrics, snap: &Snapshot) {
         .map(|i| sum_of(m, |w| &w.topics_by_subscribers[i]))
         .sum();
     one(out, "topics", "gauge", "Topics with subscribers, counted per worker (a topic subscribed on two workers counts twice).", topics);
-    family(out, "topics_by_subscribers", "gauge", "Topics (per worker) grouped by their subscriber count: at most `le`, above the previous bound.");
+    family(
+        out,
+        "topics_by_subscribers",
+        "gauge",
+        "Topics (per worker) grouped by their subscriber count.",
+    );
     for i in 0..TOPIC_SLOTS {
-        let le = TOPIC_SUBSCRIBERS_BOUNDS
-            .get(i)
-            .map(|b| b.to_string())
-            .unwrap_or_else(|| "+Inf".to_string());
+        let low = if i == 0 {
+            1
+        } else {
+            TOPIC_SUBSCRIBERS_BOUNDS[i - 1] + 1
+        };
+        let range = match TOPIC_SUBSCRIBERS_BOUNDS.get(i) {
+            Some(&high) if high == low => high.to_string(),
+            Some(high) => format!("{low}-{high}"),
+            None => format!("{low}+"),
+        };
         let v = sum_of(m, |w| &w.topics_by_subscribers[i]);
-        let _ = writeln!(out, "stentor_topics_by_subscribers{{le=\"{le}\"}} {v}");
+        let _ = writeln!(
+            out,
+            "stentor_topics_by_subscribers{{subscribers=\"{range}\"}} {v}"
+        );
     }
 
     one(

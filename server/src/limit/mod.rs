@@ -57,10 +57,18 @@ pub enum Limit {
     Method,
     /// Publishing refused while a worker's inbox is full (503).
     PublishBacklog,
+    /// A publish body that is neither JSON nor a form (415).
+    MediaType,
+    /// An `Expect` other than `100-continue` (417).
+    Expectation,
+    /// A transfer coding we do not decode (501).
+    TransferCoding,
+    /// An HTTP version other than 1.0 and 1.1 (505).
+    Version,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 16] = [
+    pub const ALL: [Limit; 20] = [
         Limit::MaxConnections,
         Limit::PerIp,
         Limit::PublishRate,
@@ -77,6 +85,10 @@ impl Limit {
         Limit::NotFound,
         Limit::Method,
         Limit::PublishBacklog,
+        Limit::MediaType,
+        Limit::Expectation,
+        Limit::TransferCoding,
+        Limit::Version,
     ];
 
     pub fn status(self) -> u16 {
@@ -92,6 +104,10 @@ impl Limit {
             Limit::Forbidden => 403,
             Limit::NotFound => 404,
             Limit::Method => 405,
+            Limit::MediaType => 415,
+            Limit::Expectation => 417,
+            Limit::TransferCoding => 501,
+            Limit::Version => 505,
         }
     }
 
@@ -114,6 +130,10 @@ impl Limit {
             Limit::NotFound => "not_found",
             Limit::Method => "method",
             Limit::PublishBacklog => "publish_backlog",
+            Limit::MediaType => "media_type",
+            Limit::Expectation => "expectation",
+            Limit::TransferCoding => "transfer_coding",
+            Limit::Version => "http_version",
         }
     }
 
@@ -131,6 +151,10 @@ impl Limit {
             405 => Limit::Method,
             429 => Limit::Pipelined,
             503 => Limit::PublishBacklog,
+            415 => Limit::MediaType,
+            417 => Limit::Expectation,
+            501 => Limit::TransferCoding,
+            505 => Limit::Version,
             _ => Limit::Malformed,
         }
     }
@@ -334,6 +358,12 @@ mod tests {
         }
         assert_eq!(Limit::from_status(431), Limit::HeadBytes);
         assert_eq!(Limit::from_status(400), Limit::Malformed);
+        for l in Limit::ALL {
+            // Statuses with one limit map back to it.
+            if ![400, 429, 503].contains(&l.status()) {
+                assert_eq!(Limit::from_status(l.status()), l, "{l:?}");
+            }
+        }
     }
 
     #[test]
