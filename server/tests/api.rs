@@ -642,6 +642,46 @@ fn a_replay_larger_than_the_budget_is_cut_not_dropped() {
 }
 
 #[test]
+fn a_resume_pipelined_behind_other_answers_does_not_hurt_the_node() {
+    // The page's answer (~9 KiB) is still queued when a replay of half the
+    // queue budget is added behind it: together past the budget.
+    let server = Server::start(&["--workers", "1", "--queue-bytes-max", "16384"]);
+    let ids: Vec<u64> = (0..40)
+        .map(|_| publish_one(&server, "pipe", &"q".repeat(300)))
+        .collect();
+    let mut s = connect(&server);
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\n\r\nGET /events?topic=pipe HTTP/1.1\r\nHost: t\r\nLast-Event-ID: {}\r\n\r\n",
+        ids[0]
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    let mut all = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let last = format!("id: {}", ids[39]);
+    while Instant::now() < deadline && !String::from_utf8_lossy(&all).contains(&last) {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => all.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(
+        text.contains("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"),
+        "the stream's head follows the page: {text}"
+    );
+    assert!(text.contains(&last), "the newest replayed event arrived");
+    // The node still serves.
+    let a = request(
+        &server,
+        "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(a.status, 200);
+    publish_one(&server, "pipe", "after");
+}
+
+#[test]
 fn an_id_from_before_a_restart_gets_a_missed_notice() {
     let first = Server::start(&["--workers", "1"]);
     let old = publish_one(&first, "re", "old");
