@@ -712,6 +712,61 @@ fn an_id_from_before_a_restart_gets_a_missed_notice() {
 }
 
 #[test]
+fn a_node_full_of_topics_forgets_the_ones_nobody_listens_to() {
+    let server = Server::start(&["--workers", "2", "--topics-max", "2"]);
+    let mut kept = Stream::open(&server, "/events?topic=kept", "");
+    let first = publish_one(&server, "kept", "k");
+    publish_one(&server, "gone", "g");
+    // "gone" has no stream: forgotten to make room for "new".
+    publish_one(&server, "new", "n");
+    kept.wait_for_id(first);
+    // A resume into the forgotten topic says events may be missed.
+    let mut r = Stream::open(
+        &server,
+        "/events?topic=gone",
+        &format!("Last-Event-ID: {first}\r\n"),
+    );
+    assert!(r.read_until(|e| !e.is_empty()), "no notice");
+    assert_eq!(notice_reason(&r.events()[0]), "evicted");
+    // Every held topic has a stream now ("new" by this one): 503.
+    let n = Stream::open(&server, "/events?topic=new", "");
+    let a = post(
+        &server,
+        "application/json",
+        r#"{"topic":"third","data":"x"}"#,
+        "",
+    );
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(a.body.contains(r#""field":"topic""#), "{}", a.body);
+    assert_eq!(a.header("retry-after"), Some("1"));
+    // The stream on "new" ends: the node notices and "new" may go.
+    drop(n);
+    drop(r);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let a = post(
+            &server,
+            "application/json",
+            r#"{"topic":"third","data":"x"}"#,
+            "",
+        );
+        if a.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused: {}", a.body);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The listened topic kept its history.
+    let mut again = Stream::open(
+        &server,
+        "/events?topic=kept",
+        &format!("Last-Event-ID: {}\r\n", first - 1),
+    );
+    again.wait_for_id(first);
+    assert_eq!(again.ids(), [first]);
+}
+
+#[test]
 fn publish_needs_the_token_when_one_is_set() {
     let server = Server::start(&["--workers", "1", "--publish-token", TOKEN]);
     let body = r#"{"topic":"a","data":"x"}"#;
