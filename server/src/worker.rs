@@ -32,7 +32,7 @@ use crate::hub::topic::Topic;
 use crate::limit::{self, Limit};
 use crate::metrics::{self, WorkerStats, COUNTERS};
 use crate::node::{Delivery, Shared};
-use crate::ring::bufring::BufRing;
+use crate::ring::bufring::{BufRing, BUFS_PER_RING, BUF_BYTES};
 use crate::ring::msgpool::{MsgPool, IOVECS_PER_SEND_MAX};
 use crate::ring::token::{next_generation, OpKind, Token};
 use crate::wire::http::{self, BodyFraming, BodyStatus, HeadStatus, Limits, RequestHead};
@@ -219,7 +219,7 @@ impl Worker {
             queue_bytes_max: config.queue_bytes_max,
             read_bytes_max: config.head_bytes_max as usize
                 + config.body_bytes_max as usize
-                + crate::ring::bufring::BUF_BYTES as usize,
+                + BUF_BYTES as usize,
             started: Instant::now(),
             now: 1,
             next_sweep: 1,
@@ -924,7 +924,7 @@ fn make_ring(id: usize, r: usize, fixed_slots: u32, wake_fd: i32) -> Result<Ring
                  (the table is capped by RLIMIT_NOFILE)"
             )
         })?;
-    let bufs = BufRing::new(&ring.submitter(), BUF_GROUP)
+    let bufs = BufRing::new(&ring.submitter(), BUF_GROUP, BUFS_PER_RING, BUF_BYTES)
         .map_err(|e| crate::ring::unavailable_message(&e))?;
     Ok(RingIo {
         ring,

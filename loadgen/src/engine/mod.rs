@@ -13,7 +13,6 @@
 //! never touch the next attempt. At most one I/O op per subscriber is in
 //! flight (connect, then send, then recv or poll), plus cancel/close.
 
-mod bufring;
 mod lifecycle;
 mod ports;
 mod slow;
@@ -34,8 +33,8 @@ use crate::cli::{RunConfig, SlowMode};
 use crate::shared::Shared;
 use crate::stats::{bump, Stats};
 use crate::stream::{Clock, Step, StreamReader};
-use bufring::BufRing;
 use ports::PortCursor;
+use stentor::ring::bufring::BufRing;
 use sub::{State, Sub};
 pub use sys::{errno_name, machine_jiffies, process_cpu_s, thread_cpu_s};
 use sys::{open_socket, sockaddr};
@@ -47,7 +46,7 @@ const SQ_ENTRIES: u32 = 4096;
 const CQ_ENTRIES: u32 = 32_768;
 /// Provided read buffers per ring, and their size.
 const READ_BUFS: u16 = 1024;
-const READ_BUF_BYTES: usize = 4096;
+const READ_BUF_BYTES: u32 = 4096;
 const BUF_GROUP: u16 = 1;
 /// Read buffer of a slow subscriber (its recvs are single-shot, sized by its credit).
 const SLOW_BUF_BYTES: usize = 4096;
@@ -149,7 +148,7 @@ impl Engine {
         let globals: Vec<usize> = (thread_idx..cfg.subscribers).step_by(cfg.threads).collect();
         let slots = globals.len().max(1) as u32;
         ring.submitter().register_files_sparse(slots)?;
-        let bufs = BufRing::new(&ring, BUF_GROUP, READ_BUFS, READ_BUF_BYTES)?;
+        let bufs = BufRing::new(&ring.submitter(), BUF_GROUP, READ_BUFS, READ_BUF_BYTES)?;
         let subs = globals
             .iter()
             .map(|&g| Sub::new((g % cfg.topics.len()) as u32, cfg.is_slow(g)))
@@ -379,7 +378,7 @@ impl Engine {
             // but a stale buffer must still go back to the kernel.
             debug_assert!(false, "stale completion kind {kind} for {idx}");
             if let Some(bid) = cqueue::buffer_select(flags) {
-                self.bufs.recycle(bid);
+                self.bufs.give_back(bid);
             }
             return;
         }
@@ -403,11 +402,11 @@ impl Engine {
                             &mut self.stats,
                             &mut self.items,
                         );
-                        self.bufs.recycle(bid);
+                        self.bufs.give_back(bid);
                         self.count_new(idx, step.1);
                         self.after_feed(idx, step.0, now);
                     } else {
-                        self.bufs.recycle(bid);
+                        self.bufs.give_back(bid);
                     }
                 }
                 self.after_read(idx, res, flags, now, OP_RECV_MULTI);
@@ -518,7 +517,7 @@ impl Engine {
         let s = &mut self.subs[idx];
         let ud = user_data(OP_RECV_MULTI, s.gen, idx as u32);
         s.op = Some(ud);
-        let e = opcode::RecvMulti::new(Fixed(idx as u32), self.bufs.bgid())
+        let e = opcode::RecvMulti::new(Fixed(idx as u32), self.bufs.group())
             .build()
             .user_data(ud);
         self.push(e);
