@@ -1043,49 +1043,11 @@ impl Drop for NetNs {
 
 /// Start stentor on the namespace's host address (not loopback).
 fn start_on(addr: &str, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stentor"))
-        .args(["--listen", &format!("{addr}:0"), "--workers", "1"])
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn stentor");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + support::STARTUP_TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("stentor did not start on {addr}");
-        });
-        let found = line.contains("listening").then(|| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix("addr="))
-                .and_then(|a| a.trim_matches('"').parse().ok())
-        });
-        if let Some(Some(addr)) = found {
-            return Server {
-                child,
-                addr,
-                log: rx,
-            };
-        }
-    }
+    let args: Vec<&str> = ["--workers", "1"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    Server::start_on(&format!("{addr}:0"), &args)
 }
 
 #[test]

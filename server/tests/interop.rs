@@ -10,14 +10,17 @@
 //! all). The shared cases (`tests/interop/cases.json`) hold data with CR,
 //! CRLF, leading spaces, empty lines, `: `-looking lines and non-ASCII.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+use support::Server;
+
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client script's whole run (it bounds each of its own waits tighter).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -31,79 +34,26 @@ fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
 }
 
-/// A `stentor` child, killed by PID when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stentor"))
-            .args(["--listen", "127.0.0.1:0", "--workers", "2"])
-            .args(["--retry-ms", RETRY_MS, "--heartbeat-ms", HEARTBEAT_MS])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start stentor");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep draining so the server never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let mut said = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains("msg=\"listening\"") => {
-                    let port = line
-                        .split_whitespace()
-                        .find_map(|f| f.strip_prefix("addr=127.0.0.1:"))
-                        .and_then(|p| p.parse().ok())
-                        .unwrap_or_else(|| panic!("no port in {line}"));
-                    return Server { child, port };
-                }
-                Ok(line) => said.push(line),
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "stentor {extra:?} did not log its listening line in time; it said:\n{}",
-                        said.join("\n")
-                    );
-                }
-            }
-        }
-    }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Start `stentor` (see `support::Server`) with the flags every interop
+/// test runs with, plus `extra`.
+fn start(extra: &[&str]) -> Server {
+    let args: Vec<&str> = [
+        "--workers",
+        "2",
+        "--retry-ms",
+        RETRY_MS,
+        "--heartbeat-ms",
+        HEARTBEAT_MS,
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .collect();
+    Server::start(&args)
 }
 
 /// Whether a client is there; without it the test skips, or fails under CI.
 fn available(what: &str, present: bool) -> bool {
-    if present {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{what} is missing (CI is set, so this fails): run .ci/install-deps");
-    }
-    eprintln!("skipped: {what} is missing; run .ci/install-deps to install it");
-    false
+    support::require(what, present, "run .ci/install-deps")
 }
 
 fn runs(program: &str, args: &[&str]) -> bool {
@@ -197,7 +147,7 @@ fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String
 
 /// POST one JSON event; returns the id the server assigned.
 fn publish(server: &Server, json: &str) -> u64 {
-    let mut s = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    let mut s = TcpStream::connect(server.addr).expect("connect");
     s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
     write!(
         s,
@@ -227,10 +177,10 @@ fn curl_n_receives_events_as_they_are_published() {
     if !available("curl", runs("curl", &["--version"])) {
         return;
     }
-    let server = Server::start(&[]);
+    let server = start(&[]);
     let mut curl = Command::new("curl")
         .args(["-N", "-s", "--max-time", "20"])
-        .arg(format!("{}/events?topic=curl", server.base()))
+        .arg(format!("{}/events?topic=curl", server.url("")))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -281,8 +231,8 @@ fn python_httpx_sse_receives_every_case_exactly() {
     if !have_python_clients() {
         return;
     }
-    let server = Server::start(&[]);
-    let base = server.base();
+    let server = start(&[]);
+    let base = server.url("");
     run_client("python3", &["python_client.py", &base, "python", RETRY_MS]);
 }
 
@@ -291,8 +241,8 @@ fn node_eventsource_receives_every_case_exactly() {
     if !have_node_module("eventsource") {
         return;
     }
-    let server = Server::start(&[]);
-    let port = server.port.to_string();
+    let server = start(&[]);
+    let port = server.addr.port().to_string();
     run_client("node", &["node_client.mjs", "cases", &port, "node"]);
 }
 
@@ -302,8 +252,8 @@ fn node_eventsource_resumes_with_last_event_id_and_gets_missed_notice() {
     if !have_node_module("eventsource") || !have_python3() {
         return;
     }
-    let server = Server::start(&[]);
-    let port = server.port.to_string();
+    let server = start(&[]);
+    let port = server.addr.port().to_string();
     run_client("node", &["node_client.mjs", "resume", &port, "noderesume"]);
 }
 
@@ -313,8 +263,8 @@ fn chromium_live_page_receives_published_events_exactly() {
     if !have_chromium() {
         return;
     }
-    let server = Server::start(&[]);
-    let port = server.port.to_string();
+    let server = start(&[]);
+    let port = server.addr.port().to_string();
     let mut args = vec!["browser.mjs", "live", &port, "page"];
     // Set STENTOR_INTEROP_SCREENSHOT=/tmp/page.png to look at the page.
     let shot = std::env::var("STENTOR_INTEROP_SCREENSHOT").unwrap_or_default();
@@ -330,8 +280,8 @@ fn chromium_reconnects_by_itself_and_gets_exactly_the_missed_events() {
     if !have_chromium() {
         return;
     }
-    let server = Server::start(&[]);
-    let port = server.port.to_string();
+    let server = start(&[]);
+    let port = server.addr.port().to_string();
     run_client("node", &["browser.mjs", "resume", &port, "pageresume"]);
 }
 
@@ -340,8 +290,8 @@ fn api_contract(mode: &str, flags: &[&str]) {
     if !have_python_clients() {
         return;
     }
-    let server = Server::start(flags);
-    let base = server.base();
+    let server = start(flags);
+    let base = server.url("");
     run_client("python3", &["api_contract.py", mode, &base, RETRY_MS]);
 }
 

@@ -23,8 +23,15 @@ impl Server {
     /// Start with `--listen 127.0.0.1:0` plus `args`; wait for the startup
     /// line carrying `addr=127.0.0.1:PORT`.
     pub fn start(args: &[&str]) -> Server {
+        Server::start_on("127.0.0.1:0", args)
+    }
+
+    /// Start with `--listen LISTEN` plus `args` (for a test that needs an
+    /// address other than loopback); wait for the startup line carrying
+    /// `addr=`. The lines before it go into the panic message if it never comes.
+    pub fn start_on(listen: &str, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_stentor"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -35,6 +42,7 @@ impl Server {
         let stderr = child.stderr.take().expect("stderr piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            // Keep draining so the server never blocks on a full pipe.
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
                     break;
@@ -42,6 +50,7 @@ impl Server {
             }
         });
         let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        let mut said = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
@@ -53,11 +62,16 @@ impl Server {
                             log: rx,
                         };
                     }
+                    said.push(line);
                 }
                 Err(_) => {
                     let _ = child.kill();
                     let status = child.wait().ok();
-                    panic!("stentor did not report its address within {STARTUP_TIMEOUT:?} (exit: {status:?})");
+                    panic!(
+                        "stentor --listen {listen} {args:?} did not report its address within \
+                         {STARTUP_TIMEOUT:?} (exit: {status:?}); it said:\n{}",
+                        said.join("\n")
+                    );
                 }
             }
         }
@@ -99,13 +113,20 @@ pub fn require_program(program: &str, install_hint: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    if found {
+    require(program, found, install_hint)
+}
+
+/// Whether something a test needs (`what`) is `present`. Under CI (`CI`
+/// set) a missing one fails the test, since `.ci/install-deps` installs it;
+/// elsewhere the test is skipped with a message that says what to install.
+pub fn require(what: &str, present: bool, install_hint: &str) -> bool {
+    if present {
         return true;
     }
     if std::env::var_os("CI").is_some() {
-        panic!("{program} is required under CI but is not installed ({install_hint})");
+        panic!("{what} is required under CI but is not installed ({install_hint})");
     }
-    eprintln!("SKIPPED: {program} not found; install it to run this test ({install_hint})");
+    eprintln!("SKIPPED: {what} not found; install it to run this test ({install_hint})");
     false
 }
 
