@@ -65,10 +65,14 @@ pub enum Limit {
     TransferCoding,
     /// An HTTP version other than 1.0 and 1.1 (505).
     Version,
+    /// `--topics-max`: a publish would create one topic too many (503).
+    TopicsMax,
+    /// `--publish-batch-events-max` (413).
+    PublishBatch,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 20] = [
+    pub const ALL: [Limit; 22] = [
         Limit::MaxConnections,
         Limit::PerIp,
         Limit::PublishRate,
@@ -89,15 +93,17 @@ impl Limit {
         Limit::Expectation,
         Limit::TransferCoding,
         Limit::Version,
+        Limit::TopicsMax,
+        Limit::PublishBatch,
     ];
 
     pub fn status(self) -> u16 {
         match self {
-            Limit::MaxConnections | Limit::PublishBacklog => 503,
+            Limit::MaxConnections | Limit::PublishBacklog | Limit::TopicsMax => 503,
             Limit::PerIp | Limit::PublishRate | Limit::Pipelined => 429,
             Limit::HeadBytes => 431,
             Limit::UriBytes => 414,
-            Limit::BodyBytes => 413,
+            Limit::BodyBytes | Limit::PublishBatch => 413,
             Limit::RequestTimeout => 408,
             Limit::TopicName | Limit::TopicsPerStream | Limit::Malformed => 400,
             Limit::Unauthorized => 401,
@@ -134,6 +140,8 @@ impl Limit {
             Limit::Expectation => "expectation",
             Limit::TransferCoding => "transfer_coding",
             Limit::Version => "http_version",
+            Limit::TopicsMax => "topics_max",
+            Limit::PublishBatch => "publish_batch",
         }
     }
 
@@ -360,7 +368,7 @@ mod tests {
         assert_eq!(Limit::from_status(400), Limit::Malformed);
         for l in Limit::ALL {
             // Statuses with one limit map back to it.
-            if ![400, 429, 503].contains(&l.status()) {
+            if ![400, 413, 429, 503].contains(&l.status()) {
                 assert_eq!(Limit::from_status(l.status()), l, "{l:?}");
             }
         }
