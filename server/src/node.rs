@@ -5,6 +5,7 @@
 //! history) behind one lock, and one inbox per worker. Delivery itself takes
 //! no lock: each worker walks its own index.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -183,7 +184,7 @@ pub struct Shared {
     /// it, and subscribes replay and register while holding it: history
     /// order = inbox order = id order, which is what makes the seam between
     /// replay and live exact.
-    hub: Mutex<Hub>,
+    hub: Mutex<HubState>,
     pub inboxes: Vec<Inbox>,
     pub shutdown: AtomicBool,
     pub connections_open: AtomicU32,
@@ -193,6 +194,43 @@ pub struct Shared {
     pub per_ip: crate::limit::PerIp,
     /// Publish token buckets per token or IP (`--publish-rate-per-s-max`).
     pub publish_rate: crate::limit::PublishRate,
+}
+
+/// The hub and who listens to which topic, node-wide: a topic nobody
+/// subscribes to may be forgotten when the node holds `--topics-max` topics.
+struct HubState {
+    hub: Hub,
+    /// Streams subscribed to each topic, over all workers. Changed on
+    /// subscribe and close only, never per delivery.
+    streams: HashMap<Topic, u32>,
+}
+
+impl HubState {
+    /// Make room for the new topics of `requests` when they would pass
+    /// `topics_max`: forget every topic no stream listens to (a resume from
+    /// before one of its events then gets an `evicted` notice, never a
+    /// silent gap). O(topics), and only when the node is full of topics.
+    fn make_room_for(&mut self, requests: &[PublishRequest]) {
+        let limits = *self.hub.limits();
+        if self.hub.stats().topics + requests.len() <= limits.topics_max {
+            return; // the common case: cheap, no lookups
+        }
+        let mut new_topics: Vec<&str> = requests
+            .iter()
+            .map(|r| r.topic.as_str())
+            .filter(|t| self.hub.history(t).is_none())
+            .collect();
+        new_topics.sort_unstable();
+        new_topics.dedup();
+        if self.hub.stats().topics + new_topics.len() <= limits.topics_max {
+            return;
+        }
+        let streams = &self.streams;
+        let dropped = self
+            .hub
+            .drop_idle_topics(|t| streams.contains_key(t.as_str()), true);
+        crate::debug!("topics forgotten to make room", dropped = dropped);
+    }
 }
 
 /// A poisoned lock means a thread panicked while holding it; the data (a
@@ -220,7 +258,10 @@ impl Shared {
         let inboxes = (0..capacity.workers)
             .map(|_| Inbox::new())
             .collect::<io::Result<Vec<_>>>()?;
-        let hub = Hub::new(HubLimits::from_config(&config), epoch_ms);
+        let hub = HubState {
+            hub: Hub::new(HubLimits::from_config(&config), epoch_ms),
+            streams: HashMap::new(),
+        };
         Ok(Shared {
             hub: Mutex::new(hub),
             inboxes,
@@ -241,7 +282,7 @@ impl Shared {
         let started = std::time::Instant::now();
         let mut woken = [false; WORKERS_MAX];
         let ids = {
-            let mut hub = lock(&self.hub);
+            let mut state = lock(&self.hub);
             // A worker that stopped draining must not make the node's memory
             // grow without bound: refuse (503) until it catches up.
             let room = INBOX_FRAMES_MAX.saturating_sub(requests.len());
@@ -257,7 +298,8 @@ impl Shared {
                 ));
             }
             let topics: Vec<Topic> = requests.iter().map(|r| r.topic.clone()).collect();
-            let published = hub.publish_batch(requests)?;
+            state.make_room_for(&requests);
+            let published = state.hub.publish_batch(requests)?;
             debug_assert_eq!(published.len(), topics.len());
             for (i, inbox) in self.inboxes.iter().enumerate() {
                 let mut events = lock(&inbox.events);
@@ -299,15 +341,33 @@ impl Shared {
         resume: &ResumePoint,
         register: impl FnOnce() -> R,
     ) -> (Replay, R) {
-        let hub = lock(&self.hub);
-        let replay = hub.replay(topics, resume);
+        let mut state = lock(&self.hub);
+        let replay = state.hub.replay(topics, resume);
         let registered = register();
+        for t in topics {
+            *state.streams.entry(t.clone()).or_insert(0) += 1;
+        }
         (replay, registered)
+    }
+
+    /// A stream subscribed to `topics` (each once, as given to
+    /// [`Shared::subscribe`]) closed.
+    pub fn unsubscribe<'a>(&self, topics: impl Iterator<Item = &'a str>) {
+        let mut state = lock(&self.hub);
+        for t in topics {
+            match state.streams.get_mut(t) {
+                Some(n) if *n > 1 => *n -= 1,
+                Some(_) => {
+                    state.streams.remove(t);
+                }
+                None => debug_assert!(false, "unsubscribe from {t} without a subscribe"),
+            }
+        }
     }
 
     /// The hub's figures, for `/metrics`.
     pub fn hub_stats(&self) -> HubStats {
-        lock(&self.hub).stats()
+        lock(&self.hub).hub.stats()
     }
 
     /// The node's metrics in Prometheus text format 0.0.4.
@@ -687,6 +747,33 @@ mod tests {
         s.inboxes[0].take_into(&mut drained);
         s.inboxes[1].take_into(&mut drained);
         assert!(s.publish_batch(vec![request("t", "x")]).is_ok());
+    }
+
+    #[test]
+    fn a_full_node_forgets_topics_nobody_listens_to() {
+        use clap::Parser;
+        let config = Config::try_parse_from(["stentor", "--topics-max", "2"]).unwrap();
+        let s = Shared::with_epoch_ms(config, plan_capacity(1, 1000, 20_000), EPOCH_MS).unwrap();
+        let kept = [Topic::parse("kept", 128).unwrap()];
+        s.subscribe(&kept, &ResumePoint::Live, || ());
+        s.publish_batch(vec![request("kept", "k"), request("a", "1")])
+            .unwrap();
+        // "a" has no stream: forgotten to make room for "b".
+        s.publish_batch(vec![request("b", "2")]).unwrap();
+        assert_eq!(s.hub_stats().topics, 2);
+        assert_eq!(s.hub_stats().topics_dropped_total, 1);
+        // Both held topics have streams now: a third is refused.
+        let b = [Topic::parse("b", 128).unwrap()];
+        s.subscribe(&b, &ResumePoint::Live, || ());
+        let e = s.publish_batch(vec![request("c", "3")]).unwrap_err();
+        assert_eq!((e.status, e.field), (503, Some("topic")));
+        // The stream on "b" closes: "b" may go.
+        s.unsubscribe(["b"].into_iter());
+        s.publish_batch(vec![request("c", "3")]).unwrap();
+        assert!(
+            lock(&s.hub).hub.history("kept").is_some(),
+            "a listened topic is kept"
+        );
     }
 
     #[test]

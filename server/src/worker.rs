@@ -744,6 +744,12 @@ impl Worker {
         }
         self.stats.closed[reason.index()] += 1;
         let subs = std::mem::take(&mut conn.subs);
+        if !subs.is_empty() {
+            // Node-wide stream counts per topic (topic forgetting).
+            let index = &self.index;
+            self.shared
+                .unsubscribe(subs.iter().map(|sub| index.name(sub.topic)));
+        }
         conn.phase = Phase::Closing;
         conn.read_buf = Vec::new();
         let (fixed, ring, generation) = (conn.fixed, conn.ring, conn.generation);

@@ -168,11 +168,15 @@ fn publish(server: &Server, topic: &str, data: &str) -> u64 {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status, 200, "publish answered {body}");
-    body.trim()
-        .trim_start_matches("{\"id\":\"")
-        .trim_end_matches("\"}")
-        .parse()
-        .unwrap_or_else(|_| panic!("id in {body}"))
+    // {"id":N,"ids":[N]}
+    body.split_once("\"id\":")
+        .map(|(_, rest)| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("id in {body}"))
 }
 
 /// An open SSE stream with its parser.

@@ -57,6 +57,7 @@ impl Server {
             }
         });
         let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut said = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -68,11 +69,14 @@ impl Server {
                         .unwrap_or_else(|| panic!("no port in {line}"));
                     return Server { child, port };
                 }
-                Ok(_) => continue,
+                Ok(line) => said.push(line),
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!("stentor did not log its listening line in time");
+                    panic!(
+                        "stentor {extra:?} did not log its listening line in time; it said:\n{}",
+                        said.join("\n")
+                    );
                 }
             }
         }
@@ -138,8 +142,12 @@ fn have_chromium() -> bool {
             &format!("chromium at {chromium} (Debian package chromium)"),
             Path::new(&chromium).is_file(),
         )
-        // python3 runs the cut proxy the browser connects through.
-        && available("python3", runs("python3", &["--version"]))
+        && have_python3()
+}
+
+/// python3 runs `cutproxy.py`, which the resuming clients connect through.
+fn have_python3() -> bool {
+    available("python3", runs("python3", &["--version"]))
 }
 
 /// Run a client to its end within `CLIENT_TIMEOUT`; panic with its output
@@ -291,7 +299,7 @@ fn node_eventsource_receives_every_case_exactly() {
 /// Needs history and resume in the data plane (issue 5).
 #[test]
 fn node_eventsource_resumes_with_last_event_id_and_gets_missed_notice() {
-    if !have_node_module("eventsource") || !have_python_clients() {
+    if !have_node_module("eventsource") || !have_python3() {
         return;
     }
     let server = Server::start(&[]);
@@ -325,4 +333,46 @@ fn chromium_reconnects_by_itself_and_gets_exactly_the_missed_events() {
     let server = Server::start(&[]);
     let port = server.port.to_string();
     run_client("node", &["browser.mjs", "resume", &port, "pageresume"]);
+}
+
+/// The API contract (docs/api.md) from outside, one server per flag set.
+fn api_contract(mode: &str, flags: &[&str]) {
+    if !have_python_clients() {
+        return;
+    }
+    let server = Server::start(flags);
+    let base = server.base();
+    run_client("python3", &["api_contract.py", mode, &base, RETRY_MS]);
+}
+
+/// Needs issue 5's publish answers, errors, `GET /`, resume and notices.
+#[test]
+fn api_contract_publish_stream_resume_and_errors() {
+    api_contract("basic", &[]);
+}
+
+/// Needs history eviction and the `stentor.missed` notice (issue 5).
+#[test]
+fn api_contract_evicted_resume_point() {
+    api_contract("history", &["--history-events-max", "2"]);
+}
+
+/// Needs `--publish-token` and `--subscribe-token` (issue 5).
+#[test]
+fn api_contract_tokens() {
+    api_contract(
+        "auth",
+        &[
+            "--publish-token",
+            "pub-s3cret-0123456789",
+            "--subscribe-token",
+            "sub-s3cret-0123456789",
+        ],
+    );
+}
+
+/// Needs `--cors-origin` (issue 5).
+#[test]
+fn api_contract_cors() {
+    api_contract("cors", &["--cors-origin", "https://app.example"]);
 }

@@ -108,6 +108,11 @@ impl Index {
         }
     }
 
+    /// The name of a topic a live [`Sub`] points at.
+    pub fn name(&self, topic: TopicId) -> &str {
+        &self.topics[topic as usize].name
+    }
+
     pub fn topics_len(&self) -> usize {
         self.by_name.len()
     }

@@ -1007,6 +1007,21 @@ mod tests {
         assert_eq!(l.replay_bytes_max, c.queue_bytes_max as usize / 2);
         assert_eq!(l.topics_max, TOPICS_MAX_DEFAULT);
         assert_eq!(l.replay_events_max, REPLAY_EVENTS_MAX_DEFAULT);
+        let c = Config::try_parse_from([
+            "stentor",
+            "--topics-max",
+            "5",
+            "--replay-events-max",
+            "9",
+            "--queue-bytes-max",
+            "8192",
+        ])
+        .unwrap();
+        let l = HubLimits::from_config(&c);
+        assert_eq!((l.topics_max, l.replay_events_max), (5, 9));
+        assert_eq!(l.replay_bytes_max, 4096);
+        assert!(Config::try_parse_from(["stentor", "--topics-max", "0"]).is_err());
+        assert!(Config::try_parse_from(["stentor", "--publish-batch-events-max", "0"]).is_err());
         assert_eq!(l.topic_bytes_max, usize::from(c.topic_bytes_max));
     }
 }

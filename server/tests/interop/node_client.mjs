@@ -7,7 +7,8 @@
 // resume: subscribe through cutproxy.py; after a few events the proxy drops
 //         the stream and holds the reconnect; the cases are published while
 //         the client is away; released, the client must send Last-Event-ID
-//         by itself and receive exactly the missed events, in order, once.
+//         by itself and receive exactly the missed events, in order, once,
+//         then the events published while it was being released.
 //         Then `lastEventId` in the query resumes a fresh client, and an id
 //         the server never gave gets a `stentor.missed` notice first.
 
@@ -26,6 +27,8 @@ import {
 const WHO = "node_client";
 // How long to watch for a duplicate after the expected events arrived.
 const QUIET_MS = 500;
+// Published while a resumed client is being released.
+const LIVE = Array.from({ length: 50 }, (_, i) => ({ name: `live${i}`, event: "", data: `live ${i}`, expect: `live ${i}` }));
 
 /** An EventSource that records every event of the case types and the notice. */
 function subscribe(url) {
@@ -63,19 +66,23 @@ async function resume(base, serverPort, topic) {
     const idsBefore = await publishAll(base, topic, before);
     await waitFor("the first events", () => sub.received.length >= before.length);
 
+    const headsBefore = (await proxy.heads()).length;
     await proxy.cmd("cut");
     await waitFor("the client to reconnect (held by the proxy)", async () => (await proxy.status()).held >= 1);
     const idsMissed = await publishAll(base, topic);
-    await proxy.cmd("release");
-    await waitFor("the missed events", () => sub.received.length >= before.length + CASES.length).catch(async (e) => {
-      throw new Error(`${e.message}; got ${sub.received.length - before.length} of ${CASES.length}; request heads: ${JSON.stringify(await proxy.heads())}`);
+    // Release the reconnect while others keep publishing: the seam between
+    // the replay and live events must have no gap and no duplicate.
+    const [, idsLive] = await Promise.all([proxy.cmd("release"), publishAll(base, topic, LIVE)]);
+    const want = before.length + CASES.length + LIVE.length;
+    await waitFor("the missed and live events", () => sub.received.length >= want).catch(async (e) => {
+      throw new Error(`${e.message}; got ${sub.received.length - before.length} of ${want - before.length}; request heads: ${JSON.stringify(await proxy.heads())}`);
     });
     await sleep(QUIET_MS);
-    checkExact(sub.received, [...before, ...CASES], [...idsBefore, ...idsMissed]);
-    checkIncreasing([...idsBefore, ...idsMissed]);
+    checkExact(sub.received, [...before, ...CASES, ...LIVE], [...idsBefore, ...idsMissed, ...idsLive]);
+    checkIncreasing([...idsBefore, ...idsMissed, ...idsLive]);
 
-    const resumed = (await proxy.heads()).filter((h) => h.line.startsWith("GET /events"));
-    if (resumed.length !== 2 || resumed[1].last_event_id !== idsBefore.at(-1)) {
+    const resumed = (await proxy.heads()).slice(headsBefore).filter((h) => h.line.startsWith("GET /events"));
+    if (resumed.length !== 1 || resumed[0].last_event_id !== idsBefore.at(-1)) {
       throw new Error(`reconnect should carry Last-Event-ID ${idsBefore.at(-1)}: ${JSON.stringify(resumed)}`);
     }
     if (sub.opens() !== 2) throw new Error(`opened ${sub.opens()} times, want 2`);
@@ -85,7 +92,7 @@ async function resume(base, serverPort, topic) {
   }
 
   // lastEventId in the query (for clients that cannot set headers).
-  const all = [...before, ...CASES];
+  const all = [...before, ...CASES, ...LIVE];
   const viaQuery = subscribe(`${base}/events?topic=${topic}&lastEventId=${encodeURIComponent(sub.received[0].id)}`);
   try {
     await waitFor("the replay after lastEventId", () => viaQuery.received.length >= all.length - 1);
@@ -109,7 +116,7 @@ async function resume(base, serverPort, topic) {
   } finally {
     unknown.es.close();
   }
-  console.log(`${WHO}: resume exact (${CASES.length} missed events, query lastEventId, stentor.missed)`);
+  console.log(`${WHO}: resume exact (${CASES.length} missed + ${LIVE.length} concurrent live events, query lastEventId, stentor.missed)`);
 }
 
 const [mode, port, topic] = process.argv.slice(2);

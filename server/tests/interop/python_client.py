@@ -12,6 +12,7 @@ success; on failure prints what differed and exits 1. Every wait is bounded.
 
 import json
 import os
+import signal
 import sys
 
 import httpx
@@ -69,6 +70,10 @@ def main():
 
             received = []
             events = es.iter_sse()
+            # Heartbeats keep every read short, so only a deadline of our own
+            # bounds a wait for events that never come.
+            signal.signal(signal.SIGALRM, lambda *_: fail(f"timed out after {TIMEOUT_S} s with {received!r}"))
+            signal.setitimer(signal.ITIMER_REAL, TIMEOUT_S)
             # httpx-sse yields the `retry:` block on its own (a WHATWG parser
             # dispatches nothing for it): check it is the server's first frame.
             first = next(events, None)
@@ -78,6 +83,7 @@ def main():
                 received.append(sse)
                 if len(received) == len(cases):
                     break
+            signal.setitimer(signal.ITIMER_REAL, 0)
             if len(received) != len(cases):
                 fail(f"stream ended after {len(received)} of {len(cases)} events")
 
