@@ -61,19 +61,20 @@ fn publish(server: &Server, topic: &str, data: &str) {
     assert_eq!(answers(server, raw.as_bytes()), [200]);
 }
 
-/// The server is alive and logged no panic.
-fn assert_healthy(server: &mut Server) {
+/// The server is alive and logged no panic; its log lines since the last
+/// call come back.
+fn assert_healthy(server: &mut Server) -> Vec<String> {
     assert!(
         matches!(server.child.try_wait(), Ok(None)),
         "the server exited"
     );
-    let mut panics = Vec::new();
-    while let Ok(line) = server.log.try_recv() {
-        if line.contains("panicked") || line.contains("level=error") {
-            panics.push(line);
-        }
-    }
+    let lines: Vec<String> = server.log.try_iter().collect();
+    let panics: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("panicked") || l.contains("level=error"))
+        .collect();
     assert!(panics.is_empty(), "{panics:#?}");
+    lines
 }
 
 fn gauge(text: &str, name: &str) -> u64 {
@@ -162,6 +163,7 @@ fn malformed_and_smuggling_requests_each_get_their_status() {
         ("pipelined garbage after a good request", b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n\x00\x01\x02 garbage\r\n\r\n".to_vec(), &[200, 400]),
         ("two good requests then garbage", b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\nGET\x7f/ HTTP/1.1\r\n\r\n".to_vec(), &[200, 404, 400]),
     ];
+    let battery_started = Instant::now();
     let mut failures = Vec::new();
     for (name, raw, want) in &cases {
         let got = answers(&server, raw);
@@ -220,7 +222,27 @@ fn malformed_and_smuggling_requests_each_get_their_status() {
     // The bystander stream still works.
     publish(&server, "w", "after-the-battery");
     read_until(&mut w, "data: after-the-battery");
-    assert_healthy(&mut server);
+    // Each limit that bit is logged, at most once per 10 s with a count:
+    // some twenty malformed requests make one line.
+    std::thread::sleep(Duration::from_millis(200));
+    let lines = assert_healthy(&mut server);
+    let bites = |limit: &str| {
+        lines
+            .iter()
+            .filter(|l| {
+                l.contains("msg=\"limit refused requests\"")
+                    && l.contains(&format!("limit={limit} "))
+            })
+            .count()
+    };
+    let periods = 1 + battery_started.elapsed().as_secs() as usize / 10;
+    for limit in ["malformed", "head_bytes"] {
+        let n = bites(limit);
+        assert!(
+            (1..=periods).contains(&n),
+            "{n} lines for {limit}: {lines:#?}"
+        );
+    }
 }
 
 #[test]
