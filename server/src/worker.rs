@@ -738,8 +738,14 @@ impl Worker {
             return;
         }
         match reason {
-            CloseReason::SlowQueueBytes => metrics::add(&COUNTERS.dropped_slow_bytes_total, 1),
-            CloseReason::SlowQueueAge => metrics::add(&COUNTERS.dropped_slow_age_total, 1),
+            CloseReason::SlowQueueBytes => {
+                metrics::add(&COUNTERS.dropped_slow_bytes_total, 1);
+                limit::note_drop(limit::SlowDrop::QueueBytes);
+            }
+            CloseReason::SlowQueueAge => {
+                metrics::add(&COUNTERS.dropped_slow_age_total, 1);
+                limit::note_drop(limit::SlowDrop::QueueAge);
+            }
             _ => {}
         }
         self.stats.closed[reason.index()] += 1;

@@ -614,9 +614,17 @@ fn an_unknown_id_gets_a_missed_notice() {
 
 #[test]
 fn a_replay_larger_than_the_budget_is_cut_not_dropped() {
-    // 64 events of ~600 bytes = ~40 KB kept; a 16 KiB queue budget lets a
-    // replay carry half of it: the newest ones, after a notice.
-    let server = Server::start(&["--workers", "1", "--queue-bytes-max", "16384"]);
+    // 64 events of ~600 bytes = ~40 KB kept; --replay-events-max 40 cuts
+    // the replay to the newest 40 (~26 KB, past the 16 KiB queue budget:
+    // a replay is exempt from it until sent), after a notice.
+    let server = Server::start(&[
+        "--workers",
+        "1",
+        "--queue-bytes-max",
+        "16384",
+        "--replay-events-max",
+        "40",
+    ]);
     let payload = "p".repeat(600);
     let ids: Vec<u64> = (0..64)
         .map(|_| publish_one(&server, "big", &payload))
@@ -630,11 +638,7 @@ fn a_replay_larger_than_the_budget_is_cut_not_dropped() {
     let events = s.events();
     assert_eq!(notice_reason(&events[0]), "too_far_behind");
     let got = s.ids();
-    assert!(
-        got.len() >= 8 && got.len() < 63,
-        "{} events replayed",
-        got.len()
-    );
+    assert_eq!(got.len(), 40, "{} events replayed", got.len());
     assert_eq!(got, ids[64 - got.len()..], "the newest, in order");
     // Still connected: a live event arrives.
     let live = publish_one(&server, "big", "live");

@@ -221,6 +221,21 @@ fn metrics_pass_real_parsers_and_move_with_traffic() {
         statuses.contains(&429),
         "rate limit never bit: {statuses:?}"
     );
+    // The 429 says when a token will be back (at 5/s: within a second).
+    let body = "topic=m&data=again";
+    let limited = exchange(
+        server.addr,
+        format!(
+            "POST /publish HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert!(
+        limited.starts_with("HTTP/1.1 429 ") && limited.contains("Retry-After: 1\r\n"),
+        "{limited}"
+    );
 
     // Gauges are refreshed by the 500 ms sweep: wait for it.
     let deadline = Instant::now() + Duration::from_secs(10);

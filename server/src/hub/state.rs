@@ -58,12 +58,13 @@ pub struct HubLimits {
 }
 
 impl HubLimits {
-    /// The limits a node runs with. `replay_bytes_max` is half the
-    /// connection's send budget (`--queue-bytes-max`): the replay sits in the
-    /// fresh connection's queue together with the stream head and whatever
-    /// is published while it drains, and a replay filling the whole budget
-    /// would get the connection dropped as a slow client by the next live
-    /// event, before it caught up.
+    /// The limits a node runs with. `replay_bytes_max` is one topic's
+    /// history (`--history-bytes-max`, at least half of `--queue-bytes-max`):
+    /// a client dropped as slow (over its queue budget) must be able to
+    /// catch up in one replay, so the replay is exempt from that budget
+    /// until sent (`SendQueue::push_exempt`); its frames are shared with
+    /// history, so it costs the node a queue entry per event, bounded by
+    /// `replay_events_max`.
     pub fn from_config(config: &Config) -> HubLimits {
         HubLimits {
             topic_bytes_max: usize::from(config.topic_bytes_max),
@@ -73,7 +74,8 @@ impl HubLimits {
                 bytes_max: config.history_bytes_max as usize,
             },
             replay_events_max: config.replay_events_max as usize,
-            replay_bytes_max: config.queue_bytes_max as usize / 2,
+            replay_bytes_max: (config.history_bytes_max as usize)
+                .max(config.queue_bytes_max as usize / 2),
         }
     }
 }
@@ -1004,7 +1006,7 @@ mod tests {
         let l = HubLimits::from_config(&c);
         assert_eq!(l.history.events_max, 7);
         assert_eq!(l.history.bytes_max, c.history_bytes_max as usize);
-        assert_eq!(l.replay_bytes_max, c.queue_bytes_max as usize / 2);
+        assert_eq!(l.replay_bytes_max, c.history_bytes_max as usize);
         assert_eq!(l.topics_max, TOPICS_MAX_DEFAULT);
         assert_eq!(l.replay_events_max, REPLAY_EVENTS_MAX_DEFAULT);
         let c = Config::try_parse_from([
@@ -1015,11 +1017,13 @@ mod tests {
             "9",
             "--queue-bytes-max",
             "8192",
+            "--history-bytes-max",
+            "100",
         ])
         .unwrap();
         let l = HubLimits::from_config(&c);
         assert_eq!((l.topics_max, l.replay_events_max), (5, 9));
-        assert_eq!(l.replay_bytes_max, 4096);
+        assert_eq!(l.replay_bytes_max, 4096, "at least half the queue budget");
         assert!(Config::try_parse_from(["stentor", "--topics-max", "0"]).is_err());
         assert!(Config::try_parse_from(["stentor", "--publish-batch-events-max", "0"]).is_err());
         assert_eq!(l.topic_bytes_max, usize::from(c.topic_bytes_max));

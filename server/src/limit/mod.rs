@@ -65,10 +65,14 @@ pub enum Limit {
     TransferCoding,
     /// An HTTP version other than 1.0 and 1.1 (505).
     Version,
+    /// `--topics-max`: a publish would create one topic too many (503).
+    TopicsMax,
+    /// `--publish-batch-events-max` (413).
+    PublishBatch,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 20] = [
+    pub const ALL: [Limit; 22] = [
         Limit::MaxConnections,
         Limit::PerIp,
         Limit::PublishRate,
@@ -89,15 +93,17 @@ impl Limit {
         Limit::Expectation,
         Limit::TransferCoding,
         Limit::Version,
+        Limit::TopicsMax,
+        Limit::PublishBatch,
     ];
 
     pub fn status(self) -> u16 {
         match self {
-            Limit::MaxConnections | Limit::PublishBacklog => 503,
+            Limit::MaxConnections | Limit::PublishBacklog | Limit::TopicsMax => 503,
             Limit::PerIp | Limit::PublishRate | Limit::Pipelined => 429,
             Limit::HeadBytes => 431,
             Limit::UriBytes => 414,
-            Limit::BodyBytes => 413,
+            Limit::BodyBytes | Limit::PublishBatch => 413,
             Limit::RequestTimeout => 408,
             Limit::TopicName | Limit::TopicsPerStream | Limit::Malformed => 400,
             Limit::Unauthorized => 401,
@@ -134,6 +140,8 @@ impl Limit {
             Limit::Expectation => "expectation",
             Limit::TransferCoding => "transfer_coding",
             Limit::Version => "http_version",
+            Limit::TopicsMax => "topics_max",
+            Limit::PublishBatch => "publish_batch",
         }
     }
 
@@ -164,19 +172,32 @@ impl Limit {
     }
 }
 
+/// Slow-client drops, logged like refusals (their counters live in
+/// `metrics::COUNTERS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowDrop {
+    /// `--queue-bytes-max`.
+    QueueBytes,
+    /// `--queue-age-ms-max`.
+    QueueAge,
+}
+
+/// Log slots: one per limit, then one per kind of slow-client drop.
+const LOG_SLOTS: usize = Limit::ALL.len() + 2;
+
 /// Refusals per limit since start, and the state of the rate-limited log.
 struct Bites {
     refused_total: [AtomicU64; Limit::ALL.len()],
-    /// Refusals not yet reported in a log line.
-    unlogged: [AtomicU64; Limit::ALL.len()],
-    /// Milliseconds since [`epoch`] of the last log line, per limit.
-    last_log_ms: [AtomicU64; Limit::ALL.len()],
+    /// Bites not yet reported in a log line, per slot.
+    unlogged: [AtomicU64; LOG_SLOTS],
+    /// Milliseconds since [`epoch`] (+ one period) of the last log line, per slot.
+    last_log_ms: [AtomicU64; LOG_SLOTS],
 }
 
 static BITES: Bites = Bites {
     refused_total: [const { AtomicU64::new(0) }; Limit::ALL.len()],
-    unlogged: [const { AtomicU64::new(0) }; Limit::ALL.len()],
-    last_log_ms: [const { AtomicU64::new(0) }; Limit::ALL.len()],
+    unlogged: [const { AtomicU64::new(0) }; LOG_SLOTS],
+    last_log_ms: [const { AtomicU64::new(0) }; LOG_SLOTS],
 };
 
 /// A limit bite is logged at most once per this many milliseconds per
@@ -194,33 +215,54 @@ pub fn now_ms() -> u64 {
     epoch().elapsed().as_millis() as u64
 }
 
+/// Count one bite in `slot`; `Some(bites since the last line)` when this
+/// caller should write the line (at most once per period per slot, and at
+/// once for the first bite).
+fn bite_to_log(slot: usize) -> Option<u64> {
+    BITES.unlogged[slot].fetch_add(1, Ordering::Relaxed);
+    // Offset by one period so the very first bite is logged at once.
+    let now = now_ms() + BITE_LOG_EVERY_MS;
+    let last = BITES.last_log_ms[slot].load(Ordering::Relaxed);
+    if now.saturating_sub(last) < BITE_LOG_EVERY_MS {
+        return None;
+    }
+    // One thread wins the right to log this period.
+    BITES.last_log_ms[slot]
+        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+        .ok()?;
+    Some(BITES.unlogged[slot].swap(0, Ordering::Relaxed).max(1))
+}
+
 /// Count one refusal by `limit` and log it, rate-limited. Refusals are rare
 /// next to deliveries, so shared atomics are fine here.
 pub fn note_refusal(limit: Limit) {
     let i = limit.index();
     BITES.refused_total[i].fetch_add(1, Ordering::Relaxed);
-    BITES.unlogged[i].fetch_add(1, Ordering::Relaxed);
-    // Offset by one period so the very first bite is logged at once.
-    let now = now_ms() + BITE_LOG_EVERY_MS;
-    let last = BITES.last_log_ms[i].load(Ordering::Relaxed);
-    if now.saturating_sub(last) < BITE_LOG_EVERY_MS {
-        return;
+    if let Some(count) = bite_to_log(i) {
+        crate::warn!(
+            "limit refused requests",
+            limit = limit.name(),
+            status = limit.status(),
+            count = count,
+            period_s = BITE_LOG_EVERY_MS / 1000
+        );
     }
-    // One thread wins the right to log this period.
-    if BITES.last_log_ms[i]
-        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-        .is_err()
-    {
-        return;
+}
+
+/// Log a slow client's drop, rate-limited like refusals.
+pub fn note_drop(drop: SlowDrop) {
+    let (slot, reason) = match drop {
+        SlowDrop::QueueBytes => (Limit::ALL.len(), "queue_bytes"),
+        SlowDrop::QueueAge => (Limit::ALL.len() + 1, "queue_age"),
+    };
+    if let Some(count) = bite_to_log(slot) {
+        crate::warn!(
+            "slow clients dropped",
+            reason = reason,
+            count = count,
+            period_s = BITE_LOG_EVERY_MS / 1000
+        );
     }
-    let count = BITES.unlogged[i].swap(0, Ordering::Relaxed).max(1);
-    crate::warn!(
-        "limit refused requests",
-        limit = limit.name(),
-        status = limit.status(),
-        count = count,
-        period_s = BITE_LOG_EVERY_MS / 1000
-    );
 }
 
 /// Refusals by `limit` since start.
@@ -360,7 +402,7 @@ mod tests {
         assert_eq!(Limit::from_status(400), Limit::Malformed);
         for l in Limit::ALL {
             // Statuses with one limit map back to it.
-            if ![400, 429, 503].contains(&l.status()) {
+            if ![400, 413, 429, 503].contains(&l.status()) {
                 assert_eq!(Limit::from_status(l.status()), l, "{l:?}");
             }
         }

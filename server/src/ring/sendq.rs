@@ -30,6 +30,10 @@ pub struct SendQueue {
     bytes: u32,
     /// Bytes handed to the kernel by the send in flight; 0 = none in flight.
     in_flight: u32,
+    /// Bytes of a resume replay still queued: a resuming client is behind by
+    /// its replay on purpose, so those bytes do not count against the
+    /// slow-client budget ([`Self::budget_bytes`]). Always ≤ `bytes`.
+    exempt: u32,
 }
 
 impl SendQueue {
@@ -39,6 +43,7 @@ impl SendQueue {
             offset: 0,
             bytes: 0,
             in_flight: 0,
+            exempt: 0,
         }
     }
 
@@ -56,6 +61,21 @@ impl SendQueue {
             queued_tick: now_tick,
         });
         self.bytes
+    }
+
+    /// Append a frame of a resume replay: queued like any other, but not
+    /// counted by [`Self::budget_bytes`] until it is sent.
+    pub fn push_exempt(&mut self, frame: Frame, now_tick: u32) -> u32 {
+        let before = self.bytes;
+        let after = self.push(frame, now_tick);
+        self.exempt = self.exempt.saturating_add(after - before);
+        after
+    }
+
+    /// Bytes queued that count against the slow-client budget: everything
+    /// but a replay not yet sent.
+    pub fn budget_bytes(&self) -> u32 {
+        self.bytes - self.exempt
     }
 
     pub fn is_empty(&self) -> bool {
@@ -121,6 +141,10 @@ impl SendQueue {
         );
         self.in_flight = 0;
         self.bytes -= sent;
+        // Frames go out in order and the replay was queued right after the
+        // stream head, so sent bytes pay the exemption off first (early by
+        // at most the head: the budget errs on the strict side).
+        self.exempt = self.exempt.saturating_sub(sent).min(self.bytes);
         let mut left = sent as usize;
         let mut finished = 0;
         while left > 0 {
@@ -250,6 +274,29 @@ mod tests {
         q.push(frame("abc"), 0);
         q.start(3);
         q.start(3);
+    }
+
+    #[test]
+    fn a_replay_is_exempt_from_the_budget_until_sent() {
+        let mut q = SendQueue::new();
+        q.push(frame("head;"), 0);
+        q.push_exempt(frame("replay-1;"), 0);
+        q.push_exempt(frame("replay-2;"), 0);
+        assert_eq!(q.bytes_queued(), 23);
+        assert_eq!(q.budget_bytes(), 5);
+        q.push(frame("live;"), 0);
+        assert_eq!(q.budget_bytes(), 10);
+        q.start(14);
+        q.complete(14);
+        assert_eq!(q.bytes_queued(), 14);
+        assert_eq!(
+            q.budget_bytes(),
+            14 - 4,
+            "the head paid off part of the exemption"
+        );
+        q.start(14);
+        q.complete(14);
+        assert_eq!((q.bytes_queued(), q.budget_bytes()), (0, 0));
     }
 
     #[test]

@@ -26,9 +26,11 @@ impl Worker {
                 // subscribed, and its replay (or notice) accounted for it.
                 continue;
             }
-            let queued = conn.sendq.push(frame.clone(), now);
+            conn.sendq.push(frame.clone(), now);
             self.stats.deliveries += 1;
-            if queued > self.queue_bytes_max {
+            // A resume replay still queued does not count: the client is
+            // behind by it on purpose.
+            if conn.sendq.budget_bytes() > self.queue_bytes_max {
                 self.to_close.push((key, CloseReason::SlowQueueBytes));
             } else if !conn.has(flag::DIRTY) {
                 conn.set(flag::DIRTY);

@@ -195,13 +195,14 @@ impl Worker {
         // A stream never reads another request: free the buffer now.
         conn.read_buf = Vec::new();
         conn.sendq.push(preamble, now);
-        for frame in &replay.frames {
-            conn.sendq.push(frame.clone(), now);
-        }
-        // The replay is bounded by half the queue budget (HubLimits), so it
-        // fits beside the head and the live events arriving while it drains.
+        // The replay is exempt from the slow-client budget until sent (a
+        // client dropped for being over it must be able to catch up in one
+        // replay); live events arriving while it drains count as usual.
         // Answers to requests pipelined before this one may still be queued
-        // (a client's choice): then the budget applies as for any stream.
+        // (a client's choice): the budget applies to them as for any stream.
+        for frame in &replay.frames {
+            conn.sendq.push_exempt(frame.clone(), now);
+        }
         metrics::add(&COUNTERS.streams_opened_total, 1);
         if !matches!(resume, ResumePoint::Live) {
             metrics::add(&COUNTERS.streams_resumed_total, 1);

@@ -128,9 +128,12 @@ impl Response {
         if e.status == 503 {
             r.retry_after_s = Some(1);
         }
-        if e.status == 400 && e.field == Some("topic") {
-            r.limit = Some(Limit::TopicName);
-        }
+        r.limit = match (e.status, e.field) {
+            (400, Some("topic")) => Some(Limit::TopicName),
+            (503, Some("topic")) => Some(Limit::TopicsMax),
+            (413, _) => Some(Limit::PublishBatch),
+            _ => None,
+        };
         r
     }
 
