@@ -9,6 +9,7 @@
 //! waiting. Every SQE made in a turn goes to the kernel in the next turn's
 //! enters: that is how broadcasts go out in batches.
 
+mod abort;
 mod fanout;
 mod requests;
 mod route;
@@ -460,6 +461,10 @@ impl Worker {
             OpKind::Recv => self.on_recv(ring, token, result, flags),
             OpKind::Send => self.on_send(token, result),
             OpKind::Cancel | OpKind::Close => self.on_conn_op_done(token),
+            OpKind::Linger => {
+                abort::on_done(self.id, result);
+                self.on_conn_op_done(token);
+            }
             OpKind::Wake => self.on_wake(),
             OpKind::Tick => self.on_tick(),
             OpKind::AcceptCancel => {
@@ -782,7 +787,12 @@ impl Worker {
         // user_data, a hash lookup; cancelling by file would scan every
         // pending request of the ring, quadratic when thousands close at
         // once (shutdown). Hard-linked so the close runs whatever they find.
-        let mut entries = Vec::with_capacity(3);
+        // A dropped slow client is closed abortively (RST): see `abort`.
+        let mut entries = Vec::with_capacity(4);
+        if abort::wanted(reason) {
+            let ud = Token::new(OpKind::Linger, key, generation).pack();
+            entries.push(abort::entry(fixed, ud));
+        }
         for (armed, kind) in [(recv_armed, OpKind::Recv), (sending, OpKind::Send)] {
             if armed {
                 let target = Token::new(kind, key, generation).pack();

@@ -26,10 +26,12 @@ pub enum OpKind {
     Tick = 7,
     /// Cancel of the accept SQEs at shutdown.
     AcceptCancel = 8,
+    /// `SO_LINGER {1, 0}` set on a slow client's socket before its close.
+    Linger = 9,
 }
 
 impl OpKind {
-    const ALL: [OpKind; 8] = [
+    const ALL: [OpKind; 9] = [
         OpKind::Accept,
         OpKind::Recv,
         OpKind::Send,
@@ -38,6 +40,7 @@ impl OpKind {
         OpKind::Wake,
         OpKind::Tick,
         OpKind::AcceptCancel,
+        OpKind::Linger,
     ];
 
     fn from_u8(value: u8) -> Option<OpKind> {
