@@ -73,6 +73,9 @@ pub struct SlowReport {
 pub struct ResumeReport {
     pub enabled: bool,
     pub reconnects: u64,
+    /// Of `reconnects`, those made after the final read (drops seen only
+    /// then, or held back by it), checked within the drain deadline.
+    pub after_final_read: u64,
     pub resumed_subscribers: u64,
     pub resumed_exactly_once: u64,
     /// Every resumed subscriber got every accepted event exactly once.
@@ -305,6 +308,7 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
         resume: ResumeReport {
             enabled: cfg.reconnect,
             reconnects: st.reconnects,
+            after_final_read: st.catchup_reconnects,
             resumed_subscribers: st.resumed_subscribers,
             resumed_exactly_once: st.resumed_exactly_once,
             all_exactly_once: st.resumed_exactly_once == st.resumed_subscribers,
@@ -446,8 +450,9 @@ pub fn summary(r: &Report) -> String {
     }
     if r.resume.enabled {
         s += &format!(
-            "resume       {} reconnects; {} of {} resumed subscribers got every event exactly once (loss {}, duplicates {})\n",
+            "resume       {} reconnects ({} after the final read); {} of {} resumed subscribers got every event exactly once (loss {}, duplicates {})\n",
             r.resume.reconnects,
+            r.resume.after_final_read,
             r.resume.resumed_exactly_once,
             r.resume.resumed_subscribers,
             r.resume.loss,

@@ -125,6 +125,19 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
         }
     }
 
+    // Catch-up: dropped slow subscribers that have not resumed yet (their
+    // drop was seen only by the final read, or their reconnect fell in the
+    // verdict) reconnect with Last-Event-ID; wait, up to the drain deadline,
+    // until each has every accepted event.
+    if cfg.slow_fraction > 0.0 && cfg.reconnect {
+        shared.set(&shared.catchup);
+        let deadline = Instant::now() + cfg.drain;
+        while !shared.all_caught_up() && Instant::now() < deadline && !interrupted() {
+            progress.tick("catch-up");
+            std::thread::sleep(POLL);
+        }
+    }
+
     let stats = stop(&shared, handles)?;
     progress.finish();
     let times = RunTimes {

@@ -45,6 +45,10 @@ pub struct Shared {
     pub publish_done: AtomicBool,
     /// Drain over: stalled subscribers read once more to learn whether the server closed them.
     pub verdict: AtomicBool,
+    /// Verdict over, `--reconnect`: dropped slow subscribers that have not
+    /// resumed (drops seen only by the final read, reconnects the verdict
+    /// held back) reconnect now and catch up from history.
+    pub catchup: AtomicBool,
     /// Everything over: subscriber threads return their stats.
     pub stop: AtomicBool,
 
@@ -67,6 +71,9 @@ pub struct Shared {
     pub verdict_acks: AtomicU64,
     /// Each subscriber thread's fast p99 so far, µs (progress line).
     pub p99_us: Vec<AtomicU64>,
+    /// Per subscriber thread: dropped subscribers still catching up;
+    /// [`NOT_STARTED`] until the thread has started its catch-up.
+    pub catchup_left: Vec<AtomicU64>,
 }
 
 impl Shared {
@@ -77,6 +84,7 @@ impl Shared {
             publish_start_ns: AtomicU64::new(NOT_STARTED),
             publish_done: AtomicBool::new(false),
             verdict: AtomicBool::new(false),
+            catchup: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             resolved: AtomicU64::new(0),
             streaming: AtomicU64::new(0),
@@ -88,6 +96,7 @@ impl Shared {
             verdicts_pending: AtomicU64::new(0),
             verdict_acks: AtomicU64::new(0),
             p99_us: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+            catchup_left: (0..threads).map(|_| AtomicU64::new(NOT_STARTED)).collect(),
         }
     }
 
@@ -101,6 +110,14 @@ impl Shared {
 
     pub fn set(&self, f: &AtomicBool) {
         f.store(true, Ordering::Release);
+    }
+
+    /// Whether every subscriber thread has started its catch-up and has no
+    /// dropped subscriber left behind.
+    pub fn all_caught_up(&self) -> bool {
+        self.catchup_left
+            .iter()
+            .all(|l| l.load(Ordering::Acquire) == 0)
     }
 
     /// Whether every live fast subscriber has every accepted event.

@@ -67,6 +67,8 @@ pub struct Stats {
     pub slow_drops_seen_at_end: u64,
 
     pub reconnects: u64,
+    /// Reconnects of dropped slow subscribers started by the catch-up.
+    pub catchup_reconnects: u64,
     pub resumed_subscribers: u64,
     pub resumed_exactly_once: u64,
     pub resumed_loss: u64,
@@ -102,6 +104,7 @@ impl Default for Stats {
             slow_drop_after_us: new_histogram(3),
             slow_drops_seen_at_end: 0,
             reconnects: 0,
+            catchup_reconnects: 0,
             resumed_subscribers: 0,
             resumed_exactly_once: 0,
             resumed_loss: 0,
@@ -177,6 +180,7 @@ impl Stats {
         self.slow_deliveries_received += o.slow_deliveries_received;
         self.slow_drops_seen_at_end += o.slow_drops_seen_at_end;
         self.reconnects += o.reconnects;
+        self.catchup_reconnects += o.catchup_reconnects;
         self.resumed_subscribers += o.resumed_subscribers;
         self.resumed_exactly_once += o.resumed_exactly_once;
         self.resumed_loss += o.resumed_loss;

@@ -488,6 +488,41 @@ fn a_close_behind_unread_data_is_found_by_the_verdict_read() {
 }
 
 #[test]
+fn a_drop_seen_only_by_the_final_read_is_resumed_after_it() {
+    let srv = FakeServer::start(Faults {
+        drop_blocked_after: Some(Duration::from_millis(100)),
+        drop_gracefully: true,
+        ..Faults::default()
+    });
+    let args = [
+        "--subscribers",
+        "20",
+        "--rate",
+        "200",
+        "--duration-s",
+        "1",
+        "--payload-bytes",
+        "4096",
+        "--slow-fraction",
+        "0.1",
+        "--slow-mode",
+        "stall",
+        "--reconnect",
+    ];
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(n(r, "slow_clients_dropped"), 2, "{r:#}");
+    assert_eq!(n(r, "slow.drops_seen_at_end"), 2, "{r:#}");
+    assert_eq!(n(r, "resume.after_final_read"), 2, "{r:#}");
+    assert_eq!(n(r, "resume.reconnects"), 2, "{r:#}");
+    assert_eq!(n(r, "resume.resumed_subscribers"), 2, "{r:#}");
+    assert_eq!(n(r, "resume.resumed_exactly_once"), 2, "{r:#}");
+    assert_eq!(n(r, "resume.loss"), 0, "{r:#}");
+    assert_eq!(n(r, "resume.duplicates"), 0, "{r:#}");
+    assert_eq!(n(r, "loss"), 0);
+}
+
+#[test]
 fn refused_publishes_are_counted_and_fail_the_slo() {
     let srv = FakeServer::start(Faults {
         reject_every: Some(4),

@@ -63,7 +63,7 @@ impl Engine {
     pub(super) fn wants_reconnect(&self, idx: usize) -> bool {
         self.cfg.reconnect
             && self.subs[idx].attempts <= RECONNECTS_MAX
-            && !self.shared.flag(&self.shared.verdict)
+            && (!self.shared.flag(&self.shared.verdict) || self.shared.flag(&self.shared.catchup))
             && !self.shared.flag(&self.shared.stop)
     }
 
@@ -134,6 +134,7 @@ impl Engine {
         s.req = None;
         if s.reconnect_wanted && !self.shared.flag(&self.shared.stop) {
             s.reconnect_wanted = false;
+            s.reconnect_queued = true;
             let retry = s
                 .ledger
                 .retry_ms

@@ -13,6 +13,7 @@
 //! never touch the next attempt. At most one I/O op per subscriber is in
 //! flight (connect, then send, then recv or poll), plus cancel/close.
 
+mod catchup;
 mod lifecycle;
 mod ports;
 mod slow;
@@ -137,6 +138,7 @@ struct Engine {
     pending: usize,
     next_tick_ns: u64,
     verdict_started: bool,
+    catchup_started: bool,
     /// Unique deliveries not yet added to the shared counters.
     unflushed_live: u64,
     unflushed_all: u64,
@@ -182,6 +184,7 @@ impl Engine {
             pending: 0,
             next_tick_ns: now,
             verdict_started: false,
+            catchup_started: false,
             unflushed_live: 0,
             unflushed_all: 0,
             cfg,
@@ -203,6 +206,9 @@ impl Engine {
             }
             if !self.verdict_started && self.shared.flag(&self.shared.verdict) {
                 self.start_verdict();
+            }
+            if !self.catchup_started && self.shared.flag(&self.shared.catchup) {
+                self.start_catchup(now);
             }
             self.wait(now)?;
             self.reap();
@@ -300,7 +306,10 @@ impl Engine {
                 break;
             }
             self.reconnects.pop();
-            if self.shared.flag(&self.shared.verdict) {
+            self.subs[idx as usize].reconnect_queued = false;
+            if self.shared.flag(&self.shared.verdict) && !self.shared.flag(&self.shared.catchup) {
+                // Held back while the final read runs; the catch-up
+                // reconnects it if it still misses events.
                 continue;
             }
             self.stats.reconnects += 1;
@@ -413,11 +422,10 @@ impl Engine {
             }
             OP_RECV_ONE => {
                 if res > 0 {
+                    // The verdict read parses too, as a client would: a
+                    // drop it finds is resumed from the last id it parsed.
                     let s = &mut self.subs[idx];
-                    if s.state == State::Verdict {
-                        // Draining what a stalled subscriber never read, only
-                        // to learn whether the server closed it.
-                    } else if let Some(buf) = s.slow_buf.take() {
+                    if let Some(buf) = s.slow_buf.take() {
                         let n = (res as usize).min(buf.len());
                         s.credit = s.credit.saturating_sub(n as u64);
                         let step = feed(
@@ -658,6 +666,10 @@ impl Engine {
         }
         if let SlowMode::Trickle { bytes_per_s } = self.cfg.slow_mode {
             self.give_trickle_credit(bytes_per_s);
+        }
+        if self.catchup_started {
+            let left = self.catchup_left();
+            self.shared.catchup_left[self.thread_idx].store(left, Ordering::Release);
         }
         let p99 = self.stats.fast_latency_us.value_at_quantile(0.99);
         self.shared.p99_us[self.thread_idx].store(p99, Ordering::Relaxed);

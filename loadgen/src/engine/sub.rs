@@ -57,6 +57,8 @@ pub struct Sub {
     /// When a stalled subscriber saw the server's close (ns since epoch).
     pub drop_seen_ns: Option<u64>,
     pub reconnect_wanted: bool,
+    /// In the engine's reconnect queue (closed, waiting for its retry time).
+    pub reconnect_queued: bool,
 }
 
 impl Sub {
@@ -85,6 +87,7 @@ impl Sub {
             dropped: false,
             drop_seen_ns: None,
             reconnect_wanted: false,
+            reconnect_queued: false,
         }
     }
 
