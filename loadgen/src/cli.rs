@@ -24,7 +24,8 @@ pub const PAYLOAD_BYTES_MAX: usize = 1 << 20;
 const RUN_EXAMPLES: &str = "\
 Phases: ramp (connect every subscriber at --connect-rate), publish (open-loop, for
 --duration-s), drain (up to --drain-s for the last deliveries), verdict (slow subscribers
-read once more to learn whether the server closed them).
+read once more to learn whether the server closed them), catch-up (--reconnect: slow
+subscribers whose drop only the verdict saw resume, up to --drain-s).
 Latency = receive time - scheduled send time of the event.
 
 Exit codes: 0 SLOs met (or none set), 1 an SLO missed, 2 usage or connection error.
@@ -168,7 +169,7 @@ pub struct RunArgs {
     #[arg(long = "slow-mode", default_value = "stall")]
     pub slow_mode: String,
 
-    /// A subscriber the server closes reconnects with Last-Event-ID and is checked for exactly-once after resuming.
+    /// A subscriber the server closes reconnects with Last-Event-ID and is checked for exactly-once after resuming (drops seen only by the final read: after it).
     #[arg(long)]
     pub reconnect: bool,
 

@@ -125,7 +125,7 @@ mod tests {
     fn unknown_kinds_are_rejected() {
         assert_eq!(Token::unpack(0), None);
         assert_eq!(Token::unpack(0xff << 56), None);
-        assert_eq!(Token::unpack(9 << 56), None);
+        assert_eq!(Token::unpack(10 << 56), None);
     }
 
     #[test]
