@@ -1,9 +1,9 @@
-//! A slow client dropped over its queue budget learns of the drop at once:
-//! the server closes it abortively (RST), so the client sees the error
-//! without reading the data that was still queued for it. With a graceful
-//! close the FIN would sit behind that data (the client's window is shut)
-//! and a stalled client would never notice. The real binary on loopback;
-//! every wait is bounded.
+//! A slow client dropped over its queue budget (bytes or age) learns of
+//! the drop at once: the server closes it abortively (RST), so the client
+//! sees the error without reading the data still queued for it. With a
+//! graceful close the FIN would sit behind that data (the client's window
+//! is shut) and a stalled client would never notice. The real binary on
+//! loopback; every wait is bounded.
 
 mod support;
 
@@ -22,6 +22,9 @@ const DATA_BYTES: usize = 1000;
 /// How long after the server counted the drop the stalled client may take
 /// to see it: the RST is one loopback packet.
 const SEEN_WITHIN: Duration = Duration::from_secs(2);
+/// Events for the age test: ~200 KiB, past the kernel's buffers for a
+/// stalled client, so frames wait in the server's queue.
+const AGE_EVENTS: u64 = 200;
 
 fn publish(server: &Server, seq: u64) {
     let body = format!("topic=s&data={seq}-{}", "x".repeat(DATA_BYTES));
@@ -37,10 +40,12 @@ fn publish(server: &Server, seq: u64) {
     assert!(answer.contains("\"id\""), "publish answer cut: {answer}");
 }
 
-fn dropped_by_bytes(server: &Server) -> u64 {
+/// `stentor_slow_clients_dropped_total{reason}` (`queue_bytes` / `queue_age`).
+fn dropped(server: &Server, reason: &str) -> u64 {
+    let prefix = format!("stentor_slow_clients_dropped_total{{reason=\"{reason}\"}} ");
     scrape(server.addr)
         .lines()
-        .find_map(|l| l.strip_prefix("stentor_slow_clients_dropped_total{reason=\"queue_bytes\"} "))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
@@ -86,28 +91,15 @@ fn poll_hangup(sock: &TcpStream, within: Duration) -> Option<i16> {
     (n > 0).then_some(pfd.revents)
 }
 
-#[test]
-fn a_dropped_stalled_client_sees_the_reset_without_reading() {
-    let server = Server::start(&[
-        "--workers",
-        "1",
-        "--queue-bytes-max",
-        "16384",
-        "--heartbeat-ms",
-        "3600000",
-    ]);
-    let mut slow = open_stalled(&server);
-    let mut seq = 0;
-    while dropped_by_bytes(&server) == 0 {
-        assert!(seq < EVENTS_MAX, "not dropped after {seq} events");
-        publish(&server, seq);
-        seq += 1;
-    }
+/// After the drop counter moved: the stalled client sees HUP/ERR without
+/// reading, then its buffered bytes and `ECONNRESET`. Returns how long the
+/// hang-up took to show, ms.
+fn assert_reset_seen(mut slow: TcpStream) -> u128 {
     let dropped_at = Instant::now();
     let revents = poll_hangup(&slow, SEEN_WITHIN).unwrap_or_else(|| {
         panic!("the drop was not visible to a stalled client within {SEEN_WITHIN:?}")
     });
-    let seen_after = dropped_at.elapsed();
+    let seen_after_ms = dropped_at.elapsed().as_millis();
     assert!(
         revents & (libc::POLLHUP | libc::POLLERR) != 0,
         "revents {revents:#x}: a FIN queued behind data, not a reset"
@@ -129,8 +121,51 @@ fn a_dropped_stalled_client_sees_the_reset_without_reading() {
         Some(std::io::ErrorKind::ConnectionReset),
         "expected a reset after {read_bytes} bytes"
     );
-    eprintln!(
-        "events={seq} drop_seen_after_ms={} bytes_left_in_client_buffer={read_bytes}",
-        seen_after.as_millis()
-    );
+    seen_after_ms
+}
+
+#[test]
+fn a_stalled_client_dropped_by_bytes_sees_the_reset_without_reading() {
+    let server = Server::start(&[
+        "--workers",
+        "1",
+        "--queue-bytes-max",
+        "16384",
+        "--heartbeat-ms",
+        "3600000",
+    ]);
+    let slow = open_stalled(&server);
+    let mut seq = 0;
+    while dropped(&server, "queue_bytes") == 0 {
+        assert!(seq < EVENTS_MAX, "not dropped after {seq} events");
+        publish(&server, seq);
+        seq += 1;
+    }
+    let seen_after_ms = assert_reset_seen(slow);
+    eprintln!("events={seq} drop_seen_after_ms={seen_after_ms}");
+}
+
+#[test]
+fn a_stalled_client_dropped_by_age_sees_the_reset_without_reading() {
+    let server = Server::start(&[
+        "--workers",
+        "1",
+        "--queue-age-ms-max",
+        "300",
+        "--heartbeat-ms",
+        "3600000",
+    ]);
+    let slow = open_stalled(&server);
+    // Enough to fill the kernel's buffers and leave frames queued; then the
+    // oldest ages past 300 ms and the sweep (every 500 ms) drops it.
+    for seq in 0..AGE_EVENTS {
+        publish(&server, seq);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dropped(&server, "queue_age") == 0 {
+        assert!(Instant::now() < deadline, "never dropped by age");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen_after_ms = assert_reset_seen(slow);
+    eprintln!("drop_seen_after_ms={seen_after_ms}");
 }
