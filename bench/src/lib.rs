@@ -9,6 +9,7 @@
 //!
 //! `docs/benchmarks.md` says how to run, read and update all of it.
 
+pub mod ceiling;
 pub mod gate;
 pub mod ratios;
 pub mod workloads;
