@@ -98,7 +98,12 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+fn set_int_opt(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: an int option, its size passed alongside.
     check(unsafe {
         libc::setsockopt(
@@ -151,13 +156,17 @@ pub fn source_of(i: u32, salt: u8) -> SocketAddrV4 {
 /// taken) to `server`; the socket is returned non-blocking.
 pub fn connect_from(source: SocketAddrV4, server: SocketAddrV4) -> io::Result<OwnedFd> {
     // SAFETY: socket() returns a new descriptor we wrap at once.
-    let raw = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    let raw =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     set_int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     let mut bound = false;
     let mut last_error = None;
     for attempt in 0..BIND_ATTEMPTS_MAX {
-        let port = source.port().wrapping_add((attempt * 7919) as u16).max(1024);
+        let port = source
+            .port()
+            .wrapping_add((attempt * 7919) as u16)
+            .max(1024);
         let local = sockaddr_in(SocketAddrV4::new(*source.ip(), port));
         // SAFETY: a sockaddr_in and its size.
         let ret = unsafe {
@@ -277,7 +286,9 @@ impl Receiver {
                 events: libc::EPOLLIN as u32,
                 u64: fd.as_raw_fd() as u64,
             };
-            check(unsafe { libc::epoll_ctl(raw, libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut event) })?;
+            check(unsafe {
+                libc::epoll_ctl(raw, libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut event)
+            })?;
         }
         Ok(Receiver {
             epoll,
@@ -316,7 +327,14 @@ impl Receiver {
             let fd = self.events[i].u64 as RawFd;
             for _ in 0..READS_PER_WAKEUP_MAX {
                 // SAFETY: our buffer and its length.
-                let n = unsafe { libc::recv(fd, self.buf.as_mut_ptr().cast(), self.buf.len(), libc::MSG_DONTWAIT) };
+                let n = unsafe {
+                    libc::recv(
+                        fd,
+                        self.buf.as_mut_ptr().cast(),
+                        self.buf.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
                 if n > 0 {
                     self.bytes += n as u64;
                     if (n as usize) < self.buf.len() {
@@ -327,7 +345,12 @@ impl Receiver {
                         self.eofs += 1;
                         // Stop watching it: a closed peer stays readable forever.
                         unsafe {
-                            libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut());
+                            libc::epoll_ctl(
+                                self.epoll.as_raw_fd(),
+                                libc::EPOLL_CTL_DEL,
+                                fd,
+                                std::ptr::null_mut(),
+                            );
                         }
                     }
                     break;
@@ -346,7 +369,10 @@ mod tests {
     #[test]
     fn source_addresses_spread_over_hosts_and_ports() {
         let a = source_of(0, 9);
-        assert_eq!(a, SocketAddrV4::new(Ipv4Addr::new(127, 77, 9, 1), SOURCE_PORT_FIRST));
+        assert_eq!(
+            a,
+            SocketAddrV4::new(Ipv4Addr::new(127, 77, 9, 1), SOURCE_PORT_FIRST)
+        );
         let b = source_of(SOURCE_PORTS_PER_ADDR, 9);
         assert_eq!(b.ip(), &Ipv4Addr::new(127, 77, 9, 2));
         assert_eq!(b.port(), SOURCE_PORT_FIRST);
@@ -372,8 +398,15 @@ mod tests {
             senders.push(stream);
         }
         let fds: Vec<RawFd> = senders.iter().map(|s| s.as_raw_fd()).collect();
-        let tally = send_loop(&fds, &[b'x'; 100], Instant::now() + Duration::from_millis(20));
-        assert!(tally.sends >= pairs as u64 && tally.rounds >= 1, "{tally:?}");
+        let tally = send_loop(
+            &fds,
+            &[b'x'; 100],
+            Instant::now() + Duration::from_millis(20),
+        );
+        assert!(
+            tally.sends >= pairs as u64 && tally.rounds >= 1,
+            "{tally:?}"
+        );
         assert_eq!(tally.errors, 0);
         let mut receiver = Receiver::new(receivers).expect("epoll");
         let deadline = Instant::now() + Duration::from_secs(10);

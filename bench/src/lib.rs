@@ -9,7 +9,9 @@
 //!
 //! `docs/benchmarks.md` says how to run, read and update all of it.
 
+pub mod capacity;
 pub mod ceiling;
 pub mod gate;
 pub mod ratios;
+pub mod svg;
 pub mod workloads;

@@ -136,7 +136,9 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         return Err(format!("--seconds must be in (0, {SECONDS_MAX}]"));
     }
     if !(1..=SENDER_THREADS_MAX).contains(&options.sender_threads) {
-        return Err(format!("--sender-threads must be in 1..={SENDER_THREADS_MAX}"));
+        return Err(format!(
+            "--sender-threads must be in 1..={SENDER_THREADS_MAX}"
+        ));
     }
     Ok(options)
 }
@@ -171,7 +173,10 @@ fn run(options: &Options) -> Result<serde_json::Value, String> {
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("listener: {e}"))?;
-    let server = match listener.local_addr().map_err(|e| format!("local_addr: {e}"))? {
+    let server = match listener
+        .local_addr()
+        .map_err(|e| format!("local_addr: {e}"))?
+    {
         SocketAddr::V4(addr) => addr,
         SocketAddr::V6(addr) => return Err(format!("expected an IPv4 listener, got {addr}")),
     };
@@ -180,7 +185,12 @@ fn run(options: &Options) -> Result<serde_json::Value, String> {
     let salt = (std::process::id() % 250) as u8;
     let child = Command::new(exe)
         .args(["receive", "--connect", &server.to_string()])
-        .args(["--pairs", &options.pairs.to_string(), "--salt", &salt.to_string()])
+        .args([
+            "--pairs",
+            &options.pairs.to_string(),
+            "--salt",
+            &salt.to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -393,7 +403,9 @@ fn receive_main(args: &[String]) -> Result<(), String> {
         phase_writer.store(PHASE_STOP, Ordering::Release);
     });
     println!("ready {}", receiver.sockets());
-    std::io::stdout().flush().map_err(|e| format!("stdout: {e}"))?;
+    std::io::stdout()
+        .flush()
+        .map_err(|e| format!("stdout: {e}"))?;
 
     let mut cpu_start = None;
     loop {
@@ -404,12 +416,18 @@ fn receive_main(args: &[String]) -> Result<(), String> {
         if now_phase == PHASE_STOP {
             break;
         }
-        receiver.poll(POLL_INTERVAL).map_err(|e| format!("epoll_wait: {e}"))?;
+        receiver
+            .poll(POLL_INTERVAL)
+            .map_err(|e| format!("epoll_wait: {e}"))?;
     }
     // Drain what is still in flight, then report.
     let drain_end = Instant::now() + DRAIN_DEADLINE;
     while Instant::now() < drain_end {
-        if receiver.poll(DRAIN_QUIET).map_err(|e| format!("epoll_wait: {e}"))? == 0 {
+        if receiver
+            .poll(DRAIN_QUIET)
+            .map_err(|e| format!("epoll_wait: {e}"))?
+            == 0
+        {
             break;
         }
     }
@@ -418,6 +436,8 @@ fn receive_main(args: &[String]) -> Result<(), String> {
         "{}",
         json!({"bytes": receiver.bytes, "cpu_s": cpu_s, "eofs": receiver.eofs})
     );
-    std::io::stdout().flush().map_err(|e| format!("stdout: {e}"))?;
+    std::io::stdout()
+        .flush()
+        .map_err(|e| format!("stdout: {e}"))?;
     Ok(())
 }
