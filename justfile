@@ -12,9 +12,9 @@ test:
 ci:
     bash .ci/run
 
-# Criterion micro-benches of the hot path (wire encode/parse).
-bench-micro:
-    cargo bench -p stentor-bench --bench wire
+# Criterion micro-benches of the hot path (wire encode/parse, fan-out, send queue, tokens, history, replay).
+bench-micro *ARGS:
+    cargo bench -p stentor-bench --bench wire --bench dataplane {{ARGS}}
 
 # CI regression gate: callgrind instruction counts vs bench/baselines/callgrind.tsv (--update rewrites it on purpose; docs/benchmarks.md).
 bench-gate *ARGS:
