@@ -418,7 +418,8 @@ fn machine_lines(report: &Report) -> Vec<String> {
 }
 
 const READING: &str = "Each row of the first table is the highest event rate (to every subscriber) that met the SLO \
-in this sweep, so the node's real capacity lies between it and the first rate that missed. \
+in this sweep, so the node's real capacity lies between it and the first rate that missed (`–`: none missed, rerun with higher \
+`--rates`). \
 `share of ceiling` divides stentor's deliveries/s by what a bare loop of one `send()` per event reaches over the same \
 number of loopback sockets on this machine (`stentor-ceiling`); it can exceed 100% because stentor coalesces \
 several events into one send under load. `CPU/delivery ÷ ceiling CPU/send` below 1 means a delivery costs the server \

@@ -31,9 +31,11 @@ const MARGIN_RIGHT: f64 = 180.0;
 const MARGIN_TOP: f64 = 36.0;
 const MARGIN_BOTTOM: f64 = 52.0;
 const TICKS: usize = 5;
-/// Colour-blind-safe palette (Okabe–Ito), cycled.
-const COLOURS: [&str; 7] = [
-    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
+/// Colour-blind-safe palette (Okabe–Ito, then Tol's muted), cycled: the
+/// full sweep draws 8 latency lines (4 subscriber counts × 2 payloads).
+const COLOURS: [&str; 10] = [
+    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#882255",
+    "#44AA99", "#999933",
 ];
 
 struct Axis {

@@ -39,7 +39,7 @@ Full sweep: a few minutes; --quick: about one minute. See docs/capacity-planning
 /// The full sweep: subscriber counts a 2-core box with a 20000-descriptor
 /// cap can still compare with its ceiling (one process holds ≤ 19,900 pairs).
 const FULL_SUBSCRIBERS: &[u32] = &[1000, 5000, 10_000, 19_000];
-const FULL_RATES: &[f64] = &[10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+const FULL_RATES: &[f64] = &[10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0];
 const FULL_PAYLOADS: &[u32] = &[128, 1024];
 const FULL_DURATION_S: f64 = 5.0;
 const FULL_CEILING_S: f64 = 4.0;
@@ -417,15 +417,26 @@ impl Sampler {
     }
 
     fn finish(mut self) -> (u64, Option<u64>) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        self.halt();
         let connected = self.connected_kib.load(Ordering::Relaxed);
         (
             self.peak_kib.load(Ordering::Relaxed),
             (connected > 0).then_some(connected),
         )
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Sampler {
+    /// An error path that never calls `finish` still stops the thread.
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
