@@ -43,7 +43,8 @@ pub struct Run {
     pub server_deliveries: u64,
     pub events_per_send: f64,
     pub rss_before_kib: u64,
-    /// VmRSS once every subscriber was connected.
+    /// Lowest VmRSS seen while every subscriber was connected (settled
+    /// after the connection burst).
     pub rss_connected_kib: Option<u64>,
     pub rss_peak_kib: u64,
     /// loadgen's exit code: 0 SLO met, 1 missed, 2 could not run.
@@ -426,8 +427,9 @@ several events into one send under load. `CPU/delivery ÷ ceiling CPU/send` belo
 less than one plain `send()` per event. The load generator runs on the same machine and competes for the same cores: \
 read warnings before trusting a latency. See docs/capacity-planning.md.";
 
-const MEMORY_READING: &str = "RSS is the server's VmRSS before the first subscriber and once all were connected \
-(events were already flowing at the run's lowest rate). The growth includes memory the node touches once, whatever \
+const MEMORY_READING: &str = "RSS is the server's VmRSS before the first subscriber, and the lowest VmRSS seen \
+(sampled every 100 ms) while all were connected, during the run at the lowest rate: the allocator holds the \
+connection burst's transient memory for a second or two, so a single sample right after the burst reads high. The growth includes memory the node touches once, whatever \
 the count (rings, provided buffers, send-message pool), spread over the subscribers: small counts look expensive. \
 The marginal column, the growth between two subscriber counts, is what one more subscriber costs.";
 
