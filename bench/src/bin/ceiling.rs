@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! stentor-ceiling [--pairs N] [--bytes B] [--coalesce E] [--seconds S]
-//!                 [--sender-threads T] [--json]
+//!                 [--sender-threads T] [--processes P] [--json]
 //! ```
 //!
 //! Opens N loopback TCP pairs, then for S seconds sends, on every pair in
@@ -15,7 +15,9 @@
 //!
 //! The receiving side runs in a child process (`stentor-ceiling receive`,
 //! internal) so each process holds N descriptors, not 2N, under the
-//! per-process cap. Every phase has a deadline; the child is killed by its
+//! per-process cap. Beyond one process's limit (19,900 pairs here) the run
+//! spreads over P copies of itself, each with its own receiver, which start
+//! sending together and whose figures are added up. Every phase has a deadline; the child is killed by its
 //! PID if it does not finish.
 
 use std::io::{BufRead, BufReader, Write};
@@ -31,10 +33,12 @@ use stentor_bench::ceiling::{self, SendTally};
 
 const USAGE: &str = "\
 usage: stentor-ceiling [--pairs N] [--bytes B] [--coalesce E] [--seconds S]
-                       [--sender-threads T] [--json]
+                       [--sender-threads T] [--processes P] [--json]
   N loopback TCP pairs (default 1000, at most the descriptor limit - 100),
   one send() of E events x B bytes per pair per pass (default 1 x 128),
-  for S seconds (default 5), from T sender threads (default 1).
+  for S seconds (default 5), from T sender threads (default 1) in each of
+  P sending processes (default: as many as the descriptor limit needs, each
+  process and its receiver hold at most the limit - 100 pairs).
   --json prints one JSON object instead of the summary.";
 
 /// Longest run accepted (a typo must not hold the machine for an hour).
@@ -42,6 +46,8 @@ const SECONDS_MAX: f64 = 600.0;
 const COALESCE_MAX: u32 = 1024;
 const BYTES_MAX: u32 = 1 << 20;
 const SENDER_THREADS_MAX: usize = 64;
+/// Sending processes one run may spread over (each holds ≤ nofile − 100 pairs).
+const PROCESSES_MAX: usize = 64;
 /// Time the child gets to connect every pair.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(120);
 /// Time the child gets to drain and report after `stop`.
@@ -57,6 +63,11 @@ struct Options {
     seconds: f64,
     sender_threads: usize,
     json: bool,
+    /// Sending processes; 0 = as many as the descriptor limit requires.
+    processes: usize,
+    /// Internal (a spread run's child): report `ready` after connecting and
+    /// wait for `go` on stdin before sending, so all children send together.
+    wait_go: bool,
 }
 
 fn main() -> ExitCode {
@@ -101,11 +112,17 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         seconds: 5.0,
         sender_threads: 1,
         json: false,
+        processes: 0,
+        wait_go: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         if flag == "--json" {
             options.json = true;
+            continue;
+        }
+        if flag == "--wait-go" {
+            options.wait_go = true;
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -120,6 +137,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                     .map_err(|_| format!("{flag}: not a number: {value:?}"))?
             }
             "--sender-threads" => options.sender_threads = value.parse().map_err(bad)?,
+            "--processes" => options.processes = value.parse().map_err(bad)?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -140,6 +158,9 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--sender-threads must be in 1..={SENDER_THREADS_MAX}"
         ));
     }
+    if options.processes > PROCESSES_MAX {
+        return Err(format!("--processes must be in 0..={PROCESSES_MAX}"));
+    }
     Ok(options)
 }
 
@@ -159,6 +180,14 @@ impl Drop for ChildGuard {
 fn run(options: &Options) -> Result<serde_json::Value, String> {
     let nofile = ceiling::raise_nofile();
     let pairs_max = ceiling::pairs_max(nofile);
+    let processes = match options.processes {
+        0 => usize::try_from(u64::from(options.pairs).div_ceil(pairs_max.max(1)))
+            .unwrap_or(usize::MAX),
+        p => p,
+    };
+    if processes > 1 && !options.wait_go {
+        return run_spread(options, processes);
+    }
     if u64::from(options.pairs) > pairs_max {
         return Err(format!(
             "--pairs {} needs {} descriptors in each process; the limit is {nofile} (at most {pairs_max} pairs)",
@@ -236,6 +265,21 @@ fn run(options: &Options) -> Result<serde_json::Value, String> {
         return Err(format!("unexpected line from the receiver: {ready:?}"));
     }
 
+    if options.wait_go {
+        // A spread run's child: everyone connects first, then all send together.
+        println!("ready");
+        std::io::stdout()
+            .flush()
+            .map_err(|e| format!("stdout: {e}"))?;
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("waiting for go: {e}"))?;
+        if line.trim() != "go" {
+            return Err(format!("expected go, got {line:?}"));
+        }
+    }
+
     // The sending phase.
     let message = vec![b'x'; (options.bytes * options.coalesce) as usize];
     let fds: Vec<RawFd> = senders.iter().map(|s| s.as_raw_fd()).collect();
@@ -307,6 +351,108 @@ fn run(options: &Options) -> Result<serde_json::Value, String> {
         "receiver_cpu_s": receiver_cpu_s,
         "cpu_us_per_send": per_send_us(sender_cpu_s),
         "cpu_us_per_send_both_sides": per_send_us(sender_cpu_s + receiver_cpu_s),
+        "machine_cpu_busy": machine_busy,
+    }))
+}
+
+/// More pairs than one process may hold: run `processes` copies of this
+/// tool (each with its own receiving child) on a share of the pairs each,
+/// start their sending phases together, and add their figures up.
+fn run_spread(options: &Options, processes: usize) -> Result<serde_json::Value, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let total = options.pairs as usize;
+    let mut guards = Vec::with_capacity(processes);
+    let mut inputs = Vec::with_capacity(processes);
+    let mut outputs = Vec::with_capacity(processes);
+    for i in 0..processes {
+        let share = total / processes + usize::from(i < total % processes);
+        let mut child = Command::new(&exe)
+            .args([
+                "--pairs",
+                &share.to_string(),
+                "--bytes",
+                &options.bytes.to_string(),
+            ])
+            .args(["--coalesce", &options.coalesce.to_string()])
+            .args(["--seconds", &options.seconds.to_string()])
+            .args(["--sender-threads", &options.sender_threads.to_string()])
+            .args(["--processes", "1", "--json", "--wait-go"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawning sender process {i}: {e}"))?;
+        inputs.push(child.stdin.take().ok_or("sender has no stdin")?);
+        outputs.push(spawn_line_reader(
+            child.stdout.take().ok_or("sender has no stdout")?,
+        ));
+        guards.push(ChildGuard(Some(child)));
+    }
+    for (i, lines) in outputs.iter().enumerate() {
+        let line = lines
+            .recv_timeout(CONNECT_DEADLINE + Duration::from_secs(10))
+            .map_err(|_| format!("sender process {i} did not report ready"))?;
+        if line != "ready" {
+            return Err(format!("sender process {i}: unexpected {line:?}"));
+        }
+    }
+    let jiffies_before = ceiling::machine_jiffies();
+    for input in &mut inputs {
+        tell(input, "go")?;
+    }
+    let mut parts = Vec::with_capacity(processes);
+    let wait = Duration::from_secs_f64(options.seconds) + DRAIN_DEADLINE + Duration::from_secs(20);
+    for (i, lines) in outputs.iter().enumerate() {
+        let line = lines
+            .recv_timeout(wait)
+            .map_err(|_| format!("sender process {i} did not report"))?;
+        let part: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| format!("sender process {i} report {line:?}: {e}"))?;
+        parts.push(part);
+    }
+    let machine_busy = ceiling::busy_share(jiffies_before, ceiling::machine_jiffies());
+    drop(inputs);
+    for mut guard in guards {
+        if let Some(mut child) = guard.0.take() {
+            let _ = child.wait();
+        }
+    }
+    let sum = |k: &str| {
+        parts
+            .iter()
+            .map(|p| p[k].as_f64().unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    let max = |k: &str| {
+        parts
+            .iter()
+            .map(|p| p[k].as_f64().unwrap_or(0.0))
+            .fold(0.0, f64::max)
+    };
+    let sends = sum("sends");
+    let per_send_us = |cpu: f64| if sends > 0.0 { cpu * 1e6 / sends } else { 0.0 };
+    Ok(json!({
+        "pairs": options.pairs,
+        "processes": processes,
+        "event_bytes": options.bytes,
+        "events_per_send": options.coalesce,
+        "sender_threads": options.sender_threads,
+        "seconds": max("seconds"),
+        "sends": sends as u64,
+        // The processes sent concurrently: their rates add up.
+        "sends_per_s": sum("sends_per_s"),
+        "events_per_s": sum("events_per_s"),
+        "bytes_per_s": sum("bytes_per_s"),
+        "would_block": sum("would_block") as u64,
+        "partial_sends": sum("partial_sends") as u64,
+        "send_errors": sum("send_errors") as u64,
+        "passes": sum("passes") as u64,
+        "bytes_sent": sum("bytes_sent") as u64,
+        "bytes_received": sum("bytes_received") as u64,
+        "sender_cpu_s": sum("sender_cpu_s"),
+        "receiver_cpu_s": sum("receiver_cpu_s"),
+        "cpu_us_per_send": per_send_us(sum("sender_cpu_s")),
+        "cpu_us_per_send_both_sides": per_send_us(sum("sender_cpu_s") + sum("receiver_cpu_s")),
         "machine_cpu_busy": machine_busy,
     }))
 }
