@@ -723,10 +723,14 @@ fn sweep(options: &Options) -> Result<Vec<PathBuf>, String> {
             );
             let c = one_ceiling(&bins, options, subscribers, payload);
             if u64::from(subscribers) > pairs_max {
-                report.notes.push(format!(
+                let note = format!(
                     "the ceiling for {subscribers} subscribers ran in {} sending processes (one holds at most {pairs_max} pairs under its descriptor limit), their rates added: it had more than one sending thread, unlike the smaller counts",
                     u64::from(subscribers).div_ceil(pairs_max.max(1))
-                ));
+                );
+                // Once per subscriber count, not once per payload.
+                if !report.notes.contains(&note) {
+                    report.notes.push(note);
+                }
             }
             report.ceilings.push(c);
         }
