@@ -12,9 +12,9 @@ test:
 ci:
     bash .ci/run
 
-# Criterion micro-benches of the hot path (wire encode/parse).
-bench-micro:
-    cargo bench -p stentor-bench --bench wire
+# Criterion micro-benches of the hot path (wire encode/parse, fan-out, send queue, tokens, history, replay).
+bench-micro *ARGS:
+    cargo bench -p stentor-bench --bench wire --bench dataplane {{ARGS}}
 
 # CI regression gate: callgrind instruction counts vs bench/baselines/callgrind.tsv (--update rewrites it on purpose; docs/benchmarks.md).
 bench-gate *ARGS:
@@ -24,10 +24,19 @@ bench-gate *ARGS:
 bench-ratios *ARGS:
     bash bench/scripts/criterion-ratios {{ARGS}}
 
-# Capacity planning sweep: not built yet, issue 8 adds it.
+# Capacity planning on this machine: stentor + stentor-loadgen sweep vs the machine's send() ceiling,
+# a few minutes (--quick: ~1 minute). Writes target/capacity/report.{md,html,json}; docs/capacity-planning.md.
 bench *ARGS:
-    @echo "just bench: the capacity-planning sweep is added by issue 8 (benchmarks and CI gate); 'just bench-micro' runs the criterion benches" >&2
-    @exit 2
+    cargo build --release --locked -p stentor -p stentor-loadgen -p stentor-bench --bin stentor --bin stentor-loadgen --bin stentor-ceiling --bin stentor-capacity
+    cargo run --release --locked -q -p stentor-bench --bin stentor-capacity -- {{ARGS}}
+
+# The ~1 minute capacity sweep (= just bench --quick).
+bench-quick *ARGS:
+    just bench --quick {{ARGS}}
+
+# The machine's loopback send() ceiling alone, e.g. `just bench-ceiling --pairs 10000 --seconds 5`.
+bench-ceiling *ARGS:
+    cargo run --release --locked -q -p stentor-bench --bin stentor-ceiling -- {{ARGS}}
 
 # A load run against a local stentor: 1000 subscribers, 100 events/s, 10 s.
 load *ARGS:
