@@ -5,23 +5,8 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use stentor::wire::{http, sse};
-
-fn event_of(data_bytes: usize, lines: usize) -> sse::Event {
-    let line_bytes = (data_bytes / lines.max(1)).max(1);
-    let mut data = String::with_capacity(data_bytes + lines);
-    for i in 0..lines {
-        if i > 0 {
-            data.push('\n');
-        }
-        data.extend(std::iter::repeat_n('x', line_bytes));
-    }
-    sse::Event {
-        event: Some("update".into()),
-        id: Some("1234567".into()),
-        data,
-        retry: None,
-    }
-}
+// The same inputs as the callgrind gate's workloads, so both measure one thing.
+use stentor_bench::workloads::{event_of, SUBSCRIBE_HEAD};
 
 fn bench_sse_encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("sse_encode");
@@ -65,15 +50,7 @@ fn bench_http_parse_head(c: &mut Criterion) {
         uri_bytes_max: 4096,
         body_bytes_max: 1 << 20,
     };
-    let subscribe: &[u8] = b"GET /events?topic=news&topic=sport HTTP/1.1\r\n\
-Host: edge.example.com\r\n\
-User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36\r\n\
-Accept: text/event-stream\r\n\
-Cache-Control: no-cache\r\n\
-Last-Event-ID: 41\r\n\
-Origin: https://app.example.com\r\n\
-Accept-Encoding: gzip, deflate, br\r\n\
-Accept-Language: en-GB,en;q=0.9\r\n\r\n";
+    let subscribe = SUBSCRIBE_HEAD;
     let mut group = c.benchmark_group("http_parse_head");
     group.throughput(Throughput::Bytes(subscribe.len() as u64));
     group.bench_function("subscribe", |b| {
