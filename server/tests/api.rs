@@ -808,6 +808,24 @@ fn publish_needs_the_token_when_one_is_set() {
     assert_eq!(ids_of(&a).len(), 1);
 }
 
+/// Without a configured token an `Authorization` header is whatever the
+/// client made up: it must not buy a fresh rate-limit bucket per request.
+#[test]
+fn made_up_tokens_do_not_escape_the_publish_rate_limit() {
+    let server = Server::start(&["--workers", "1", "--publish-rate-per-s-max", "2"]);
+    let body = r#"{"topic":"a","data":"x"}"#;
+    let statuses: Vec<u16> = (0..6)
+        .map(|i| {
+            let auth = format!("Authorization: Bearer made-up-token-number-{i}\r\n");
+            post(&server, "application/json", body, &auth).status
+        })
+        .collect();
+    assert!(
+        statuses.contains(&429),
+        "six publishes at a 2/s limit with made-up tokens: {statuses:?}"
+    );
+}
+
 #[test]
 fn subscribing_needs_the_token_when_one_is_set() {
     let server = Server::start(&["--workers", "1", "--subscribe-token", TOKEN]);

@@ -113,9 +113,15 @@ impl Worker {
             } => {
                 // One bucket per publish token, else per client IP, shared
                 // by every worker; a request (a batch too) spends one token.
-                let rate_key = match head.header("authorization") {
-                    Some(token) => limit::token_key(token.as_bytes()),
-                    None => self.conns[key as usize].peer_key,
+                // Only a configured token names a publisher (routing has
+                // checked it by now): without one, the header is whatever
+                // the client made up and would buy a fresh bucket per request.
+                let rate_key = match (
+                    &self.shared.config.publish_token,
+                    head.header("authorization"),
+                ) {
+                    (Some(_), Some(token)) => limit::token_key(token.as_bytes()),
+                    _ => self.conns[key as usize].peer_key,
                 };
                 if let Verdict::Limited { retry_after_s } = self.shared.publish_rate.check(rate_key)
                 {
