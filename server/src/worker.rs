@@ -279,7 +279,7 @@ impl Worker {
             }
             // With completions still held back by an overflow, do not sleep.
             let want = usize::from(!backlog);
-            match self.rings[0].ring.submit_and_wait(want) {
+            match crate::ring::submit_and_reap(&mut self.rings[0].ring, want) {
                 Ok(_) => enter_errors = 0,
                 Err(e)
                     if matches!(
