@@ -130,6 +130,9 @@ pub struct Delivery {
 pub struct Inbox {
     events: Mutex<Vec<Delivery>>,
     wake: OwnedFd,
+    /// Its worker stopped: nobody drains it, so publishes skip it (else it
+    /// would fill to `INBOX_FRAMES_MAX` and refuse every publish).
+    closed: AtomicBool,
 }
 
 impl Inbox {
@@ -145,7 +148,14 @@ impl Inbox {
             events: Mutex::new(Vec::new()),
             // SAFETY: fd was just created and is owned by nobody else.
             wake: unsafe { OwnedFd::from_raw_fd(fd) },
+            closed: AtomicBool::new(false),
         })
+    }
+
+    /// Its worker stopped for good: drop what waits and take no more.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        lock(&self.events).clear();
     }
 
     pub fn wake_fd(&self) -> RawFd {
@@ -286,11 +296,9 @@ impl Shared {
             // A worker that stopped draining must not make the node's memory
             // grow without bound: refuse (503) until it catches up.
             let room = INBOX_FRAMES_MAX.saturating_sub(requests.len());
-            if self
-                .inboxes
-                .iter()
-                .any(|inbox| lock(&inbox.events).len() > room)
-            {
+            if self.inboxes.iter().any(|inbox| {
+                !inbox.closed.load(Ordering::SeqCst) && lock(&inbox.events).len() > room
+            }) {
                 return Err(PublishError::new(
                     503,
                     None,
@@ -303,6 +311,9 @@ impl Shared {
             debug_assert_eq!(published.len(), topics.len());
             for (i, inbox) in self.inboxes.iter().enumerate() {
                 let mut events = lock(&inbox.events);
+                if inbox.closed.load(Ordering::SeqCst) {
+                    continue;
+                }
                 woken[i] = events.is_empty();
                 events.extend(published.iter().zip(&topics).map(|(p, t)| Delivery {
                     id: p.id,

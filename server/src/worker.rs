@@ -279,7 +279,7 @@ impl Worker {
             }
             // With completions still held back by an overflow, do not sleep.
             let want = usize::from(!backlog);
-            match self.rings[0].ring.submit_and_wait(want) {
+            match crate::ring::submit_and_reap(&mut self.rings[0].ring, want) {
                 Ok(_) => enter_errors = 0,
                 Err(e)
                     if matches!(
@@ -902,6 +902,30 @@ impl Worker {
     }
 }
 
+/// However the worker stops (its loop returns, an error, a panic), what its
+/// connections hold node-wide goes back: its rings close their sockets as
+/// they drop, but the open-connection and per-IP counts, the topics' stream
+/// counts and its inbox are shared, and the other workers carry on.
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.shared.inboxes[self.id].close();
+        for (_, conn) in self.conns.iter_mut() {
+            let subs = std::mem::take(&mut conn.subs);
+            if !subs.is_empty() {
+                let index = &self.index;
+                self.shared
+                    .unsubscribe(subs.iter().map(|sub| index.name(sub.topic)));
+            }
+            self.shared.connections_open.fetch_sub(1, Ordering::Relaxed);
+            COUNTERS.connections_open.fetch_sub(1, Ordering::Relaxed);
+            if !conn.has(flag::REFUSE_PER_IP) {
+                self.shared.per_ip.release(conn.peer_key);
+            }
+        }
+        self.conns.clear();
+    }
+}
+
 /// The first bytes of every stream: the response head (with `extra`
 /// headers, e.g. CORS), `: connected` and the reconnection delay.
 fn stream_preamble(retry_ms: u32, extra: &route::Headers) -> Vec<u8> {
@@ -1018,6 +1042,63 @@ mod tests {
         assert_eq!(peer_ip(&s), Some("127.0.0.9".parse().unwrap()));
         sin.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::new(10, 0, 0, 1)).to_be();
         assert!(!peer_is_loopback(&s));
+    }
+
+    /// A worker that stops (an error out of its loop, or a panic) must
+    /// give back what its connections hold node-wide, and its inbox must
+    /// stop filling: nobody will ever drain it, and a full inbox refuses
+    /// every publish of the node.
+    #[test]
+    fn a_stopped_worker_releases_its_connections_and_inbox() {
+        use clap::Parser;
+        let config =
+            crate::config::Config::try_parse_from(["stentor", "--max-connections-per-ip", "1"])
+                .unwrap();
+        let capacity = crate::node::plan_capacity(2, 1000, 20_000);
+        let shared = Arc::new(Shared::new(config, capacity).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let setup = WorkerSetup {
+            id: 1,
+            listener,
+            rings: 1,
+            fixed_slots: 64,
+            connections_per_ring: 32,
+        };
+        let mut worker = Worker::new(setup, shared.clone()).unwrap();
+        // A stream as `on_accept` + `start_stream` leave it.
+        let topic = crate::hub::topic::Topic::parse("t", 128).unwrap();
+        let peer_key = limit::ip_key("10.0.0.1".parse().unwrap());
+        assert!(shared.per_ip.acquire(peer_key));
+        shared.connections_open.fetch_add(1, Ordering::Relaxed);
+        COUNTERS.connections_open.fetch_add(1, Ordering::Relaxed);
+        let key = worker.conns.vacant_key() as u32;
+        let index = &mut worker.index;
+        let (_, subs) = shared.subscribe(std::slice::from_ref(&topic), &ResumePoint::Live, || {
+            Box::new([index.subscribe("t", key)]) as Box<[_]>
+        });
+        let mut conn = Conn::new(0, 0, 1, false);
+        conn.peer_key = peer_key;
+        conn.subs = subs;
+        conn.phase = Phase::Streaming;
+        worker.conns.insert(conn);
+        worker.rings[0].conns = 1;
+        drop(worker);
+        assert_eq!(shared.connections_open.load(Ordering::Relaxed), 0);
+        assert_eq!(shared.per_ip.held(peer_key), 0);
+        // Worker 0 drains its inbox; the stopped worker 1 cannot.
+        let request = || crate::hub::publish::PublishRequest {
+            topic: topic.clone(),
+            event: sse::Event {
+                data: "x".into(),
+                ..Default::default()
+            },
+        };
+        let mut drained = Vec::new();
+        for _ in 0..=crate::node::INBOX_FRAMES_MAX {
+            shared.publish_batch(vec![request()]).unwrap();
+            shared.inboxes[0].take_into(&mut drained);
+            drained.clear();
+        }
     }
 
     #[test]
