@@ -53,14 +53,7 @@ impl Sse {
             "GET /events?topic=r HTTP/1.1\r\nHost: t\r\n{resume}\r\n"
         )
         .unwrap();
-        // Read the head byte by byte so no event bytes are consumed here.
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(sock.read(&mut byte).unwrap(), 1, "closed in the head");
-            head.push(byte[0]);
-        }
-        assert!(head.starts_with(b"HTTP/1.1 200 "), "{head:?}");
+        support::read_stream_head(&mut sock);
         Sse {
             sock,
             parser: Parser::new(),

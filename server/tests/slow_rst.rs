@@ -69,13 +69,7 @@ fn open_stalled(server: &Server) -> TcpStream {
     assert_eq!(rc, 0, "SO_RCVBUF");
     sock.write_all(b"GET /events?topic=s HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(sock.read(&mut byte).unwrap(), 1, "closed in the head");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 200 "), "{head:?}");
+    support::read_stream_head(&mut sock);
     sock
 }
 

@@ -206,3 +206,20 @@ pub fn scrape(addr: SocketAddr) -> String {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default()
 }
+
+/// Read a stream's response head one byte at a time, so no event bytes after
+/// it are consumed, and check it is a 200. Returns the head's bytes.
+pub fn read_stream_head(sock: &mut impl std::io::Read) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            sock.read(&mut byte).expect("read head"),
+            1,
+            "closed in the head"
+        );
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200 "), "{head:?}");
+    head
+}
