@@ -2,114 +2,16 @@
 //! kernel-picked loopback port, driven by plain blocking sockets. Every wait
 //! is bounded; every child is killed by PID when its test ends.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use stentor::wire::sse::{Item, Parser};
 
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+mod support;
 
-struct Server {
-    child: Child,
-    port: u16,
-    /// The startup line, for tests that read capacity figures.
-    listening: String,
-    /// Later log lines, for failure messages.
-    log: mpsc::Receiver<String>,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stentor"))
-            .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start stentor");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep draining so the server never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains("msg=\"listening\"") => {
-                    let port = line
-                        .split_whitespace()
-                        .find_map(|f| f.strip_prefix("addr=127.0.0.1:"))
-                        .and_then(|p| p.parse().ok())
-                        .expect("port in the listening line");
-                    return Server {
-                        child,
-                        port,
-                        listening: line,
-                        log: rx,
-                    };
-                }
-                Ok(_) => continue,
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("stentor did not log its listening line in time");
-                }
-            }
-        }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        s
-    }
-
-    /// Send SIGTERM and wait (bounded) for the exit status.
-    fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        // SAFETY: signals our own child by its PID.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    /// Log lines written since startup (waits up to `settle` for more).
-    fn log_lines(&self, settle: Duration) -> Vec<String> {
-        let mut lines = Vec::new();
-        while let Ok(line) = self.log.recv_timeout(settle) {
-            lines.push(line);
-        }
-        lines
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Server, IO_TIMEOUT};
 
 /// Read until `\r\n\r\n`; returns the head and whatever body bytes followed.
 fn read_head(s: &mut TcpStream) -> (String, Vec<u8>) {
@@ -496,19 +398,8 @@ fn a_client_gone_mid_send_disturbs_no_one_and_its_slot_is_reused() {
     let mut a = {
         // A small receive buffer, and A never reads: the server's sends to
         // it stall with frames in flight.
-        let sock = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
-        let small: i32 = 4096;
-        // SAFETY: setsockopt on our own socket with a live i32.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&small as *const i32).cast(),
-                4,
-            );
-        }
+        let sock = std::net::TcpStream::connect(server.addr).unwrap();
+        support::shrink_rcvbuf(&sock, 4096);
         sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         sock
     };
@@ -607,7 +498,7 @@ fn sigterm_under_load_exits_zero_within_the_deadline() {
     for s in &mut streams {
         s.wait_connected();
     }
-    let port = server.port;
+    let port = server.addr.port();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let publisher = {
         let stop = stop.clone();
@@ -652,19 +543,8 @@ fn sigterm_under_load_exits_zero_within_the_deadline() {
 
 /// A stream that does not read, with a tiny receive buffer.
 fn stalled_stream(server: &Server, topic: &str) -> TcpStream {
-    let sock = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
-    let small: i32 = 4096;
-    // SAFETY: setsockopt on our own socket with a live i32.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&small as *const i32).cast(),
-            4,
-        );
-    }
+    let sock = TcpStream::connect(server.addr).unwrap();
+    support::shrink_rcvbuf(&sock, 4096);
     let mut sock = sock;
     write!(
         sock,
@@ -1010,7 +890,7 @@ fn idle_subscribers_memory() {
     let rss_before = rss_kib(pid);
     let started = Instant::now();
     let mut clients = idle_clients::Clients::open(
-        server.port,
+        server.addr.port(),
         n,
         request,
         Instant::now() + Duration::from_secs(300),

@@ -33,17 +33,7 @@ impl Sse {
         let mut sock = TcpStream::connect(server.addr).unwrap();
         sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         if let Some(bytes) = rcvbuf {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
-            // SAFETY: setsockopt on our own socket with a live i32.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUF,
-                    (&bytes as *const i32).cast(),
-                    4,
-                );
-            }
+            support::shrink_rcvbuf(&sock, bytes);
         }
         let resume = last_event_id
             .map(|id| format!("Last-Event-ID: {id}\r\n"))

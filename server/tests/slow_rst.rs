@@ -55,18 +55,7 @@ fn dropped(server: &Server, reason: &str) -> u64 {
 fn open_stalled(server: &Server) -> TcpStream {
     let mut sock = TcpStream::connect(server.addr).unwrap();
     sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let bytes: i32 = 4096;
-    // SAFETY: setsockopt on our own socket with a live i32.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const i32).cast(),
-            4,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVBUF");
+    support::shrink_rcvbuf(&sock, 4096);
     sock.write_all(b"GET /events?topic=s HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     support::read_stream_head(&mut sock);

@@ -9,12 +9,16 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// How long a test waits for the server to say where it listens.
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Read and write timeout of the sockets [`Server::connect`] opens.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running `stentor` child, killed (by its own PID) when dropped.
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The startup line, for tests that read the capacity figures in it.
+    pub listening: String,
     /// Every stderr line after the startup line, for tests that read logs.
     pub log: mpsc::Receiver<String>,
 }
@@ -59,6 +63,7 @@ impl Server {
                         return Server {
                             child,
                             addr,
+                            listening: line,
                             log: rx,
                         };
                     }
@@ -83,6 +88,44 @@ impl Server {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// A client socket with read and write timeouts, so no test hangs.
+    pub fn connect(&self) -> std::net::TcpStream {
+        let s = std::net::TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+        s.set_write_timeout(Some(IO_TIMEOUT))
+            .expect("write timeout");
+        s
+    }
+
+    /// Send SIGTERM and wait (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: signals our own child by its PID.
+        unsafe {
+            libc::kill(self.pid(), libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Log lines written since startup (waits up to `settle` for more).
+    pub fn log_lines(&self, settle: Duration) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.log.recv_timeout(settle) {
+            lines.push(line);
+        }
+        lines
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 }
 
@@ -222,4 +265,26 @@ pub fn read_stream_head(sock: &mut impl std::io::Read) -> Vec<u8> {
     }
     assert!(head.starts_with(b"HTTP/1.1 200 "), "{head:?}");
     head
+}
+
+/// Shrink a client socket's receive buffer so the server sees a client that
+/// falls behind. Set it before the request: the kernel sizes the window then.
+pub fn shrink_rcvbuf(sock: &std::net::TcpStream, bytes: i32) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(sock);
+    // SAFETY: setsockopt on our own socket with a live i32 of the stated size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt SO_RCVBUF: {}",
+        std::io::Error::last_os_error()
+    );
 }
