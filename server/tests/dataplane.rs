@@ -98,6 +98,11 @@ impl Stream {
             query.join("&")
         )
         .unwrap();
+        Stream::after_request(sock)
+    }
+
+    /// The request is sent: read the 200 head and parse what came with it.
+    fn after_request(mut sock: TcpStream) -> Stream {
         let (head, rest) = read_head(&mut sock);
         assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
         let mut s = Stream {
@@ -356,20 +361,7 @@ fn a_thousand_streams_all_receive_a_broadcast() {
             .unwrap();
         socks.push(s);
     }
-    let mut streams: Vec<Stream> = socks
-        .into_iter()
-        .map(|mut sock| {
-            let (head, rest) = read_head(&mut sock);
-            assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
-            let mut s = Stream {
-                sock,
-                parser: Parser::new(),
-                items: Vec::new(),
-            };
-            s.parser.feed(&rest, &mut s.items);
-            s
-        })
-        .collect();
+    let mut streams: Vec<Stream> = socks.into_iter().map(Stream::after_request).collect();
     for s in &mut streams {
         s.wait_connected();
     }
