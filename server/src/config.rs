@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
+use crate::hub::history::HistoryLimits;
+use crate::hub::HubLimits;
 use crate::wire::http::Limits;
 
 /// stentor — a Server-Sent Events edge server for Linux on io_uring.
@@ -68,6 +70,11 @@ pub struct Config {
     #[arg(long, env = "STENTOR_REQUEST_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(100..=600_000), help_heading = "Requests")]
     pub request_timeout_ms: u32,
+
+    /// Bytes all request buffers of one worker may hold; past it 503 [65536..=17179869184].
+    #[arg(long, env = "STENTOR_REQUEST_BUFFERS_BYTES_MAX", default_value_t = 268_435_456,
+          value_parser = clap::value_parser!(u64).range(65_536..=17_179_869_184), help_heading = "Requests")]
+    pub request_buffers_bytes_max: u64,
 
     /// Time an idle keep-alive connection (no stream) is kept open [100..=3600000].
     #[arg(long, env = "STENTOR_IDLE_TIMEOUT_MS", default_value_t = 60_000,
@@ -167,6 +174,25 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=10_000_000), help_heading = "Security")]
     pub publish_rate_per_s_max: u32,
 
+    /// Peers (CIDR, comma-separated) whose Forwarded / X-Forwarded-For name the client.
+    #[arg(
+        long,
+        env = "STENTOR_TRUSTED_PROXY",
+        value_delimiter = ',',
+        value_parser = parse_cidr,
+        help_heading = "Security"
+    )]
+    pub trusted_proxy: Vec<crate::api::client::Cidr>,
+
+    /// Require a PROXY protocol v1/v2 header on every connection from a --trusted-proxy peer.
+    #[arg(long, env = "STENTOR_PROXY_PROTOCOL", help_heading = "Security")]
+    pub proxy_protocol: bool,
+
+    /// Resumes (Last-Event-ID replays) per second allowed per client IP; past it 429 [1..=10000000].
+    #[arg(long, env = "STENTOR_RESUME_RATE_PER_IP", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000), help_heading = "Security")]
+    pub resume_rate_per_ip: u32,
+
     // ---- Operations ----------------------------------------------------
     /// Time allowed on SIGTERM/SIGINT to flush queued frames before closing [0..=600000].
     #[arg(long, env = "STENTOR_SHUTDOWN_MS", default_value_t = 5_000,
@@ -177,6 +203,11 @@ pub struct Config {
     #[arg(long, env = "STENTOR_LOG_LEVEL", default_value = "info",
           value_parser = ["error", "warn", "info", "debug", "trace"], help_heading = "Operations")]
     pub log_level: String,
+}
+
+/// `--trusted-proxy` values: an address or a CIDR block.
+fn parse_cidr(s: &str) -> Result<crate::api::client::Cidr, String> {
+    s.trim().parse()
 }
 
 /// A configuration that parses but cannot work (checked across flags).
@@ -204,6 +235,20 @@ impl Config {
                     ),
                 });
             }
+        }
+        if self.trusted_proxy.len() > crate::api::client::TRUSTED_PROXIES_MAX {
+            return Err(ConfigError {
+                message: format!(
+                    "too many values for '--trusted-proxy': at most {}",
+                    crate::api::client::TRUSTED_PROXIES_MAX
+                ),
+            });
+        }
+        if self.proxy_protocol && self.trusted_proxy.is_empty() {
+            return Err(ConfigError {
+                message: "'--proxy-protocol' needs '--trusted-proxy': only listed peers may send a PROXY header"
+                    .to_string(),
+            });
         }
         for (flag, token) in [
             ("--publish-token", &self.publish_token),
@@ -239,6 +284,26 @@ impl Config {
             headers_count_max: usize::from(self.headers_count_max),
             uri_bytes_max: self.uri_bytes_max as usize,
             body_bytes_max: self.body_bytes_max as usize,
+        }
+    }
+
+    /// The hub's bounds. `replay_bytes_max` is one topic's history
+    /// (`--history-bytes-max`, at least half of `--queue-bytes-max`): a
+    /// client dropped as slow (over its queue budget) must be able to catch
+    /// up in one replay, so the replay is exempt from that budget until sent
+    /// (`SendQueue::push_exempt`); its frames are shared with history, so it
+    /// costs the node a queue entry per event, bounded by `replay_events_max`.
+    pub fn hub_limits(&self) -> HubLimits {
+        HubLimits {
+            topic_bytes_max: usize::from(self.topic_bytes_max),
+            topics_max: self.topics_max as usize,
+            history: HistoryLimits {
+                events_max: self.history_events_max as usize,
+                bytes_max: self.history_bytes_max as usize,
+            },
+            replay_events_max: self.replay_events_max as usize,
+            replay_bytes_max: (self.history_bytes_max as usize)
+                .max(self.queue_bytes_max as usize / 2),
         }
     }
 
@@ -326,5 +391,34 @@ mod tests {
             .unwrap_err()
             .message
             .contains("--publish-token"));
+    }
+
+    #[test]
+    fn limits_follow_the_config() {
+        let c = Config::try_parse_from(["stentor", "--history-events-max", "7"]).unwrap();
+        let l = c.hub_limits();
+        assert_eq!(l.history.events_max, 7);
+        assert_eq!(l.history.bytes_max, c.history_bytes_max as usize);
+        assert_eq!(l.replay_bytes_max, c.history_bytes_max as usize);
+        assert_eq!(l.topics_max, crate::hub::TOPICS_MAX_DEFAULT);
+        assert_eq!(l.replay_events_max, crate::hub::REPLAY_EVENTS_MAX_DEFAULT);
+        let c = Config::try_parse_from([
+            "stentor",
+            "--topics-max",
+            "5",
+            "--replay-events-max",
+            "9",
+            "--queue-bytes-max",
+            "8192",
+            "--history-bytes-max",
+            "100",
+        ])
+        .unwrap();
+        let l = c.hub_limits();
+        assert_eq!((l.topics_max, l.replay_events_max), (5, 9));
+        assert_eq!(l.replay_bytes_max, 4096, "at least half the queue budget");
+        assert!(Config::try_parse_from(["stentor", "--topics-max", "0"]).is_err());
+        assert!(Config::try_parse_from(["stentor", "--publish-batch-events-max", "0"]).is_err());
+        assert_eq!(l.topic_bytes_max, usize::from(c.topic_bytes_max));
     }
 }

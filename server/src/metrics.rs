@@ -34,6 +34,7 @@ pub struct Counters {
     pub dropped_slow_bytes_total: AtomicU64,
     pub dropped_slow_age_total: AtomicU64,
     pub worker_errors_total: AtomicU64,
+    pub reads_paused_total: AtomicU64,
 }
 
 /// The node's counters.
@@ -48,6 +49,7 @@ pub static COUNTERS: Counters = Counters {
     dropped_slow_bytes_total: AtomicU64::new(0),
     dropped_slow_age_total: AtomicU64::new(0),
     worker_errors_total: AtomicU64::new(0),
+    reads_paused_total: AtomicU64::new(0),
 };
 
 /// Add to a shared counter (any thread).
@@ -401,6 +403,13 @@ pub fn render(out: &mut String, m: &NodeMetrics, snap: &Snapshot) {
         "counter",
         "SSE streams opened with a Last-Event-ID (header or lastEventId query).",
         get(&c.streams_resumed_total),
+    );
+    one(
+        out,
+        "reads_paused_total",
+        "counter",
+        "Times a connection stopped being read because its answers were not read (pipelining backpressure).",
+        get(&c.reads_paused_total),
     );
     one(
         out,

@@ -3,7 +3,7 @@
 //! - [`topic`]: what a topic may be called, and a shared name handle;
 //! - [`id`]: the node's id sequence and where a resuming client starts;
 //! - [`history`]: one topic's ring of encoded frames, bounded by count and bytes;
-//! - [`publish`]: the body of `POST /publish`, parsed and validated;
+//! - [`publish`]: a validated event to publish, and why a publish is refused;
 //! - [`Hub`]: the publishing side of a node, tying them together.
 //!
 //! See `docs/hub.md` for the formats and the resume cases.

@@ -24,7 +24,6 @@ use super::history::{History, HistoryLimits};
 use super::id::{wire_id, IdOrigin, IdSeq, ResumePoint};
 use super::publish::{PublishError, PublishRequest};
 use super::topic::Topic;
-use crate::config::Config;
 use crate::wire::sse::{encode, EncodeError, Event, Frame};
 
 /// Topics a node keeps when the operator sets nothing else. With the default
@@ -55,29 +54,6 @@ pub struct HubLimits {
     pub replay_events_max: usize,
     /// Most frame bytes one replay sends (same rule).
     pub replay_bytes_max: usize,
-}
-
-impl HubLimits {
-    /// The limits a node runs with. `replay_bytes_max` is one topic's
-    /// history (`--history-bytes-max`, at least half of `--queue-bytes-max`):
-    /// a client dropped as slow (over its queue budget) must be able to
-    /// catch up in one replay, so the replay is exempt from that budget
-    /// until sent (`SendQueue::push_exempt`); its frames are shared with
-    /// history, so it costs the node a queue entry per event, bounded by
-    /// `replay_events_max`.
-    pub fn from_config(config: &Config) -> HubLimits {
-        HubLimits {
-            topic_bytes_max: usize::from(config.topic_bytes_max),
-            topics_max: config.topics_max as usize,
-            history: HistoryLimits {
-                events_max: config.history_events_max as usize,
-                bytes_max: config.history_bytes_max as usize,
-            },
-            replay_events_max: config.replay_events_max as usize,
-            replay_bytes_max: (config.history_bytes_max as usize)
-                .max(config.queue_bytes_max as usize / 2),
-        }
-    }
 }
 
 /// One published event: its id and its wire bytes, to hand to every worker.
@@ -997,35 +973,5 @@ mod tests {
             text(&r.frames),
             ["event: stentor.missed\nid: 1764361697000005\ndata: {\"reason\":\"restarted\",\"last_event_id\":\"1764361690000123\"}\n\n"]
         );
-    }
-
-    #[test]
-    fn limits_follow_the_config() {
-        use clap::Parser as _;
-        let c = Config::try_parse_from(["stentor", "--history-events-max", "7"]).unwrap();
-        let l = HubLimits::from_config(&c);
-        assert_eq!(l.history.events_max, 7);
-        assert_eq!(l.history.bytes_max, c.history_bytes_max as usize);
-        assert_eq!(l.replay_bytes_max, c.history_bytes_max as usize);
-        assert_eq!(l.topics_max, TOPICS_MAX_DEFAULT);
-        assert_eq!(l.replay_events_max, REPLAY_EVENTS_MAX_DEFAULT);
-        let c = Config::try_parse_from([
-            "stentor",
-            "--topics-max",
-            "5",
-            "--replay-events-max",
-            "9",
-            "--queue-bytes-max",
-            "8192",
-            "--history-bytes-max",
-            "100",
-        ])
-        .unwrap();
-        let l = HubLimits::from_config(&c);
-        assert_eq!((l.topics_max, l.replay_events_max), (5, 9));
-        assert_eq!(l.replay_bytes_max, 4096, "at least half the queue budget");
-        assert!(Config::try_parse_from(["stentor", "--topics-max", "0"]).is_err());
-        assert!(Config::try_parse_from(["stentor", "--publish-batch-events-max", "0"]).is_err());
-        assert_eq!(l.topic_bytes_max, usize::from(c.topic_bytes_max));
     }
 }

@@ -69,10 +69,17 @@ pub enum Limit {
     TopicsMax,
     /// `--publish-batch-events-max` (413).
     PublishBatch,
+    /// `--resume-rate-per-ip` (429, Retry-After).
+    ResumeRate,
+    /// `--request-buffers-bytes-max`: the worker's request buffers are
+    /// full (503, Retry-After).
+    RequestBuffers,
+    /// A missing or malformed PROXY protocol header (400).
+    ProxyProtocol,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 22] = [
+    pub const ALL: [Limit; 25] = [
         Limit::MaxConnections,
         Limit::PerIp,
         Limit::PublishRate,
@@ -95,17 +102,25 @@ impl Limit {
         Limit::Version,
         Limit::TopicsMax,
         Limit::PublishBatch,
+        Limit::ResumeRate,
+        Limit::RequestBuffers,
+        Limit::ProxyProtocol,
     ];
 
     pub fn status(self) -> u16 {
         match self {
-            Limit::MaxConnections | Limit::PublishBacklog | Limit::TopicsMax => 503,
-            Limit::PerIp | Limit::PublishRate | Limit::Pipelined => 429,
+            Limit::MaxConnections
+            | Limit::PublishBacklog
+            | Limit::TopicsMax
+            | Limit::RequestBuffers => 503,
+            Limit::PerIp | Limit::PublishRate | Limit::Pipelined | Limit::ResumeRate => 429,
             Limit::HeadBytes => 431,
             Limit::UriBytes => 414,
             Limit::BodyBytes | Limit::PublishBatch => 413,
             Limit::RequestTimeout => 408,
-            Limit::TopicName | Limit::TopicsPerStream | Limit::Malformed => 400,
+            Limit::TopicName | Limit::TopicsPerStream | Limit::Malformed | Limit::ProxyProtocol => {
+                400
+            }
             Limit::Unauthorized => 401,
             Limit::Forbidden => 403,
             Limit::NotFound => 404,
@@ -142,6 +157,9 @@ impl Limit {
             Limit::Version => "http_version",
             Limit::TopicsMax => "topics_max",
             Limit::PublishBatch => "publish_batch",
+            Limit::ResumeRate => "resume_rate",
+            Limit::RequestBuffers => "request_buffers",
+            Limit::ProxyProtocol => "proxy_protocol",
         }
     }
 

@@ -34,7 +34,14 @@ pub struct SendQueue {
     /// its replay on purpose, so those bytes do not count against the
     /// slow-client budget ([`Self::budget_bytes`]). Always ≤ `bytes`.
     exempt: u32,
+    /// Frames of a resume replay still queued (their entries are exempt
+    /// from the budget like their bytes).
+    exempt_frames: u32,
 }
+
+/// What one queued frame costs besides its bytes (the queue entry), so the
+/// budget counts a queue of a million 1-byte frames for what it is.
+pub const QUEUE_ENTRY_BYTES: u32 = std::mem::size_of::<Queued>() as u32;
 
 impl SendQueue {
     pub const fn new() -> SendQueue {
@@ -44,6 +51,7 @@ impl SendQueue {
             bytes: 0,
             in_flight: 0,
             exempt: 0,
+            exempt_frames: 0,
         }
     }
 
@@ -68,8 +76,19 @@ impl SendQueue {
     pub fn push_exempt(&mut self, frame: Frame, now_tick: u32) -> u32 {
         let before = self.bytes;
         let after = self.push(frame, now_tick);
-        self.exempt = self.exempt.saturating_add(after - before);
+        if after > before {
+            self.exempt = self.exempt.saturating_add(after - before);
+            self.exempt_frames += 1;
+        }
         after
+    }
+
+    /// What the queue costs against the slow-client budget: the bytes and
+    /// the entries of everything but a replay not yet sent.
+    pub fn budget_cost(&self) -> u32 {
+        let entries = (self.frames.len() as u32).saturating_sub(self.exempt_frames);
+        self.budget_bytes()
+            .saturating_add(entries.saturating_mul(QUEUE_ENTRY_BYTES))
     }
 
     /// Bytes queued that count against the slow-client budget: everything
@@ -163,6 +182,10 @@ impl SendQueue {
             }
         }
         debug_assert_eq!(left, 0, "sent bytes beyond the queue");
+        self.exempt_frames = self.exempt_frames.saturating_sub(finished as u32);
+        if self.exempt == 0 {
+            self.exempt_frames = 0;
+        }
         if self.frames.is_empty() {
             // Give the ring buffer back: a drained queue costs no heap.
             self.frames = VecDeque::new();

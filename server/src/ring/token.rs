@@ -28,10 +28,12 @@ pub enum OpKind {
     AcceptCancel = 8,
     /// `SO_LINGER {1, 0}` set on a slow client's socket before its close.
     Linger = 9,
+    /// `AsyncCancel` of a connection's recv to stop reading (backpressure).
+    Pause = 10,
 }
 
 impl OpKind {
-    const ALL: [OpKind; 9] = [
+    const ALL: [OpKind; 10] = [
         OpKind::Accept,
         OpKind::Recv,
         OpKind::Send,
@@ -41,6 +43,7 @@ impl OpKind {
         OpKind::Tick,
         OpKind::AcceptCancel,
         OpKind::Linger,
+        OpKind::Pause,
     ];
 
     fn from_u8(value: u8) -> Option<OpKind> {
@@ -125,7 +128,7 @@ mod tests {
     fn unknown_kinds_are_rejected() {
         assert_eq!(Token::unpack(0), None);
         assert_eq!(Token::unpack(0xff << 56), None);
-        assert_eq!(Token::unpack(10 << 56), None);
+        assert_eq!(Token::unpack(11 << 56), None);
     }
 
     #[test]

@@ -2,4 +2,5 @@
 //! caller asks for. Shared by the server, the load generator and the benches.
 
 pub mod http;
+pub mod proxy;
 pub mod sse;

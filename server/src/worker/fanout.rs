@@ -1,8 +1,11 @@
 //! Fan-out: frames from the inbox to every local subscriber's queue (a
-//! refcount each, no copy), and the periodic sweep that sends heartbeats and
-//! drops stalled streams.
+//! refcount each, no copy), and the periodic sweep that sends heartbeats
+//! and drops connections whose oldest queued frame is too old.
 
-use super::*;
+use super::Worker;
+use crate::conn::{flag, CloseReason, Phase};
+use crate::metrics;
+use crate::wire::sse::Frame;
 
 impl Worker {
     pub(super) fn drain_inbox(&mut self) {
@@ -15,13 +18,15 @@ impl Worker {
     }
 
     /// Queue `frame` (a refcount, not a copy) for every local subscriber
-    /// whose replay did not already cover event `id`.
+    /// whose replay did not already cover event `id`. A subscriber whose
+    /// queue passes its budget is marked at once and gets nothing more: its
+    /// close is on the way, and until then it costs no more memory.
     pub(super) fn deliver(&mut self, id: u64, topic: &str, frame: &Frame) {
         let now = self.now;
         for &key in self.index.subscribers(topic) {
             let conn = &mut self.conns[key as usize];
             debug_assert_eq!(conn.phase, Phase::Streaming);
-            if id <= conn.live_after_id {
+            if id <= conn.live_after_id || conn.has(flag::OVER_BUDGET) {
                 // The seam: this frame was in the inbox when the stream
                 // subscribed, and its replay (or notice) accounted for it.
                 continue;
@@ -30,7 +35,8 @@ impl Worker {
             self.stats.deliveries += 1;
             // A resume replay still queued does not count: the client is
             // behind by it on purpose.
-            if conn.sendq.budget_bytes() > self.queue_bytes_max {
+            if conn.sendq.budget_cost() > self.queue_bytes_max {
+                conn.set(flag::OVER_BUDGET);
                 self.to_close.push((key, CloseReason::SlowQueueBytes));
             } else if !conn.has(flag::DIRTY) {
                 conn.set(flag::DIRTY);
@@ -47,23 +53,32 @@ impl Worker {
         }
     }
 
-    /// Heartbeats for quiet streams and the queue-age limit for stalled ones.
+    /// Heartbeats for quiet streams, and the queue-age clock of every
+    /// connection with something queued: a stream that stalled, or a plain
+    /// HTTP client that does not read its answers, is dropped.
     pub(super) fn sweep(&mut self) {
         let now = self.now;
         let (mut streams, mut queue_bytes) = (0u64, 0u64);
         for (key, conn) in self.conns.iter_mut() {
             queue_bytes += u64::from(conn.sendq.bytes_queued());
+            if conn.phase == Phase::Closing {
+                continue;
+            }
+            if let Some(oldest) = conn.sendq.oldest_tick() {
+                if now.saturating_sub(oldest) >= self.ticks.queue_age
+                    && !conn.has(flag::OVER_BUDGET)
+                {
+                    conn.set(flag::OVER_BUDGET);
+                    self.to_close.push((key as u32, CloseReason::SlowQueueAge));
+                }
+            }
             if conn.phase != Phase::Streaming {
                 continue;
             }
             streams += 1;
-            if let Some(oldest) = conn.sendq.oldest_tick() {
-                if now.saturating_sub(oldest) >= self.ticks.queue_age {
-                    self.to_close.push((key as u32, CloseReason::SlowQueueAge));
-                }
-                continue;
-            }
-            if now.saturating_sub(conn.last_send_tick) >= self.ticks.heartbeat {
+            if conn.sendq.is_empty()
+                && now.saturating_sub(conn.last_send_tick) >= self.ticks.heartbeat
+            {
                 conn.sendq.push(self.heartbeat.clone(), now);
                 self.stats.heartbeats += 1;
                 if !conn.has(flag::DIRTY) {

@@ -1,75 +1,360 @@
-//! Plain HTTP on a connection: assembling requests from received bytes,
-//! answering them (keep-alive, pipelining, 100-continue, errors), opening
-//! streams, and the request/idle deadlines.
+//! Plain HTTP on a connection: requests decided from their head (bodies
+//! read only for authorized publishes), answers with keep-alive,
+//! pipelining with backpressure, opening streams, and the deadlines.
+//!
+//! A connection has exactly one clock in every phase: while it reads a
+//! request, the request deadline (408); while answers are queued, the age
+//! of the oldest one (the sweep drops a client that does not read them,
+//! abortively); while idle between requests, the idle deadline, which
+//! starts when the last answer was sent; a stream, the queue age.
 
-use super::*;
+use bytes::Bytes;
+use io_uring::opcode;
+
+use super::{Worker, ANSWER_BYTES_PAUSE, BODY_DISCARD_BYTES_MAX, REQUESTS_PER_TURN_MAX};
+use crate::api::publish::ids_json;
+use crate::api::{self, client_key, Decision, Headers, PublishGrant, Response};
+use crate::conn::{flag, CloseReason, Deadline, Phase, DEADLINE_NONE};
+use crate::hub::id::ResumePoint;
+use crate::hub::topic::Topic;
 use crate::limit::rate::Verdict;
+use crate::limit::{self, Limit};
+use crate::metrics::{self, COUNTERS};
+use crate::ring::token::{OpKind, Token};
+use crate::wire::http::{self, BodyFraming, BodyStatus, HeadStatus, RequestHead};
+use crate::wire::proxy::{self, ProxyStatus};
+use crate::wire::sse::Frame;
 
 impl Worker {
+    /// Handle what the connection's buffer holds, in order: a PROXY header
+    /// when one is due, body bytes of a refused request to skip, then whole
+    /// requests, at most `REQUESTS_PER_TURN_MAX` before the others get a
+    /// turn. Reading stops (TCP slows the client) while the answers queued
+    /// pass `ANSWER_BYTES_PAUSE`.
     pub(super) fn on_request_bytes(&mut self, key: u32) {
-        for _ in 0..REQUESTS_PER_READ_MAX {
-            let conn = &mut self.conns[key as usize];
-            if conn.phase != Phase::Request || conn.has(flag::CLOSE_AFTER_SEND) {
-                conn.read_buf = Vec::new();
+        for _ in 0..REQUESTS_PER_TURN_MAX {
+            if !self.handle_one(key) {
+                self.settle_deadline(key);
                 return;
             }
-            if conn.read_buf.is_empty() {
-                return;
-            }
-            if conn.read_buf.len() > self.read_bytes_max
-                || conn.sendq.bytes_queued() > self.queue_bytes_max
-            {
-                // A client pipelining faster than it reads its answers.
-                let mut r = Response::text(429, "too many pipelined requests", false);
-                r.limit = Some(Limit::Pipelined);
-                self.respond(key, r);
-                return;
-            }
-            if conn.has(flag::DEADLINE_IDLE) {
-                // A new request began on a keep-alive connection: it now
-                // has the request deadline, not the idle one.
-                self.set_deadline(key, false);
-            }
-            let conn = &mut self.conns[key as usize];
-            let (head, head_len) = match http::parse_head(&conn.read_buf, &self.limits) {
+        }
+        // More may be buffered: the next turn goes on with them.
+        self.more_requests.push(key);
+        self.settle_deadline(key);
+    }
+
+    /// One step of [`Self::on_request_bytes`]; false when nothing more can
+    /// be done now.
+    fn handle_one(&mut self, key: u32) -> bool {
+        let Some(conn) = self.conns.get_mut(key as usize) else {
+            return false;
+        };
+        if conn.phase != Phase::Request || conn.has(flag::CLOSE_AFTER_SEND) {
+            self.free_req_buf(key);
+            return false;
+        }
+        if conn.sendq.bytes_queued() > ANSWER_BYTES_PAUSE {
+            self.pause(key);
+            return false;
+        }
+        let Some(req) = conn.req.as_mut() else {
+            return false;
+        };
+        if req.buf.is_empty() {
+            self.free_req_buf(key);
+            return false;
+        }
+        if self.req_buf_bytes > self.req_buf_bytes_max {
+            let mut r =
+                Response::text(503, "server busy: request buffers full, retry later", false);
+            r.retry_after_s = Some(1);
+            r.limit = Some(Limit::RequestBuffers);
+            self.respond(key, r);
+            return false;
+        }
+        if req.proxy_pending {
+            return match proxy::parse(&req.buf) {
                 Err(e) => {
-                    self.respond(key, Response::text(e.status(), e.reason(), false));
-                    return;
+                    let mut r = Response::text(400, &format!("PROXY protocol: {e}"), false);
+                    r.limit = Some(Limit::ProxyProtocol);
+                    self.respond(key, r);
+                    false
                 }
-                Ok(HeadStatus::Partial) => return,
-                Ok(HeadStatus::Complete { head, head_len }) => (head, head_len),
-            };
-            let (body, consumed) = match head.body {
-                BodyFraming::None => (Vec::new(), 0),
-                framing => match http::read_body(framing, &conn.read_buf[head_len..], &self.limits)
-                {
-                    Err(e) => {
-                        self.respond(key, Response::text(e.status(), e.reason(), false));
-                        return;
+                Ok(ProxyStatus::Partial) => false,
+                Ok(ProxyStatus::Complete { len, source }) => {
+                    if let Some(source) = source {
+                        req.peer = source.ip();
                     }
-                    Ok(BodyStatus::Partial) => {
-                        if head.expect_continue && !conn.has(flag::CONTINUE_SENT) {
-                            conn.set(flag::CONTINUE_SENT);
-                            conn.sendq
-                                .push(Frame::from_static(http::CONTINUE_100), self.now);
-                            self.mark_dirty(key);
-                        }
-                        return;
-                    }
-                    Ok(BodyStatus::Complete { body, consumed }) => (body, consumed),
-                },
+                    req.proxy_pending = false;
+                    self.consume(key, len);
+                    true
+                }
             };
-            conn.read_buf.drain(..head_len + consumed);
-            conn.clear(flag::CONTINUE_SENT);
-            self.stats.requests += 1;
-            if conn.has(flag::REFUSE) {
-                let mut r = Response::text(503, "server full, retry later", false);
-                r.retry_after_s = Some(1);
-                r.limit = Some(Limit::MaxConnections);
+        }
+        if req.discard_bytes > 0 {
+            let n = req.discard_bytes.min(req.buf.len());
+            req.discard_bytes -= n;
+            self.consume(key, n);
+            return true;
+        }
+        if req.deadline == Deadline::Idle {
+            // A new request began on a keep-alive connection: its clock
+            // is the request deadline now, from its first byte.
+            self.set_deadline(key, Deadline::Request);
+        }
+        let req = self.conns[key as usize]
+            .req
+            .as_mut()
+            .expect("request state");
+        let (head, head_len) = match http::parse_head(&req.buf, &self.limits) {
+            Err(e) => {
+                self.respond(key, Response::text(e.status(), e.reason(), false));
+                return false;
+            }
+            Ok(HeadStatus::Partial) => return false,
+            Ok(HeadStatus::Complete { head, head_len }) => (head, head_len),
+        };
+        let peer = req.peer;
+        let conn = &self.conns[key as usize];
+        if conn.has(flag::REFUSE) {
+            let mut r = Response::text(503, "server full, retry later", false);
+            r.retry_after_s = Some(1);
+            r.limit = Some(Limit::MaxConnections);
+            self.respond(key, r);
+            return false;
+        }
+        if conn.has(flag::REFUSE_PER_IP) {
+            let mut r = Response::text(
+                429,
+                "too many connections from this address, retry later",
+                false,
+            );
+            r.retry_after_s = Some(1);
+            r.limit = Some(Limit::PerIp);
+            self.respond(key, r);
+            return false;
+        }
+        match api::decide(&head, peer, &self.api) {
+            Decision::Respond(mut r) => {
+                self.stats.requests += 1;
+                r.keep_alive &= self.skip_body(key, &head, head_len);
+                self.respond(key, r);
+            }
+            Decision::Metrics {
+                keep_alive,
+                headers,
+            } => {
+                self.stats.requests += 1;
+                let keep_alive = keep_alive && self.skip_body(key, &head, head_len);
+                self.respond(key, self.metrics_response(keep_alive, headers));
+            }
+            Decision::Stream {
+                topics,
+                resume,
+                headers,
+                client,
+            } => {
+                self.stats.requests += 1;
+                if head.body != BodyFraming::None {
+                    self.respond(
+                        key,
+                        Response::text(400, "a stream request has no body", false),
+                    );
+                    return false;
+                }
+                self.consume(key, head_len);
+                self.start_stream(key, &topics, &resume, &headers, client_key(&client));
+                return false;
+            }
+            Decision::ReadBody(grant) => return self.read_publish(key, &head, head_len, grant),
+        }
+        true
+    }
+
+    /// Read an authorized publish's body (sending `100 Continue` first when
+    /// the client waits for it), then publish.
+    fn read_publish(
+        &mut self,
+        key: u32,
+        head: &RequestHead,
+        head_len: usize,
+        grant: PublishGrant,
+    ) -> bool {
+        let now = self.now;
+        let conn = &mut self.conns[key as usize];
+        let req = conn.req.as_mut().expect("request state");
+        let (body, consumed) = match head.body {
+            BodyFraming::None => (Vec::new(), 0),
+            framing => match http::read_body(framing, &req.buf[head_len..], &self.limits) {
+                Err(e) => {
+                    self.stats.requests += 1;
+                    self.respond(key, Response::text(e.status(), e.reason(), false));
+                    return false;
+                }
+                Ok(BodyStatus::Partial) => {
+                    if head.expect_continue && !req.continue_sent {
+                        req.continue_sent = true;
+                        conn.sendq.push(Frame::from_static(http::CONTINUE_100), now);
+                        self.mark_dirty(key);
+                    }
+                    return false;
+                }
+                Ok(BodyStatus::Complete { body, consumed }) => (body, consumed),
+            },
+        };
+        req.continue_sent = false;
+        self.stats.requests += 1;
+        self.consume(key, head_len + consumed);
+        let keep_alive = grant.keep_alive;
+        let mut r = match api::publish_body(&grant, head, &body, &self.api) {
+            Err(r) => r,
+            Ok(requests) => match self.shared.publish(grant.rate_key, requests) {
+                Ok(ids) => Response::json(200, ids_json(&ids), keep_alive),
+                Err(e) => Response::publish_error(&e, keep_alive),
+            },
+        };
+        r.headers = grant.headers;
+        self.respond(key, r);
+        true
+    }
+
+    /// Drop the head of an answered request and decide what becomes of its
+    /// body: a small one is skipped as it arrives, anything else (chunked,
+    /// or past `BODY_DISCARD_BYTES_MAX`) closes the connection after the
+    /// answer. Returns whether the connection may stay.
+    fn skip_body(&mut self, key: u32, head: &RequestHead, head_len: usize) -> bool {
+        self.consume(key, head_len);
+        let keep = match head.body {
+            BodyFraming::None => return true,
+            BodyFraming::Length(n) if n <= BODY_DISCARD_BYTES_MAX => n,
+            _ => return false,
+        };
+        if let Some(req) = self.conns[key as usize].req.as_mut() {
+            req.discard_bytes = keep;
+        }
+        true
+    }
+
+    /// Drop the first `n` bytes of the request buffer; an emptied buffer
+    /// gives its memory back (an idle keep-alive connection holds none).
+    fn consume(&mut self, key: u32, n: usize) {
+        let Some(req) = self.conns[key as usize].req.as_mut() else {
+            return;
+        };
+        req.buf.drain(..n.min(req.buf.len()));
+        if req.buf.is_empty() {
+            self.free_req_buf(key);
+        }
+    }
+
+    pub(super) fn free_req_buf(&mut self, key: u32) {
+        if let Some(req) = self.conns[key as usize].req.as_mut() {
+            self.req_buf_bytes -= req.buf.capacity();
+            req.buf = Vec::new();
+        }
+    }
+
+    /// Stop reading a connection whose answers pile up: its recv is
+    /// cancelled, so the kernel's receive window closes on the client.
+    /// Reading resumes once the answers are sent ([`Self::answers_sent`]).
+    fn pause(&mut self, key: u32) {
+        let conn = &mut self.conns[key as usize];
+        if conn.has(flag::PAUSED) {
+            return;
+        }
+        conn.set(flag::PAUSED);
+        metrics::add(&COUNTERS.reads_paused_total, 1);
+        if !conn.has(flag::RECV_ARMED) || conn.has(flag::RECV_CANCELLING) {
+            return;
+        }
+        conn.set(flag::RECV_CANCELLING);
+        conn.op_started();
+        let target = Token::new(OpKind::Recv, key, conn.generation).pack();
+        let entry = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(Token::new(OpKind::Pause, key, conn.generation).pack());
+        let ring = conn.ring;
+        self.push(ring, &[entry]);
+    }
+
+    /// Every answer queued on a plain HTTP connection was sent: resume
+    /// reading if it was paused, go on with requests already buffered, and
+    /// start the idle (or request) clock.
+    pub(super) fn answers_sent(&mut self, key: u32) {
+        let conn = &mut self.conns[key as usize];
+        if conn.phase != Phase::Request || !conn.sendq.is_empty() {
+            return;
+        }
+        if conn.has(flag::PAUSED) {
+            conn.clear(flag::PAUSED);
+            if !conn.has(flag::RECV_ARMED) {
+                self.arm_recv(key);
+            }
+            self.on_request_bytes(key);
+            return;
+        }
+        self.settle_deadline(key);
+    }
+
+    /// Queue an answer; keep the connection for the next request or close
+    /// it once the answer is sent. Until it is sent, the connection's clock
+    /// is the answer's age.
+    pub(super) fn respond(&mut self, key: u32, response: Response) {
+        if response.status >= 400 {
+            limit::note_refusal(
+                response
+                    .limit
+                    .unwrap_or_else(|| Limit::from_status(response.status)),
+            );
+        }
+        let bytes = Bytes::from(response.encode());
+        let now = self.now;
+        let conn = &mut self.conns[key as usize];
+        conn.sendq.push(bytes, now);
+        if !response.keep_alive || self.draining_until.is_some() {
+            conn.set(flag::CLOSE_AFTER_SEND);
+            self.free_req_buf(key);
+        }
+        self.clear_deadline(key);
+        self.mark_dirty(key);
+    }
+
+    fn metrics_response(&self, keep_alive: bool, headers: Headers) -> Response {
+        let mut text = String::with_capacity(8192);
+        self.shared.render_metrics(&mut text);
+        render_hub_stats(&self.shared.hub_stats(), &mut text);
+        let mut r = Response::text(200, "", keep_alive);
+        r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+        r.body = text.into_bytes();
+        r.headers = headers;
+        r
+    }
+
+    /// Open a stream: replay what the client missed and register it for
+    /// live frames (see `Shared::subscribe` for the seam), then queue the
+    /// head, `: connected`, `retry:` and the replay. `client_key` is the
+    /// client's per-IP key (resumes are rate limited per client; a trusted
+    /// proxy's streams are counted per client here).
+    pub(super) fn start_stream(
+        &mut self,
+        key: u32,
+        topics: &[Topic],
+        resume: &ResumePoint,
+        headers: &Headers,
+        client_key: u64,
+    ) {
+        if !matches!(resume, ResumePoint::Live) {
+            if let Verdict::Limited { retry_after_s } = self.shared.resume_rate.check(client_key) {
+                let mut r = Response::text(429, "resume rate limit, retry later", false);
+                r.retry_after_s = Some(retry_after_s);
+                r.limit = Some(Limit::ResumeRate);
                 self.respond(key, r);
                 return;
             }
-            if conn.has(flag::REFUSE_PER_IP) {
+        }
+        if self.conns[key as usize].peer_key == 0 {
+            // Through a trusted proxy: the client is known only now.
+            if !self.shared.per_ip.acquire(client_key) {
                 let mut r = Response::text(
                     429,
                     "too many connections from this address, retry later",
@@ -80,106 +365,8 @@ impl Worker {
                 self.respond(key, r);
                 return;
             }
-            self.handle_request(key, &head, &body);
+            self.conns[key as usize].peer_key = client_key;
         }
-    }
-
-    pub(super) fn handle_request(&mut self, key: u32, head: &RequestHead, body: &[u8]) {
-        let peer_loopback = self.conns[key as usize].has(flag::PEER_LOOPBACK);
-        match route::route(head, body, peer_loopback, &self.route_cfg) {
-            Action::Respond(r) => self.respond(key, r),
-            Action::Stream {
-                topics,
-                resume,
-                headers,
-            } => self.start_stream(key, &topics, &resume, &headers),
-            Action::Metrics {
-                keep_alive,
-                headers,
-            } => {
-                let mut text = String::with_capacity(8192);
-                self.shared.render_metrics(&mut text);
-                render_hub_stats(&self.shared.hub_stats(), &mut text);
-                let mut r = Response::text(200, "", keep_alive);
-                r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-                r.body = text.into_bytes();
-                r.headers = headers;
-                self.respond(key, r);
-            }
-            Action::Publish {
-                requests,
-                keep_alive,
-                headers,
-            } => {
-                // One bucket per publish token, else per client IP, shared
-                // by every worker; a request (a batch too) spends one token.
-                // Only a configured token names a publisher (routing has
-                // checked it by now): without one, the header is whatever
-                // the client made up and would buy a fresh bucket per request.
-                let rate_key = match (
-                    &self.shared.config.publish_token,
-                    head.header("authorization"),
-                ) {
-                    (Some(_), Some(token)) => limit::token_key(token.as_bytes()),
-                    _ => self.conns[key as usize].peer_key,
-                };
-                if let Verdict::Limited { retry_after_s } = self.shared.publish_rate.check(rate_key)
-                {
-                    let mut r = Response::text(429, "publish rate limit, retry later", keep_alive);
-                    r.retry_after_s = Some(retry_after_s);
-                    r.limit = Some(Limit::PublishRate);
-                    r.headers = headers;
-                    self.respond(key, r);
-                    return;
-                }
-                let mut r = match self.shared.publish_batch(requests) {
-                    Ok(ids) => Response::json(200, ids_json(&ids), keep_alive),
-                    Err(e) => Response::publish_error(&e, keep_alive),
-                };
-                r.headers = headers;
-                self.respond(key, r);
-            }
-        }
-    }
-
-    /// Queue a response; keep the connection for the next request or close
-    /// it once the response is sent.
-    pub(super) fn respond(&mut self, key: u32, response: Response) {
-        if response.status >= 400 {
-            limit::note_refusal(
-                response
-                    .limit
-                    .unwrap_or_else(|| Limit::from_status(response.status)),
-            );
-        }
-        let bytes = Bytes::from(response.encode());
-        let conn = &mut self.conns[key as usize];
-        conn.sendq.push(bytes, self.now);
-        if response.keep_alive && self.draining_until.is_none() {
-            if conn.read_buf.is_empty() {
-                self.set_deadline(key, true);
-            }
-        } else {
-            let conn = &mut self.conns[key as usize];
-            conn.set(flag::CLOSE_AFTER_SEND);
-            conn.read_buf = Vec::new();
-            self.clear_deadline(key);
-        }
-        self.mark_dirty(key);
-    }
-
-    /// Open a stream: replay what the client missed and register it for
-    /// live frames in one step under the hub lock, then queue the head,
-    /// `: connected`, `retry:` and the replay. Live frames at or below the
-    /// replay's `through_id` (already in the inbox) are skipped by
-    /// `deliver`, so the client gets each event once, with no gap.
-    pub(super) fn start_stream(
-        &mut self,
-        key: u32,
-        topics: &[Topic],
-        resume: &ResumePoint,
-        headers: &route::Headers,
-    ) {
         let index = &mut self.index;
         let (replay, subs) = self.shared.subscribe(topics, resume, || {
             topics
@@ -192,20 +379,16 @@ impl Worker {
         let preamble = if headers.is_empty() {
             self.stream_preamble.clone()
         } else {
-            Bytes::from(stream_preamble(self.shared.config.retry_ms, headers))
+            Bytes::from(api::stream_preamble(self.shared.config.retry_ms, headers))
         };
         let conn = &mut self.conns[key as usize];
         conn.subs = subs;
-        conn.phase = Phase::Streaming;
+        self.req_buf_bytes -= conn.start_streaming();
         conn.live_after_id = replay.through_id;
-        // A stream never reads another request: free the buffer now.
-        conn.read_buf = Vec::new();
         conn.sendq.push(preamble, now);
         // The replay is exempt from the slow-client budget until sent (a
         // client dropped for being over it must be able to catch up in one
         // replay); live events arriving while it drains count as usual.
-        // Answers to requests pipelined before this one may still be queued
-        // (a client's choice): the budget applies to them as for any stream.
         for frame in &replay.frames {
             conn.sendq.push_exempt(frame.clone(), now);
         }
@@ -223,20 +406,44 @@ impl Worker {
         self.mark_dirty(key);
     }
 
-    pub(super) fn set_deadline(&mut self, key: u32, idle: bool) {
+    /// Give a plain HTTP connection the one clock its phase calls for:
+    /// none of its own while answers are queued (their age is), the request
+    /// deadline while part of a request is buffered (kept, never extended,
+    /// so a byte now and then buys nothing), else the idle deadline.
+    pub(super) fn settle_deadline(&mut self, key: u32) {
+        let Some(conn) = self.conns.get(key as usize) else {
+            return;
+        };
+        let Some(req) = conn.req.as_ref() else {
+            return;
+        };
+        if conn.phase != Phase::Request
+            || conn.has(flag::CLOSE_AFTER_SEND)
+            || !conn.sendq.is_empty()
+        {
+            return;
+        }
+        let want = if req.buf.is_empty() && req.discard_bytes == 0 && !req.proxy_pending {
+            Deadline::Idle
+        } else {
+            Deadline::Request
+        };
+        if conn.deadline_tick == DEADLINE_NONE || req.deadline != want {
+            self.set_deadline(key, want);
+        }
+    }
+
+    pub(super) fn set_deadline(&mut self, key: u32, kind: Deadline) {
         self.clear_deadline(key);
         let tick = self.now
-            + if idle {
-                self.ticks.idle
-            } else {
-                self.ticks.request
+            + match kind {
+                Deadline::Idle => self.ticks.idle,
+                Deadline::Request => self.ticks.request,
             };
         let conn = &mut self.conns[key as usize];
         conn.deadline_tick = tick;
-        if idle {
-            conn.set(flag::DEADLINE_IDLE);
-        } else {
-            conn.clear(flag::DEADLINE_IDLE);
+        if let Some(req) = conn.req.as_mut() {
+            req.deadline = kind;
         }
         self.deadlines.insert((tick, key));
     }
@@ -258,10 +465,14 @@ impl Worker {
             let conn = &mut self.conns[key as usize];
             debug_assert_eq!(conn.deadline_tick, tick);
             conn.deadline_tick = DEADLINE_NONE;
-            if conn.has(flag::DEADLINE_IDLE) {
-                self.close_conn(key, CloseReason::IdleTimeout);
-            } else {
-                self.respond(key, Response::text(408, "request timeout", false));
+            let kind = conn.req.as_ref().map(|r| r.deadline);
+            match kind {
+                Some(Deadline::Request) if conn.sendq.is_empty() => {
+                    self.respond(key, Response::text(408, "request timeout", false));
+                }
+                // Answers queued: their age is the clock (the sweep).
+                Some(Deadline::Request) => {}
+                Some(Deadline::Idle) | None => self.close_conn(key, CloseReason::IdleTimeout),
             }
         }
     }

@@ -1,164 +1,79 @@
-//! What to do with one complete request: the routing table of the node,
-//! kept apart from the loop so the API can grow without touching I/O.
-//! Pure: a parsed head and body in, an [`Action`] out. Auth (bearer tokens,
-//! the loopback rule), CORS and publish-body validation all live here.
+//! The request policy: what to do with a request, decided from its head
+//! alone, before its body is read. Pure: a parsed head and the client in,
+//! a [`Decision`] out; no sockets, table-tested.
+//!
+//! - routes, methods and every status with its reason (here);
+//! - [`client`]: who the client is behind `--trusted-proxy` hops;
+//! - [`auth`]: bearer tokens and the rule for publishing without one;
+//! - [`cors`]: which browser origins may read our answers;
+//! - [`publish`]: the body of `POST /publish`, once authorized;
+//! - [`response`]: the bytes of an answer and of a stream's head.
+//!
+//! A request that will be refused is answered from its head: its body is
+//! never read (the worker discards a small one or closes), and `100
+//! Continue` is sent only once the request is authorized.
+
+pub mod auth;
+pub mod client;
+pub mod cors;
+pub mod publish;
+pub mod response;
+
+use std::net::IpAddr;
 
 use crate::hub::id::ResumePoint;
-use crate::hub::publish::{parse_publish, PublishError, PublishRequest, PublishRules};
+use crate::hub::publish::PublishRequest;
 use crate::hub::topic::Topic;
 use crate::limit::Limit;
 use crate::wire::http::{self, Method, RequestHead};
+use auth::{bearer, token_matches, unauthorized};
+use client::{Client, TrustedProxies};
+use cors::{preflight, Cors};
+use publish::{parse_publish, PublishRules};
+pub use response::{stream_preamble, Headers, Response, STREAM_HEADERS};
 
 /// The live page served at `GET /`: self-contained, nothing fetched from
 /// elsewhere.
 pub const PAGE_HTML: &str = include_str!("../page/index.html");
 
-/// Methods a browser is told it may use (CORS preflight).
-pub const CORS_ALLOW_METHODS: &str = "GET, POST, OPTIONS";
-/// Request headers a browser is told it may send (CORS preflight).
-pub const CORS_ALLOW_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID";
-/// How long a browser may cache a preflight answer, in seconds.
-pub const CORS_MAX_AGE_S: &str = "600";
-
-/// Extra response headers (CORS, `WWW-Authenticate`, `Vary`).
-pub type Headers = Vec<(&'static str, String)>;
-
-/// Which browser origins may read our responses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Cors {
-    /// `*` was configured: any origin, without credentials.
-    pub any: bool,
-    /// Specific origins: echoed back, with credentials allowed.
-    pub origins: Vec<String>,
-}
-
-impl Cors {
-    pub fn from_list(list: &[String]) -> Cors {
-        Cors {
-            any: list.iter().any(|o| o == "*"),
-            origins: list.iter().filter(|o| *o != "*").cloned().collect(),
-        }
-    }
-
-    /// The CORS headers of a response to a request from `origin`.
-    /// A listed origin is echoed with `Access-Control-Allow-Credentials`
-    /// (cookies or auth headers may ride along); `*` never comes with
-    /// credentials (browsers refuse that pair). When the answer depends on
-    /// the origin, `Vary: Origin` keeps caches from mixing them up.
-    pub fn headers(&self, origin: Option<&str>) -> Headers {
-        let mut out = Headers::new();
-        if !self.origins.is_empty() {
-            out.push(("Vary", "Origin".to_string()));
-            if let Some(o) = origin.filter(|o| self.origins.iter().any(|l| l == o)) {
-                out.push(("Access-Control-Allow-Origin", o.to_string()));
-                out.push(("Access-Control-Allow-Credentials", "true".to_string()));
-                return out;
-            }
-        }
-        if self.any {
-            out.push(("Access-Control-Allow-Origin", "*".to_string()));
-        }
-        out
-    }
-}
-
-/// The knobs routing needs (copied from the config once per worker).
+/// The knobs the policy needs (copied from the config once per worker).
 #[derive(Debug, Clone)]
-pub struct RouteConfig {
+pub struct ApiConfig {
     pub topics_per_stream_max: usize,
     pub topic_bytes_max: usize,
     pub publish_rules: PublishRules,
     /// `--publish-token`: publishing needs `Authorization: Bearer` with it.
-    /// Unset: publishing only from loopback.
+    /// Unset: publishing only by local tools ([`auth::tokenless_publish_refusal`]).
     pub publish_token: Option<String>,
     /// `--subscribe-token`: streams need it (header or `access_token`).
     pub subscribe_token: Option<String>,
     pub cors: Cors,
+    /// `--trusted-proxy`: peers whose forwarding headers name the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
-/// A plain response to write and send.
+impl ApiConfig {
+    pub fn from_config(config: &crate::config::Config) -> ApiConfig {
+        ApiConfig {
+            topics_per_stream_max: usize::from(config.topics_per_stream_max),
+            topic_bytes_max: usize::from(config.topic_bytes_max),
+            publish_rules: PublishRules {
+                topic_bytes_max: usize::from(config.topic_bytes_max),
+                batch_events_max: config.publish_batch_events_max as usize,
+            },
+            publish_token: config.publish_token.clone(),
+            subscribe_token: config.subscribe_token.clone(),
+            cors: Cors::from_list(&config.cors_origin),
+            trusted_proxies: TrustedProxies::new(config.trusted_proxy.clone()),
+        }
+    }
+}
+
+/// What to do with a request whose head is complete; its body, if any,
+/// is still unread.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub allow: Option<&'static str>,
-    pub retry_after_s: Option<u32>,
-    /// More headers (CORS, `WWW-Authenticate`, ...).
-    pub headers: Headers,
-    pub body: Vec<u8>,
-    pub keep_alive: bool,
-    /// The limit an error answer stands for in `stentor_refusals_total`;
-    /// `None` = inferred from the status.
-    pub limit: Option<Limit>,
-}
-
-impl Response {
-    pub fn text(status: u16, body: &str, keep_alive: bool) -> Response {
-        let mut text = body.as_bytes().to_vec();
-        text.push(b'\n');
-        Response {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            allow: None,
-            retry_after_s: None,
-            headers: Headers::new(),
-            body: text,
-            keep_alive,
-            limit: None,
-        }
-    }
-
-    pub fn json(status: u16, body: String, keep_alive: bool) -> Response {
-        Response {
-            status,
-            content_type: "application/json",
-            allow: None,
-            retry_after_s: None,
-            headers: Headers::new(),
-            body: body.into_bytes(),
-            keep_alive,
-            limit: None,
-        }
-    }
-
-    /// A publish refusal: its status and `{"error":..,"field":..}`; a 503
-    /// says when to retry.
-    pub fn publish_error(e: &PublishError, keep_alive: bool) -> Response {
-        let mut r = Response::json(e.status, e.to_json(), keep_alive);
-        if e.status == 503 {
-            r.retry_after_s = Some(1);
-        }
-        r.limit = match (e.status, e.field) {
-            (400, Some("topic")) => Some(Limit::TopicName),
-            (503, Some("topic")) => Some(Limit::TopicsMax),
-            (413, _) => Some(Limit::PublishBatch),
-            _ => None,
-        };
-        r
-    }
-
-    /// The wire bytes (head and body) of this response.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(160 + self.body.len());
-        let retry_after = self.retry_after_s.map(|s| s.to_string());
-        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(4 + self.headers.len());
-        if self.status != 204 {
-            headers.push(("Content-Type", self.content_type));
-        }
-        if let Some(allow) = self.allow {
-            headers.push(("Allow", allow));
-        }
-        if let Some(r) = retry_after.as_deref() {
-            headers.push(("Retry-After", r));
-        }
-        headers.extend(self.headers.iter().map(|(n, v)| (*n, v.as_str())));
-        http::write_response(&mut out, self.status, &headers, &self.body, self.keep_alive);
-        out
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub enum Decision {
+    /// Answer now. A body the request carries is never read.
     Respond(Response),
     /// Open an SSE stream on these (deduplicated, validated) topics,
     /// replaying from `resume` first.
@@ -167,58 +82,73 @@ pub enum Action {
         resume: ResumePoint,
         /// Extra head lines (CORS).
         headers: Headers,
+        /// The client, for per-IP limits (resumes, connections).
+        client: Client,
     },
-    /// Publish these events in order, all or nothing, then answer with
-    /// their ids.
-    Publish {
-        requests: Vec<PublishRequest>,
-        keep_alive: bool,
-        headers: Headers,
-    },
+    /// An authorized publish: read the body (after `100 Continue` if the
+    /// client waits for it), then [`publish_body`].
+    ReadBody(PublishGrant),
     /// The node's counters as Prometheus text.
-    Metrics {
-        keep_alive: bool,
-        headers: Headers,
-    },
+    Metrics { keep_alive: bool, headers: Headers },
 }
 
-/// The response head of a stream (DESIGN.md, wire rules).
-pub const STREAM_HEADERS: [(&str, &str); 3] = [
-    ("Content-Type", "text/event-stream"),
-    ("Cache-Control", "no-store"),
-    ("X-Accel-Buffering", "no"),
-];
+/// A publish that passed authorization, waiting for its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishGrant {
+    pub keep_alive: bool,
+    /// Extra answer headers (CORS).
+    pub headers: Headers,
+    /// The publish rate bucket: the configured token's, else the client's.
+    pub rate_key: u64,
+}
 
-pub fn route(head: &RequestHead, body: &[u8], peer_loopback: bool, cfg: &RouteConfig) -> Action {
+/// Decide what a request gets from its head. `peer` is the TCP peer (or
+/// the PROXY protocol source).
+pub fn decide(head: &RequestHead, peer: IpAddr, cfg: &ApiConfig) -> Decision {
+    let client = client::resolve(head, peer, &cfg.trusted_proxies);
     let cors = cfg.cors.headers(head.header("origin"));
-    let mut action = route_path(head, body, peer_loopback, cfg);
-    match &mut action {
-        Action::Respond(r) => r.headers.extend(cors),
-        Action::Stream { headers, .. }
-        | Action::Publish { headers, .. }
-        | Action::Metrics { headers, .. } => headers.extend(cors),
+    let mut decision = route(head, &client, cfg);
+    match &mut decision {
+        Decision::Respond(r) => r.headers.extend(cors),
+        Decision::Stream { headers, .. }
+        | Decision::Metrics { headers, .. }
+        | Decision::ReadBody(PublishGrant { headers, .. }) => headers.extend(cors),
     }
-    action
+    decision
 }
 
-fn route_path(head: &RequestHead, body: &[u8], peer_loopback: bool, cfg: &RouteConfig) -> Action {
+/// The events of an authorized publish's body, or the answer refusing it.
+pub fn publish_body(
+    grant: &PublishGrant,
+    head: &RequestHead,
+    body: &[u8],
+    cfg: &ApiConfig,
+) -> Result<Vec<PublishRequest>, Response> {
+    parse_publish(head.header("content-type"), body, &cfg.publish_rules).map_err(|e| {
+        let mut r = Response::publish_error(&e, grant.keep_alive);
+        r.headers = grant.headers.clone();
+        r
+    })
+}
+
+fn route(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
     let keep_alive = head.keep_alive;
     let (allow, method) = match head.path.as_str() {
         "/events" | "/healthz" | "/metrics" | "/" => ("GET, OPTIONS", Method::Get),
         "/publish" => ("POST, OPTIONS", Method::Post),
-        _ => return Action::Respond(Response::text(404, "not found", keep_alive)),
+        _ => return Decision::Respond(Response::text(404, "not found", keep_alive)),
     };
     if head.method == Method::Options {
-        return Action::Respond(preflight(allow, keep_alive));
+        return Decision::Respond(preflight(allow, keep_alive));
     }
     if head.method != method {
         return method_not_allowed(allow, keep_alive);
     }
     match head.path.as_str() {
-        "/events" => stream(head, cfg),
-        "/publish" => publish(head, body, peer_loopback, cfg),
-        "/healthz" => Action::Respond(Response::text(200, "ok", keep_alive)),
-        "/metrics" => Action::Metrics {
+        "/events" => stream(head, client, cfg),
+        "/publish" => publish(head, client, cfg),
+        "/healthz" => Decision::Respond(Response::text(200, "ok", keep_alive)),
+        "/metrics" => Decision::Metrics {
             keep_alive,
             headers: Headers::new(),
         },
@@ -227,90 +157,30 @@ fn route_path(head: &RequestHead, body: &[u8], peer_loopback: bool, cfg: &RouteC
             r.content_type = "text/html; charset=utf-8";
             r.body = PAGE_HTML.as_bytes().to_vec();
             r.headers.push(("Cache-Control", "no-cache".to_string()));
-            Action::Respond(r)
+            Decision::Respond(r)
         }
     }
 }
 
-/// The answer to `OPTIONS`: what may be sent here. The CORS headers are
-/// added by [`route`]; without a matching origin the browser refuses.
-fn preflight(allow: &'static str, keep_alive: bool) -> Response {
-    let mut r = Response::text(204, "", keep_alive);
-    r.body.clear();
-    r.allow = Some(allow);
-    r.headers.extend([
-        (
-            "Access-Control-Allow-Methods",
-            CORS_ALLOW_METHODS.to_string(),
-        ),
-        (
-            "Access-Control-Allow-Headers",
-            CORS_ALLOW_HEADERS.to_string(),
-        ),
-        ("Access-Control-Max-Age", CORS_MAX_AGE_S.to_string()),
-    ]);
-    r
-}
-
-fn method_not_allowed(allow: &'static str, keep_alive: bool) -> Action {
+fn method_not_allowed(allow: &'static str, keep_alive: bool) -> Decision {
     let mut r = Response::text(405, "method not allowed", keep_alive);
     r.allow = Some(allow);
-    Action::Respond(r)
+    Decision::Respond(r)
 }
 
-fn bad_request(reason: &str) -> Action {
+fn bad_request(reason: &str) -> Decision {
     // A malformed request may have left the connection out of step: close.
-    Action::Respond(Response::text(400, reason, false))
+    Decision::Respond(Response::text(400, reason, false))
 }
 
 /// A 400 that names the limit it stands for (closes, like `bad_request`).
-fn refused(limit: Limit, reason: &str) -> Action {
+fn refused(limit: Limit, reason: &str) -> Decision {
     let mut r = Response::text(limit.status(), reason, false);
     r.limit = Some(limit);
-    Action::Respond(r)
+    Decision::Respond(r)
 }
 
-/// Compare a presented token with the configured one in time independent
-/// of where they differ, so response timing does not reveal a prefix.
-pub fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
-    let mut diff = u8::from(presented.len() != expected.len());
-    for (i, e) in expected.iter().enumerate() {
-        let p = presented.get(i).copied().unwrap_or(0);
-        diff |= p ^ e;
-    }
-    std::hint::black_box(diff) == 0
-}
-
-/// The token of an `Authorization: Bearer <token>` header.
-fn bearer(head: &RequestHead) -> Option<&str> {
-    let value = head.header("authorization")?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// The 401 answer: which token is missing or wrong, and the challenge.
-fn unauthorized(what: &str, presented: bool, json: bool, keep_alive: bool) -> Action {
-    let (message, challenge) = if presented {
-        (
-            format!("wrong {what} token"),
-            r#"Bearer realm="stentor", error="invalid_token""#,
-        )
-    } else {
-        (
-            format!("missing {what} token: send Authorization: Bearer <token>"),
-            r#"Bearer realm="stentor""#,
-        )
-    };
-    let mut r = if json {
-        Response::publish_error(&PublishError::new(401, None, message), keep_alive)
-    } else {
-        Response::text(401, &message, keep_alive)
-    };
-    r.headers.push(("WWW-Authenticate", challenge.to_string()));
-    Action::Respond(r)
-}
-
-fn stream(head: &RequestHead, cfg: &RouteConfig) -> Action {
+fn stream(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
     let pairs = match http::parse_query(&head.query) {
         Ok(p) => p,
         Err(e) => return bad_request(e.reason()),
@@ -350,55 +220,131 @@ fn stream(head: &RequestHead, cfg: &RouteConfig) -> Action {
         let presented = bearer(head).or(access_token);
         let ok = presented.is_some_and(|p| token_matches(p.as_bytes(), expected.as_bytes()));
         if !ok {
-            return unauthorized("subscribe", presented.is_some(), false, head.keep_alive);
+            return Decision::Respond(unauthorized(
+                "subscribe",
+                presented.is_some(),
+                false,
+                head.keep_alive,
+            ));
         }
     }
     if topics.is_empty() {
         return bad_request("missing topic: use /events?topic=NAME (repeatable)");
     }
     let resume = ResumePoint::from_request(head.header("last-event-id"), last_event_id);
-    Action::Stream {
+    Decision::Stream {
         topics,
         resume,
         headers: Headers::new(),
+        client: *client,
     }
 }
 
-fn publish(head: &RequestHead, body: &[u8], peer_loopback: bool, cfg: &RouteConfig) -> Action {
+fn publish(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
     let keep_alive = head.keep_alive;
-    match &cfg.publish_token {
+    let rate_key = match &cfg.publish_token {
         Some(expected) => {
             let presented = bearer(head);
             let ok = presented.is_some_and(|p| token_matches(p.as_bytes(), expected.as_bytes()));
             if !ok {
-                return unauthorized("publish", presented.is_some(), true, keep_alive);
+                return Decision::Respond(unauthorized(
+                    "publish",
+                    presented.is_some(),
+                    true,
+                    keep_alive,
+                ));
             }
+            // Only a configured (now checked) token names a bucket: a token
+            // a client made up would buy it a fresh bucket per request.
+            crate::limit::token_key(expected.as_bytes())
         }
-        None if !peer_loopback => {
-            let e = PublishError::new(
-                403,
-                None,
-                "publishing is only accepted from loopback while no --publish-token is set; \
-                 set --publish-token (STENTOR_PUBLISH_TOKEN) and send Authorization: Bearer <token>",
-            );
-            return Action::Respond(Response::publish_error(&e, keep_alive));
+        None => {
+            if let Some(reason) = auth::tokenless_publish_refusal(head, client, &cfg.cors) {
+                let mut r = Response::publish_error(
+                    &crate::hub::publish::PublishError::new(403, None, reason),
+                    keep_alive,
+                );
+                r.limit = Some(Limit::Forbidden);
+                return Decision::Respond(r);
+            }
+            client_key(client)
         }
-        None => {}
-    }
-    match parse_publish(head.header("content-type"), body, &cfg.publish_rules) {
-        Ok(requests) => Action::Publish {
-            requests,
-            keep_alive,
-            headers: Headers::new(),
-        },
-        Err(e) => Action::Respond(Response::publish_error(&e, keep_alive)),
-    }
+    };
+    Decision::ReadBody(PublishGrant {
+        keep_alive,
+        headers: Headers::new(),
+        rate_key,
+    })
+}
+
+/// The per-IP key of a client (an unknown client shares one bucket).
+pub fn client_key(client: &Client) -> u64 {
+    client.ip.map(crate::limit::ip_key).unwrap_or(1)
 }
 
 #[cfg(test)]
 mod route_tests {
+    use super::cors::{CORS_ALLOW_HEADERS, CORS_MAX_AGE_S};
     use super::*;
     use crate::wire::http::{parse_head, HeadStatus, Limits};
+
+    /// What a request comes to once its body (if authorized) is read: the
+    /// two steps the worker takes, in one call for the tables below.
+    #[derive(Debug)]
+    #[allow(dead_code)] // fields read through Debug in failure messages
+    enum Action {
+        Respond(Response),
+        Stream {
+            topics: Vec<Topic>,
+            resume: ResumePoint,
+            headers: Headers,
+        },
+        Publish {
+            requests: Vec<PublishRequest>,
+            keep_alive: bool,
+            headers: Headers,
+        },
+        Metrics {
+            keep_alive: bool,
+            headers: Headers,
+        },
+    }
+
+    fn route(head: &RequestHead, body: &[u8], loopback: bool, cfg: &ApiConfig) -> Action {
+        let peer: IpAddr = if loopback {
+            [127, 0, 0, 1].into()
+        } else {
+            [203, 0, 113, 1].into()
+        };
+        match decide(head, peer, cfg) {
+            Decision::Respond(r) => Action::Respond(r),
+            Decision::Stream {
+                topics,
+                resume,
+                headers,
+                ..
+            } => Action::Stream {
+                topics,
+                resume,
+                headers,
+            },
+            Decision::Metrics {
+                keep_alive,
+                headers,
+            } => Action::Metrics {
+                keep_alive,
+                headers,
+            },
+            Decision::ReadBody(grant) => match publish_body(&grant, head, body, cfg) {
+                Ok(requests) => Action::Publish {
+                    requests,
+                    keep_alive: grant.keep_alive,
+                    headers: grant.headers,
+                },
+                Err(r) => Action::Respond(r),
+            },
+        }
+    }
 
     const LIMITS: Limits = Limits {
         head_bytes_max: 8192,
@@ -408,8 +354,8 @@ mod route_tests {
     };
     const TOKEN: &str = "0123456789abcdef-token";
 
-    fn cfg() -> RouteConfig {
-        RouteConfig {
+    fn cfg() -> ApiConfig {
+        ApiConfig {
             topics_per_stream_max: 2,
             topic_bytes_max: 16,
             publish_rules: PublishRules {
@@ -419,6 +365,7 @@ mod route_tests {
             publish_token: None,
             subscribe_token: None,
             cors: Cors::default(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 
@@ -603,7 +550,7 @@ mod route_tests {
         assert_eq!(r.status, 403);
         assert!(String::from_utf8_lossy(&r.body).contains("loopback"));
 
-        let with_token = RouteConfig {
+        let with_token = ApiConfig {
             publish_token: Some(TOKEN.into()),
             ..cfg()
         };
@@ -632,7 +579,7 @@ mod route_tests {
 
     #[test]
     fn subscribe_token_by_header_or_query() {
-        let c = RouteConfig {
+        let c = ApiConfig {
             subscribe_token: Some(TOKEN.into()),
             ..cfg()
         };
@@ -694,7 +641,7 @@ mod route_tests {
 
     #[test]
     fn preflight_and_stream_carry_cors() {
-        let c = RouteConfig {
+        let c = ApiConfig {
             cors: Cors::from_list(&["https://a.example".into()]),
             ..cfg()
         };

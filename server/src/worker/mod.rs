@@ -1,0 +1,613 @@
+//! One worker thread: one listener, one slab of connections, one topic
+//! index, and as many rings as its share of the connections needs (each
+//! ring has its own fixed-file table; see docs/design.md).
+//!
+//! The loop, top to bottom: flush SQEs that did not fit last turn, submit
+//! (secondary rings without waiting, then the primary ring, waiting for a
+//! completion); dispatch each completion on its token; then deliver the
+//! inbox, close what must close and start one send per connection that has
+//! frames waiting. Every SQE made in a turn goes to the kernel in the next
+//! turn's enters: that is how broadcasts go out in batches.
+//!
+//! The `impl Worker` is split by what it handles: this file (setup, the
+//! loop, submission), [`completions`] (what the kernel reports), [`requests`]
+//! (plain HTTP and opening streams), [`fanout`] (inbox to send queues,
+//! heartbeats, queue ages) and [`close`] (closing, draining, stopping).
+
+mod abort;
+mod close;
+mod completions;
+mod fanout;
+mod requests;
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use bytes::Bytes;
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use slab::Slab;
+
+use crate::api::{stream_preamble, ApiConfig, Headers};
+use crate::bus::{Delivery, Shared};
+use crate::conn::{flag, CloseReason, Conn, Phase};
+use crate::hub::index::Index;
+use crate::metrics::{self, WorkerStats, COUNTERS};
+use crate::ring::bufring::{BufRing, BUFS_PER_RING, BUF_BYTES};
+use crate::ring::msgpool::{MsgPool, IOVECS_PER_SEND_MAX};
+use crate::ring::token::{OpKind, Token};
+use crate::wire::http::Limits;
+use crate::wire::sse::{self, Frame};
+
+/// Length of one coarse tick: deadlines, heartbeats and stall checks are
+/// accurate to about this much.
+pub const TICK_MS: u64 = 100;
+/// Ticks between sweeps over all streams (heartbeats, queue ages).
+pub const SWEEP_TICKS: u32 = 5;
+/// Accept SQEs kept in flight per worker.
+pub const ACCEPTS_IN_FLIGHT: usize = 16;
+/// Pipelined requests handled in one go before the connection yields to
+/// the others (the rest wait in its buffer for the next turn).
+pub const REQUESTS_PER_TURN_MAX: usize = 64;
+/// Answer bytes queued on a plain HTTP connection past which the worker
+/// stops reading it (cancels its recv) until they drain to half: a client
+/// pipelining faster than it reads is slowed by TCP, not refused.
+pub const ANSWER_BYTES_PAUSE: u32 = 64 * 1024;
+/// Body bytes of a refused request read and thrown away to keep the
+/// connection; a larger (or chunked) body closes it after the answer.
+pub const BODY_DISCARD_BYTES_MAX: usize = 64 * 1024;
+/// How long a stopping worker waits for the kernel to finish with what its
+/// in-flight operations point at before freeing it.
+pub const QUIESCE_MS: u64 = 2_000;
+/// Consecutive failures of `io_uring_enter` before the worker gives up.
+pub const ENTER_ERRORS_MAX: u32 = 100;
+/// Repeated warnings of a worker are logged at most once per this many ticks.
+pub const LOG_EVERY_TICKS: u32 = 50;
+/// Buffer group id of the worker's provided-buffer ring.
+const BUF_GROUP: u16 = 0;
+
+/// What the node hands a worker.
+pub struct WorkerSetup {
+    pub id: usize,
+    pub listener: TcpListener,
+    /// Rings this worker owns (one fixed-file table each).
+    pub rings: usize,
+    /// Size of each ring's sparse fixed-file table.
+    pub fixed_slots: u32,
+    /// Connections one ring holds before answering 503.
+    pub connections_per_ring: u32,
+}
+
+/// Start the worker on this thread: report startup success or failure on
+/// `ready`, then run until shutdown.
+pub fn run(setup: WorkerSetup, shared: Arc<Shared>, ready: mpsc::Sender<Result<(), String>>) {
+    let id = setup.id;
+    let mut worker = match Worker::new(setup, shared) {
+        Ok(w) => w,
+        Err(message) => {
+            let _ = ready.send(Err(message));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    if let Err(message) = worker.run_loop() {
+        crate::error!("worker stopped on an error", worker = id, error = message);
+        metrics::add(&COUNTERS.worker_errors_total, 1);
+    }
+}
+
+/// Storage a pending accept writes the peer address into.
+struct AcceptSlot {
+    addr: libc::sockaddr_storage,
+    len: libc::socklen_t,
+    armed: bool,
+    /// The ring the accept is armed on (its table gets the connection).
+    ring: u8,
+}
+
+/// One ring of a worker: its fixed-file table holds the connections
+/// accepted on it, its provided buffers serve their reads.
+struct RingIo {
+    // Declared first so it is dropped before the buffers it points at.
+    ring: IoUring,
+    bufs: BufRing,
+    /// Connections whose fixed slot is in this ring's table.
+    conns: u32,
+}
+
+/// Limits converted to ticks once.
+struct Ticks {
+    request: u32,
+    idle: u32,
+    heartbeat: u32,
+    queue_age: u32,
+    shutdown: u32,
+}
+
+fn ms_to_ticks(ms: u32) -> u32 {
+    (u64::from(ms).div_ceil(TICK_MS)).max(1) as u32
+}
+
+struct Worker {
+    // The ring is declared first so it is dropped first: the buffers,
+    // msghdrs and addresses below are memory the kernel may still touch
+    // until the ring is gone.
+    rings: Vec<RingIo>,
+    msgs: MsgPool,
+    accepts: Box<[AcceptSlot]>,
+    wake_buf: Box<u64>,
+    tick_ts: Box<types::Timespec>,
+
+    id: usize,
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    wake_fd: i32,
+    conns: Slab<Conn>,
+    index: Index,
+    generation: u32,
+    connections_per_ring: u32,
+    limits: Limits,
+    api: ApiConfig,
+    /// `--proxy-protocol`: trusted peers start with a PROXY header.
+    proxy_protocol: bool,
+    ticks: Ticks,
+    queue_bytes_max: u32,
+    /// Capacity of every request buffer of this worker, in bytes, and its
+    /// bound (`--request-buffers-bytes-max`).
+    req_buf_bytes: usize,
+    req_buf_bytes_max: usize,
+    /// SQEs that did not fit their ring's SQ, in order, one group per push
+    /// (a hard-linked chain stays whole); flushed first on the next turn.
+    backlog: Vec<std::collections::VecDeque<Vec<squeue::Entry>>>,
+    /// Test hook (`STENTOR_FAULT_SQ_FULL_EVERY=N`): every Nth push finds the
+    /// SQ "full", so the backlog path runs under real traffic.
+    fault_sq_full_every: u64,
+    pushes: u64,
+    started: Instant,
+    now: u32,
+    next_sweep: u32,
+    /// (deadline tick, slab key) of connections reading a request or idle
+    /// between keep-alive requests. Streams have none, so idle subscribers
+    /// cost nothing here.
+    deadlines: BTreeSet<(u32, u32)>,
+    dirty: Vec<u32>,
+    /// Connections with requests still buffered after their turn's share.
+    more_requests: Vec<u32>,
+    to_close: Vec<(u32, CloseReason)>,
+    inbox_batch: Vec<Delivery>,
+    cqes: Vec<(u8, cqueue::Entry)>,
+    heartbeat: Frame,
+    stream_preamble: Bytes,
+    draining_until: Option<u32>,
+    accept_cancels_in_flight: u32,
+    accepts_parked: bool,
+    last_log_tick: u32,
+    /// Hot-path counts, moved into this worker's metrics each tick.
+    stats: WorkerStats,
+}
+
+impl Worker {
+    fn new(setup: WorkerSetup, shared: Arc<Shared>) -> Result<Worker, String> {
+        let id = setup.id;
+        let wake_fd = shared.inboxes[id].wake_fd();
+        let rings = (0..setup.rings.max(1))
+            .map(|r| make_ring(id, r, setup.fixed_slots, wake_fd))
+            .collect::<Result<Vec<_>, String>>()?;
+        let rings_len = rings.len();
+        let config = &shared.config;
+        let heartbeat = sse::encode_comment("");
+        let preamble = stream_preamble(config.retry_ms, &Headers::new());
+        let accepts = (0..ACCEPTS_IN_FLIGHT)
+            .map(|_| AcceptSlot {
+                // SAFETY: sockaddr_storage is plain data; zero is valid.
+                addr: unsafe { std::mem::zeroed() },
+                len: 0,
+                armed: false,
+                ring: 0,
+            })
+            .collect();
+        let mut w = Worker {
+            rings,
+            msgs: MsgPool::new(),
+            accepts,
+            wake_buf: Box::new(0),
+            tick_ts: Box::new(types::Timespec::new().nsec((TICK_MS * 1_000_000) as u32)),
+            id,
+            listener: setup.listener,
+            wake_fd,
+            conns: Slab::new(),
+            index: Index::new(),
+            generation: 0,
+            connections_per_ring: setup.connections_per_ring,
+            limits: config.http_limits(),
+            api: ApiConfig::from_config(config),
+            proxy_protocol: config.proxy_protocol,
+            ticks: Ticks {
+                request: ms_to_ticks(config.request_timeout_ms),
+                idle: ms_to_ticks(config.idle_timeout_ms),
+                heartbeat: ms_to_ticks(config.heartbeat_ms),
+                queue_age: ms_to_ticks(config.queue_age_ms_max),
+                shutdown: (u64::from(config.shutdown_ms) / TICK_MS) as u32,
+            },
+            queue_bytes_max: config.queue_bytes_max,
+            req_buf_bytes: 0,
+            req_buf_bytes_max: usize::try_from(config.request_buffers_bytes_max)
+                .unwrap_or(usize::MAX),
+            backlog: (0..rings_len).map(|_| Default::default()).collect(),
+            fault_sq_full_every: std::env::var("STENTOR_FAULT_SQ_FULL_EVERY")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            pushes: 0,
+            started: Instant::now(),
+            now: 1,
+            next_sweep: 1,
+            deadlines: BTreeSet::new(),
+            dirty: Vec::new(),
+            more_requests: Vec::new(),
+            to_close: Vec::new(),
+            inbox_batch: Vec::new(),
+            cqes: Vec::with_capacity(1024),
+            heartbeat,
+            stream_preamble: Bytes::from(preamble),
+            draining_until: None,
+            accept_cancels_in_flight: 0,
+            accepts_parked: false,
+            last_log_tick: 0,
+            stats: WorkerStats::default(),
+            shared,
+        };
+        for slot in 0..ACCEPTS_IN_FLIGHT {
+            w.arm_accept(slot);
+        }
+        w.arm_wake();
+        w.arm_tick();
+        for r in &w.rings {
+            r.ring
+                .submit()
+                .map_err(|e| format!("worker {id}: first submit failed: {e}"))?;
+        }
+        Ok(w)
+    }
+
+    fn run_loop(&mut self) -> Result<(), String> {
+        let mut enter_errors = 0;
+        let mut backlog = false;
+        loop {
+            self.flush_backlog();
+            // Secondary rings first, without waiting: their completions
+            // wake us through the eventfd the primary ring is reading.
+            for r in self.rings.iter_mut().skip(1) {
+                // Enter when there is something to submit, or completions
+                // the kernel kept aside when the CQ overflowed: only an
+                // enter flushes them (io-uring adds GETEVENTS for that).
+                let (idle, overflow) = {
+                    let sq = r.ring.submission();
+                    (sq.is_empty(), sq.cq_overflow())
+                };
+                if idle && !overflow {
+                    continue;
+                }
+                if let Err(e) = r.ring.submit() {
+                    if !matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+                    ) {
+                        crate::error!("io_uring_enter failed", worker = self.id, error = e);
+                    }
+                }
+            }
+            // With completions still held back by an overflow, do not sleep.
+            let held = self.backlog.iter().any(|b| !b.is_empty());
+            let want = usize::from(!backlog && !held && self.more_requests.is_empty());
+            match crate::ring::submit_and_reap(&mut self.rings[0].ring, want) {
+                Ok(_) => enter_errors = 0,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+                    ) => {}
+                Err(e) => {
+                    enter_errors += 1;
+                    crate::error!("io_uring_enter failed", worker = self.id, error = e);
+                    if enter_errors >= ENTER_ERRORS_MAX {
+                        return Err(format!("io_uring_enter keeps failing: {e}"));
+                    }
+                }
+            }
+            let woke = Instant::now();
+            self.now = 1 + (woke.duration_since(self.started).as_millis() as u64 / TICK_MS) as u32;
+            let mut batch = std::mem::take(&mut self.cqes);
+            for (r, ring) in self.rings.iter_mut().enumerate() {
+                batch.extend(ring.ring.completion().map(|c| (r as u8, c)));
+            }
+            self.stats.ring_completions += batch.len() as u64;
+            for (r, cqe) in batch.drain(..) {
+                self.on_completion(r, cqe.user_data(), cqe.result(), cqe.flags());
+            }
+            backlog = self
+                .rings
+                .iter_mut()
+                .any(|r| r.ring.submission().cq_overflow());
+            self.cqes = batch;
+            self.after_batch();
+            self.stats.busy_ns += woke.elapsed().as_nanos() as u64;
+            if self.finished() {
+                crate::debug!("worker stopped", worker = self.id);
+                return Ok(());
+            }
+        }
+    }
+
+    // ---- submission ----------------------------------------------------
+
+    /// Queue one group of SQEs (a hard-linked chain stays whole) on `ring`.
+    /// When its SQ is full, the SQ is submitted and, if still full, the
+    /// group waits in the ring's backlog for the next turn: an SQE is never
+    /// dropped, and order is kept (nothing jumps the backlog).
+    pub(super) fn push(&mut self, ring: u8, entries: &[squeue::Entry]) {
+        self.stats.ring_submissions += entries.len() as u64;
+        self.pushes += 1;
+        let r = usize::from(ring);
+        let fault = self.fault_sq_full_every > 0 && self.pushes % self.fault_sq_full_every == 0;
+        let ring = &mut self.rings[r].ring;
+        let queued = !fault
+            && self.backlog[r].is_empty()
+            && (try_push(ring, entries) || (ring.submit().is_ok() && try_push(ring, entries)));
+        if !queued {
+            self.backlog[r].push_back(entries.to_vec());
+        }
+    }
+
+    /// Move backlogged SQEs into their rings, oldest first, submitting a
+    /// full SQ as often as needed; what still does not fit waits again.
+    pub(super) fn flush_backlog(&mut self) {
+        for (r, backlog) in self.backlog.iter_mut().enumerate() {
+            let ring = &mut self.rings[r].ring;
+            while let Some(group) = backlog.front() {
+                if try_push(ring, group) {
+                    backlog.pop_front();
+                    continue;
+                }
+                if ring.submit().is_err() || !try_push(ring, group) {
+                    break; // the kernel is busy: next turn
+                }
+                backlog.pop_front();
+            }
+        }
+    }
+
+    /// Arm accept `slot` on the ring with the fewest connections, so the
+    /// worker's rings fill evenly.
+    pub(super) fn arm_accept(&mut self, slot: usize) {
+        let ring = self
+            .rings
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, r)| r.conns)
+            .map(|(i, _)| i as u8)
+            .unwrap_or(0);
+        let a = &mut self.accepts[slot];
+        debug_assert!(!a.armed);
+        a.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        a.armed = true;
+        a.ring = ring;
+        let entry = opcode::Accept::new(
+            types::Fd(self.listener.as_raw_fd()),
+            (&mut a.addr as *mut libc::sockaddr_storage).cast(),
+            &mut a.len,
+        )
+        // No SOCK_CLOEXEC: the kernel refuses it for direct descriptors,
+        // which are never inherited by exec anyway.
+        .file_index(Some(types::DestinationSlot::auto_target()))
+        .build()
+        .user_data(Token::new(OpKind::Accept, slot as u32, 0).pack());
+        self.push(ring, &[entry]);
+    }
+
+    pub(super) fn arm_wake(&mut self) {
+        let entry = opcode::Read::new(
+            types::Fd(self.wake_fd),
+            (&mut *self.wake_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(Token::new(OpKind::Wake, 0, 0).pack());
+        self.push(0, &[entry]);
+    }
+
+    pub(super) fn arm_tick(&mut self) {
+        let entry = opcode::Timeout::new(&*self.tick_ts)
+            .build()
+            .user_data(Token::new(OpKind::Tick, 0, 0).pack());
+        self.push(0, &[entry]);
+    }
+
+    pub(super) fn arm_recv(&mut self, key: u32) {
+        let conn = &mut self.conns[key as usize];
+        debug_assert!(!conn.has(flag::RECV_ARMED));
+        conn.set(flag::RECV_ARMED);
+        conn.op_started();
+        let entry = opcode::RecvMulti::new(types::Fixed(conn.fixed), BUF_GROUP)
+            .build()
+            .user_data(Token::new(OpKind::Recv, key, conn.generation).pack());
+        let ring = conn.ring;
+        self.push(ring, &[entry]);
+    }
+
+    /// Start one send for `key` if it has frames and none in flight: a
+    /// `Send` for one frame, a `SendMsg` coalescing up to
+    /// `IOVECS_PER_SEND_MAX` frames otherwise.
+    pub(super) fn start_send(&mut self, key: u32) {
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(key as usize) else {
+            return;
+        };
+        if conn.phase == Phase::Closing || conn.sendq.is_sending() || conn.sendq.is_empty() {
+            return;
+        }
+        let token = Token::new(OpKind::Send, key, conn.generation).pack();
+        let slot = if conn.sendq.frames_len() > 1 {
+            self.msgs.take()
+        } else {
+            None
+        };
+        let entry = match slot {
+            Some(slot) => {
+                let (hdr, bytes) = self.msgs.fill(slot, conn.sendq.batch(IOVECS_PER_SEND_MAX));
+                conn.sendq.start(bytes);
+                conn.msg_slot = slot;
+                opcode::SendMsg::new(types::Fixed(conn.fixed), hdr).build()
+            }
+            None => {
+                let Some(first) = conn.sendq.batch(1).next() else {
+                    return;
+                };
+                let (ptr, len) = (first.as_ptr(), first.len() as u32);
+                conn.sendq.start(len);
+                opcode::Send::new(types::Fixed(conn.fixed), ptr, len).build()
+            }
+        };
+        conn.op_started();
+        conn.last_send_tick = now;
+        let ring = conn.ring;
+        self.push(ring, &[entry.user_data(token)]);
+    }
+
+    pub(super) fn flush_stats(&mut self) {
+        self.shared.metrics.workers[self.id].flush(&mut self.stats);
+    }
+}
+
+/// Push `entries` onto `ring`'s SQ if they all fit.
+fn try_push(ring: &mut IoUring, entries: &[squeue::Entry]) -> bool {
+    // SAFETY: every entry points only at memory that outlives its
+    // completion: frames held in send queues until the send completes,
+    // msghdrs in the pool, buffers and addresses owned by the worker, which
+    // waits for in-flight operations before freeing them (`quiesce`).
+    unsafe { ring.submission().push_multiple(entries).is_ok() }
+}
+
+/// Build ring `r` of worker `id`: its fixed-file table and provided
+/// buffers. Ring 0 is the primary (DEFER_TASKRUN, the one the thread sleeps
+/// on); the others register the worker's wake-up eventfd so their
+/// completions wake the thread (the primary always has a read pending on it).
+fn make_ring(id: usize, r: usize, fixed_slots: u32, wake_fd: i32) -> Result<RingIo, String> {
+    let ring = if r == 0 {
+        let (ring, mode) =
+            crate::ring::build_ring().map_err(|e| crate::ring::unavailable_message(&e))?;
+        crate::debug!("worker ring", worker = id, ring_mode = format!("{mode:?}"));
+        ring
+    } else {
+        let ring = crate::ring::build_secondary_ring()
+            .map_err(|e| crate::ring::unavailable_message(&e))?;
+        ring.submitter()
+            .register_eventfd(wake_fd)
+            .map_err(|e| format!("worker {id}: cannot register the wake-up eventfd: {e}"))?;
+        ring
+    };
+    ring.submitter()
+        .register_files_sparse(fixed_slots)
+        .map_err(|e| {
+            format!(
+                "worker {id}: cannot register a fixed-file table of {fixed_slots} slots: {e} \
+                 (the table is capped by RLIMIT_NOFILE)"
+            )
+        })?;
+    let bufs = BufRing::new(&ring.submitter(), BUF_GROUP, BUFS_PER_RING, BUF_BYTES)
+        .map_err(|e| crate::ring::unavailable_message(&e))?;
+    Ok(RingIo {
+        ring,
+        bufs,
+        conns: 0,
+    })
+}
+
+/// The live connection a token names, or `None` for a stale completion
+/// (its slot was freed and reused since; the generation differs).
+fn live<'a>(conns: &'a mut Slab<Conn>, stale: &mut u64, token: Token) -> Option<&'a mut Conn> {
+    match conns.get_mut(token.key as usize) {
+        Some(c) if c.generation == token.generation => Some(c),
+        _ => {
+            *stale += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::ReqState;
+    use crate::hub::id::ResumePoint;
+    use crate::limit;
+
+    /// A worker that stops (an error out of its loop, or a panic) must
+    /// give back what its connections hold node-wide, and its inbox must
+    /// stop filling: nobody will ever drain it, and a full inbox refuses
+    /// every publish of the node.
+    #[test]
+    fn a_stopped_worker_releases_its_connections_and_inbox() {
+        use clap::Parser;
+        let config =
+            crate::config::Config::try_parse_from(["stentor", "--max-connections-per-ip", "1"])
+                .unwrap();
+        let shared = Arc::new(Shared::new(config, 2, 1000).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let setup = WorkerSetup {
+            id: 1,
+            listener,
+            rings: 1,
+            fixed_slots: 64,
+            connections_per_ring: 32,
+        };
+        let mut worker = Worker::new(setup, shared.clone()).unwrap();
+        // A stream as `on_accept` + `start_stream` leave it.
+        let topic = crate::hub::topic::Topic::parse("t", 128).unwrap();
+        let peer_key = limit::ip_key("10.0.0.1".parse().unwrap());
+        assert_eq!(shared.connection_opened(peer_key), (true, true));
+        let key = worker.conns.vacant_key() as u32;
+        let index = &mut worker.index;
+        let (_, subs) = shared.subscribe(std::slice::from_ref(&topic), &ResumePoint::Live, || {
+            Box::new([index.subscribe("t", key)]) as Box<[_]>
+        });
+        let mut conn = Conn::new(0, 0, 1, ReqState::new([10, 0, 0, 1].into(), false));
+        conn.peer_key = peer_key;
+        conn.subs = subs;
+        conn.start_streaming();
+        worker.conns.insert(conn);
+        worker.rings[0].conns = 1;
+        drop(worker);
+        assert_eq!(
+            shared
+                .connections_open
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+        assert_eq!(shared.per_ip.held(peer_key), 0);
+        // Worker 0 drains its inbox; the stopped worker 1 cannot.
+        let request = || crate::hub::publish::PublishRequest {
+            topic: topic.clone(),
+            event: sse::Event {
+                data: "x".into(),
+                ..Default::default()
+            },
+        };
+        let mut drained = Vec::new();
+        for _ in 0..=crate::bus::INBOX_FRAMES_MAX {
+            shared.publish_batch(vec![request()]).unwrap();
+            shared.inboxes[0].take_into(&mut drained);
+            drained.clear();
+        }
+    }
+
+    #[test]
+    fn ticks_round_up() {
+        assert_eq!(ms_to_ticks(1), 1);
+        assert_eq!(ms_to_ticks(100), 1);
+        assert_eq!(ms_to_ticks(101), 2);
+        assert_eq!(ms_to_ticks(15_000), 150);
+    }
+}
