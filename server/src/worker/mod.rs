@@ -58,6 +58,10 @@ pub const ANSWER_BYTES_PAUSE: u32 = 64 * 1024;
 /// Body bytes of a refused request read and thrown away to keep the
 /// connection; a larger (or chunked) body closes it after the answer.
 pub const BODY_DISCARD_BYTES_MAX: usize = 64 * 1024;
+/// A request buffer up to this size is never refused for the worker's
+/// request-buffer budget: heads and small publishes (and `/metrics`, and
+/// health checks) keep working while large uploads are turned away.
+pub const REQ_BUF_SMALL_BYTES: usize = 16 * 1024;
 /// How long a stopping worker waits for the kernel to finish with what its
 /// in-flight operations point at before freeing it.
 pub const QUIESCE_MS: u64 = 2_000;
