@@ -41,3 +41,10 @@ bench-ceiling *ARGS:
 # A load run against a local stentor: 1000 subscribers, 100 events/s, 10 s.
 load *ARGS:
     cargo run --release -p stentor-loadgen -- run --url http://127.0.0.1:8080 {{ARGS}}
+
+# One million idle subscribers on one node (issue figures in docs/performance.md):
+# connects N streams from 127.0.0.2.. (20,000 per address), publishes once to all,
+# prints RSS per subscriber, kernel memory, time to connect, time and CPU for the fan-out.
+# Needs ~12 GiB of RAM and a few minutes; `just million 200000` for a smaller run.
+million N="1000000":
+    STENTOR_IDLE_SUBSCRIBERS={{N}} cargo test --release -p stentor --test dataplane idle_subscribers_memory -- --ignored --nocapture

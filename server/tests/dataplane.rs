@@ -835,6 +835,25 @@ mod idle_clients {
     }
 }
 
+/// The kernel's side of many sockets: slab memory and socket counts.
+fn kernel_memory() -> String {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    format!(
+        "Slab={} SUnreclaim={} sockstat=[{}]",
+        field("Slab:"),
+        field("SUnreclaim:"),
+        sockstat.lines().collect::<Vec<_>>().join("; ")
+    )
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -863,7 +882,16 @@ fn idle_subscribers_memory() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let server = Server::start(&["--heartbeat-ms", "3600000"]);
+    // `--max-connections` is all an operator sets for a big node: the
+    // capacity plan gives each worker the rings its share needs.
+    let max_connections = (n + 1_000).max(120_000).to_string();
+    let server = Server::start(&[
+        "--heartbeat-ms",
+        "3600000",
+        "--max-connections",
+        &max_connections,
+    ]);
+    println!("{}", server.listening);
     let pid = server.child.id();
     // The exact preamble length (head, `: connected`, `retry:`), from one
     // ordinary stream: every idle client receives the same bytes.
@@ -894,6 +922,7 @@ fn idle_subscribers_memory() {
     // (request buffers, slab regrowth) before reading the steady state.
     std::thread::sleep(Duration::from_secs(3));
     let rss_after = rss_kib(pid);
+    println!("kernel_after_connect: {}", kernel_memory());
     let cpu_before = cpu_ticks(pid);
     let t0 = Instant::now();
     let id = publish(&server, "idle", "x");
