@@ -5,10 +5,13 @@
 //! - [`hub`]: topics, ids, history and who gets which frame, no I/O;
 //! - [`ring`], [`conn`], [`worker`], [`node`]: the io_uring loop that moves
 //!   bytes and asks the pure layers what to do;
+//! - [`api`]: authorization (JWT, tokens), selectors and topic patterns,
+//!   no I/O;
 //! - [`config`], [`limit`], [`log`], [`metrics`]: every knob with its limit,
 //!   the node-wide limits, structured logs, and the counters that show each
 //!   limit biting.
 
+pub mod api;
 pub mod config;
 pub mod conn;
 pub mod hub;
