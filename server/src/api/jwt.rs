@@ -175,6 +175,14 @@ pub struct Keys {
     limits: TokenLimits,
 }
 
+// Every worker holds the same keys behind an `Arc` (swapped on reload), and
+// a stream keeps its `Claims`: both must cross threads.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Keys>();
+    send_sync::<Claims>();
+};
+
 impl fmt::Debug for Keys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the key material: only what `describe` says.

@@ -215,6 +215,12 @@ pub struct PatternIndex {
     entries: usize,
 }
 
+// A worker owns its index; building it elsewhere and moving it in is fine.
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<PatternIndex>();
+};
+
 impl PatternIndex {
     pub fn new() -> PatternIndex {
         PatternIndex::default()
