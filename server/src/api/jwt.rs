@@ -929,6 +929,23 @@ mod tests {
         assert!(public_key_from_pem(junk).is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends as a token: a refusal, never a panic.
+        #[test]
+        fn any_token_is_refused_cleanly(
+            parts in proptest::collection::vec("[A-Za-z0-9_=+/-]{0,60}", 0..5),
+            json_head in proptest::option::of("[{}\\[\\]\":a-zA-Z0-9, ]{0,40}"),
+        ) {
+            let k = hmac_keys();
+            let mut parts = parts;
+            if let Some(h) = json_head {
+                parts.insert(0, b64(&h));
+            }
+            let token = parts.join(".");
+            proptest::prop_assert!(k.verify(&token, Role::Subscriber).is_err());
+        }
+    }
+
     #[test]
     fn challenges_are_quotable() {
         use AuthError::*;

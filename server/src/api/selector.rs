@@ -682,6 +682,15 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever a token issuer or a client sends: a pattern or a clear
+        /// error, never a panic; a pattern matches what its text says.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "[a-z{}*/.:é +?#-]{0,40}", topic in "[a-z/.]{1,20}") {
+            if let Ok(pat) = Pattern::parse(&text, &PatternLimits::default()) {
+                prop_assert_eq!(pat.matches(&topic), reference(&text, &topic));
+            }
+        }
+
         #[test]
         fn matching_agrees_with_a_backtracking_reference(
             segs in prop::collection::vec(pattern_seg(), 0..4),

@@ -239,6 +239,36 @@ mod tests {
         assert_eq!(found(&h, &q("Authorization=x&access_token=y")), None);
     }
 
+    proptest::proptest! {
+        /// Other cookies, whatever their bytes, neither hide ours nor break
+        /// the parse; with ours absent, nothing is found.
+        #[test]
+        fn our_cookie_is_found_among_any_others(
+            before in proptest::collection::vec(proptest::collection::vec(0x20u8..0xff, 0..30), 0..4),
+            after in proptest::collection::vec(proptest::collection::vec(0x20u8..0xff, 0..30), 0..4),
+            value in "[A-Za-z0-9._-]{1,40}",
+        ) {
+            // Other pairs must not themselves be named stentorAuthorization.
+            let clean = |v: &Vec<u8>| -> Vec<u8> {
+                v.iter().map(|&b| if b == b';' || b == b'=' || b == 0x7f { b'x' } else { b }).collect()
+            };
+            let mut header = Vec::new();
+            for v in &before {
+                header.extend_from_slice(b"k=");
+                header.extend_from_slice(&clean(v));
+                header.extend_from_slice(b"; ");
+            }
+            header.extend_from_slice(format!("stentorAuthorization={value}").as_bytes());
+            for v in &after {
+                header.extend_from_slice(b";");
+                header.extend_from_slice(&clean(v));
+            }
+            let h = head(&[("Cookie", &header)]);
+            proptest::prop_assert_eq!(cookie(&h, "stentorAuthorization"), Some(value.as_str()));
+            proptest::prop_assert_eq!(cookie(&h, "mercureAuthorization"), None);
+        }
+    }
+
     #[test]
     fn cookies_parse_like_browsers_send_them() {
         let cases: &[(&[&[u8]], Option<&str>)] = &[
