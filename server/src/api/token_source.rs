@@ -1,4 +1,6 @@
-//! Where a request carries its token, and which one wins.
+//! Where a request carries its token, which one wins, and
+//! [`authenticate`]: find it and verify it, with the answer to send when
+//! that fails ([`Refusal`]: 401 or 403, challenge and body).
 //!
 //! Precedence, first present wins (a present but bad token is refused, the
 //! next source is not tried):
@@ -20,7 +22,7 @@
 //! them): several `Cookie` headers, `;` with or without spaces, quoted
 //! values, other cookies that are not UTF-8.
 
-use super::jwt::AuthError;
+use super::jwt::{AuthError, Claims, Forbidden, Keys, Role, MISSING_TOKEN_CHALLENGE};
 use crate::wire::http::RequestHead;
 
 /// The query parameter of source 2.
@@ -85,6 +87,76 @@ pub fn find<'a>(
         }
     }
     Ok(None)
+}
+
+/// Why a request is not authorized, with everything its answer needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A token is required and none was sent: 401.
+    Missing,
+    /// The token is not valid: 401 `invalid_token`.
+    Invalid(AuthError),
+    /// The token is valid but does not cover a topic: 403.
+    Forbidden(Forbidden),
+}
+
+impl Refusal {
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Missing | Refusal::Invalid(_) => AuthError::STATUS,
+            Refusal::Forbidden(_) => Forbidden::STATUS,
+        }
+    }
+
+    /// The `WWW-Authenticate` value.
+    pub fn challenge(&self) -> String {
+        match self {
+            Refusal::Missing => MISSING_TOKEN_CHALLENGE.to_string(),
+            Refusal::Invalid(e) => e.challenge(),
+            Refusal::Forbidden(f) => f.challenge().to_string(),
+        }
+    }
+
+    /// One line for the response body.
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::Missing => format!(
+                "missing token: send Authorization: Bearer <token>, the {QUERY_PARAM} \
+                 query parameter or the {} cookie",
+                COOKIE_NAMES[0]
+            ),
+            Refusal::Invalid(e) => format!("invalid token: {}", e.reason()),
+            Refusal::Forbidden(f) => f.message(),
+        }
+    }
+}
+
+impl From<Forbidden> for Refusal {
+    fn from(f: Forbidden) -> Refusal {
+        Refusal::Forbidden(f)
+    }
+}
+
+/// Find and verify the token of a request for `role`. `Ok(None)`: no token
+/// was sent and `required` is false (an anonymous stream: public events
+/// only). A token that is sent is always verified, required or not: a bad
+/// one is a 401, never silently anonymous. Which topics it covers is the
+/// caller's next step ([`Claims::authorize`], all or nothing).
+pub fn authenticate(
+    keys: &Keys,
+    role: Role,
+    head: &RequestHead,
+    query: &[(String, String)],
+    required: bool,
+) -> Result<Option<(Claims, Source)>, Refusal> {
+    match find(head, query).map_err(Refusal::Invalid)? {
+        Some(p) => {
+            let claims = keys.verify(p.token, role).map_err(Refusal::Invalid)?;
+            Ok(Some((claims, p.source)))
+        }
+        None if required => Err(Refusal::Missing),
+        None => Ok(None),
+    }
 }
 
 /// The token of the `Authorization: Bearer` header, if there is one.
@@ -237,6 +309,63 @@ mod tests {
         );
         // Other names are not tokens (case matters, as for every parameter).
         assert_eq!(found(&h, &q("Authorization=x&access_token=y")), None);
+    }
+
+    #[test]
+    fn authenticate_then_authorize() {
+        use crate::api::jwt::JwtConfig;
+        use jsonwebtoken::{encode, EncodingKey, Header};
+        let secret = "a-test-secret-of-at-least-32-bytes-long";
+        let keys = Keys::load(&JwtConfig {
+            key: Some(secret.into()),
+            ..Default::default()
+        })
+        .expect("keys")
+        .expect("enabled");
+        let claims = serde_json::json!({"mercure": {"subscribe": ["users/7/*"]}});
+        let token = encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("encode");
+        let cookie_header = format!("stentorAuthorization={token}");
+        let h = head(&[("Cookie", cookie_header.as_bytes())]);
+        let (c, source) = authenticate(&keys, Role::Subscriber, &h, &[], true)
+            .expect("valid")
+            .expect("present");
+        assert_eq!(source, Source::Cookie("stentorAuthorization"));
+        assert!(c.authorize(Role::Subscriber, ["users/7/inbox"]).is_ok());
+        let r = Refusal::from(
+            c.authorize(Role::Subscriber, ["users/8/inbox"])
+                .expect_err("other user"),
+        );
+        assert_eq!(r.status(), 403);
+        assert!(r.message().contains("users/8/inbox"));
+        assert!(r.challenge().contains("insufficient_scope"));
+
+        let none = head(&[]);
+        assert!(matches!(
+            authenticate(&keys, Role::Subscriber, &none, &[], false),
+            Ok(None)
+        ));
+        let r = authenticate(&keys, Role::Subscriber, &none, &[], true).expect_err("required");
+        assert_eq!(
+            (r.status(), r.challenge().as_str()),
+            (401, MISSING_TOKEN_CHALLENGE)
+        );
+        // A bad token is refused even where none is required.
+        let r = authenticate(
+            &keys,
+            Role::Subscriber,
+            &none,
+            &q("authorization=x.y.z"),
+            false,
+        )
+        .expect_err("bad token");
+        assert_eq!(r.status(), 401);
+        assert!(r.challenge().contains(r#"error="invalid_token""#));
+        assert!(r.message().starts_with("invalid token: "));
     }
 
     proptest::proptest! {
