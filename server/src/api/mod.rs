@@ -7,7 +7,11 @@
 //! - [`auth`]: bearer tokens and the rule for publishing without one;
 //! - [`cors`]: which browser origins may read our answers;
 //! - [`publish`]: the body of `POST /publish`, once authorized;
-//! - [`response`]: the bytes of an answer and of a stream's head.
+//! - [`response`]: the bytes of an answer and of a stream's head;
+//! - [`jwt`]: keys from `--jwt-key` and friends, token verification, claims;
+//! - [`token_source`]: the token of a request (header, query, cookie);
+//! - [`selector`]: exact topics, `*`, `prefix/*` and URI templates;
+//! - [`pattern_index`]: which pattern subscriptions a published topic reaches.
 //!
 //! A request that will be refused is answered from its head: its body is
 //! never read (the worker discards a small one or closes), and `100
@@ -16,8 +20,12 @@
 pub mod auth;
 pub mod client;
 pub mod cors;
+pub mod jwt;
+pub mod pattern_index;
 pub mod publish;
 pub mod response;
+pub mod selector;
+pub mod token_source;
 
 use std::net::IpAddr;
 
