@@ -5,19 +5,32 @@
 //! with exit code 2 and one line naming the flag and the range, never a panic.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
 
 use crate::wire::http::Limits;
+
+mod file;
+
+pub use file::{default_toml, effective_toml, load, LoadError, Loaded, Source};
 
 /// stentor — a Server-Sent Events edge server for Linux on io_uring.
 ///
 /// Publishers POST events to topics; clients subscribe with EventSource to
 /// GET /events?topic=NAME. Every flag can also be set by the environment
-/// variable shown next to it.
-#[derive(Debug, Clone, Parser)]
+/// variable shown next to it, or in a `--config` TOML file (keys = flag
+/// names); a flag beats its variable, which beats the file.
+#[derive(Debug, Clone, Parser, Serialize)]
 #[command(name = "stentor", version, about, long_about = None, max_term_width = 100)]
+#[serde(rename_all = "kebab-case")]
 pub struct Config {
+    /// `stentor config check FILE`; none = run the server.
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<Command>,
+
     // ---- Network -------------------------------------------------------
     /// Address to listen on (IPv4 or [IPv6]:port). Port 0 lets the kernel pick.
     #[arg(
@@ -177,6 +190,51 @@ pub struct Config {
     #[arg(long, env = "STENTOR_LOG_LEVEL", default_value = "info",
           value_parser = ["error", "warn", "info", "debug", "trace"], help_heading = "Operations")]
     pub log_level: String,
+
+    /// TOML file of settings: keys are the flag names (`max-connections` or
+    /// `max_connections`); flags and STENTOR_* variables override it.
+    #[arg(
+        long,
+        env = "STENTOR_CONFIG",
+        value_name = "FILE",
+        help_heading = "Operations"
+    )]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+/// Subcommands; without one, stentor runs the server.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a file generated from this command line's definition, so what
+    /// ships (the default config, the man page, completions) never drifts
+    /// from the flags. For packaging; hidden from --help.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+/// What `stentor generate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generated {
+    /// deploy/stentor.toml: every setting commented out at its default.
+    Config,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate FILE and print the effective configuration (FILE, then the
+    /// STENTOR_* variables and flags over it) as TOML, secrets redacted;
+    /// exit 0 when it is valid, 2 (with one line naming the key) when not.
+    Check {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
 }
 
 /// A configuration that parses but cannot work (checked across flags).
@@ -249,35 +307,40 @@ impl Config {
         Self::from_iter_or_exit(std::env::args_os())
     }
 
+    /// Like [`Config::from_args_or_exit`] over `args`. With `--config FILE`
+    /// the file fills every setting that neither a flag nor a variable set;
+    /// `stentor config check FILE` prints the effective configuration and
+    /// exits here.
     pub fn from_iter_or_exit<I, T>(args: I) -> Config
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let config = match Config::try_parse_from(args) {
-            Ok(c) => c,
-            Err(e) => {
-                use clap::error::ErrorKind;
-                if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                    let _ = e.print();
-                    std::process::exit(0);
-                }
-                // clap's message is "error: ..." then usage lines; an operator
-                // reading a journal wants the one line that names the flag.
-                let rendered = e.render().to_string();
-                let first = rendered
-                    .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("error: invalid arguments");
-                eprintln!("stentor: {}", first.trim_start_matches("error: "));
+        let loaded = match file::load(args) {
+            Ok(l) => l,
+            Err(file::LoadError::Display(e)) => {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            Err(file::LoadError::Invalid(message)) => {
+                eprintln!("stentor: {message}");
                 std::process::exit(2);
             }
         };
-        if let Err(e) = config.validate() {
-            eprintln!("stentor: {e}");
-            std::process::exit(2);
+        match &loaded.config.command {
+            Some(Command::Config(ConfigCommand::Check { .. })) => {
+                print!("{}", file::effective_toml(&loaded));
+                std::process::exit(0);
+            }
+            Some(Command::Generate { what }) => {
+                match what {
+                    Generated::Config => print!("{}", file::default_toml()),
+                }
+                std::process::exit(0);
+            }
+            None => {}
         }
-        config
+        loaded.config
     }
 }
 
