@@ -13,6 +13,9 @@ use serde::Serialize;
 use crate::wire::http::Limits;
 
 mod file;
+mod reload;
+
+pub use reload::LIVE as RELOAD_LIVE;
 
 pub use file::{default_toml, effective_toml, load, LoadError, Loaded, Source};
 
