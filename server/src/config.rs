@@ -189,10 +189,27 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=600_000), help_heading = "Operations")]
     pub shutdown_ms: u32,
 
-    /// Log level: error, warn, info, debug or trace (RUST_LOG is read too).
+    /// Log filter: a level (error, warn, info, debug, trace, off) or RUST_LOG-style
+    /// directives, e.g. `info,stentor::worker=debug`; RUST_LOG is read when neither
+    /// this flag nor its variable is set.
     #[arg(long, env = "STENTOR_LOG_LEVEL", default_value = "info",
-          value_parser = ["error", "warn", "info", "debug", "trace"], help_heading = "Operations")]
+          value_parser = parse_log_filter, help_heading = "Operations")]
     pub log_level: String,
+
+    /// Log line format: logfmt (`key=value`, quoted where needed) or json (one object per line).
+    #[arg(long, env = "STENTOR_LOG_FORMAT", value_enum, default_value_t = crate::log::Format::Logfmt,
+          help_heading = "Operations")]
+    pub log_format: crate::log::Format,
+
+    /// Log every non-stream request and every stream open and close (target stentor::access).
+    #[arg(long, env = "STENTOR_ACCESS_LOG", value_parser = clap::builder::BoolishValueParser::new(),
+          help_heading = "Operations")]
+    pub access_log: bool,
+
+    /// Access-log lines written per second at most; the rest are counted and summarised [1..=1000000].
+    #[arg(long, env = "STENTOR_ACCESS_LOG_LINES_PER_S_MAX", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Operations")]
+    pub access_log_lines_per_s_max: u32,
 
     /// TOML file of settings: keys are the flag names (`max-connections` or
     /// `max_connections`); flags and STENTOR_* variables override it.
@@ -238,6 +255,11 @@ pub enum ConfigCommand {
         /// The TOML file to check.
         file: PathBuf,
     },
+}
+
+/// `--log-level`: checked here so a typo exits 2 like any other bad value.
+fn parse_log_filter(text: &str) -> Result<String, String> {
+    crate::log::parse_filter(text).map(|_| text.trim().to_string())
 }
 
 /// A configuration that parses but cannot work (checked across flags).
@@ -342,6 +364,9 @@ impl Config {
                 std::process::exit(0);
             }
             None => {}
+        }
+        for note in loaded.notes {
+            crate::log::defer_warning(note);
         }
         loaded.config
     }

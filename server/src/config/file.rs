@@ -52,6 +52,8 @@ pub struct Loaded {
     pub file: Option<PathBuf>,
     /// Setting (flag name without dashes) → where its value came from.
     pub sources: BTreeMap<String, Source>,
+    /// Warnings to log once logging is set up.
+    pub notes: Vec<String>,
 }
 
 /// Why there is no configuration to run with.
@@ -134,6 +136,23 @@ where
         })
         .collect();
 
+    // RUST_LOG is the level's weakest variable: below the flag and
+    // STENTOR_LOG_LEVEL, above the file (an environment beats a file).
+    let mut notes = Vec::new();
+    if sources.get("log-level") == Some(&Source::Default) {
+        if let Some(rust_log) = std::env::var_os("RUST_LOG").filter(|v| !v.is_empty()) {
+            let text = rust_log.to_string_lossy().into_owned();
+            match crate::log::parse_filter(&text) {
+                Ok(_) => {
+                    args.insert(1, format!("--log-level={text}").into());
+                    sources.insert("log-level".into(), Source::Env);
+                }
+                // Ignored, not fatal: RUST_LOG is often set for other programs.
+                Err(e) => notes.push(format!("RUST_LOG ignored: {e}")),
+            }
+        }
+    }
+
     let mut from_file: Vec<String> = Vec::new();
     if let Some(path) = &file {
         let table = read_table(path)?;
@@ -192,6 +211,7 @@ where
         config,
         file,
         sources,
+        notes,
     })
 }
 
@@ -338,6 +358,7 @@ pub fn default_toml() -> String {
             .map(|v| v.to_string_lossy().into_owned())
             .collect();
         let value = match defaults.as_slice() {
+            _ if matches!(arg.get_action(), clap::ArgAction::SetTrue) => "false".to_string(),
             [] if arg.get_value_delimiter().is_some() => "[]".to_string(),
             [] => "\"\"".to_string(),
             [one] => toml_scalar(one),

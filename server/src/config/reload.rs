@@ -18,6 +18,9 @@ pub const LIVE: &[&str] = &[
     "cors-origin",
     // Logs.
     "log-level",
+    "log-format",
+    "access-log",
+    "access-log-lines-per-s-max",
     // Per-request and per-stream limits, read when a request or stream starts.
     "max-connections-per-ip",
     "publish-rate-per-s-max",
@@ -100,6 +103,11 @@ mod tests {
             "65536",
             "--cors-origin",
             "https://a.example",
+            "--log-format",
+            "json",
+            "--access-log",
+            "--access-log-lines-per-s-max",
+            "5",
         ]);
         let (live, restart) = Config::reload_diff(&old, &new);
         assert!(restart.is_empty(), "{restart:?}");
@@ -107,6 +115,9 @@ mod tests {
             "publish-token",
             "subscribe-token",
             "log-level",
+            "log-format",
+            "access-log",
+            "access-log-lines-per-s-max",
             "publish-rate-per-s-max",
             "request-timeout-ms",
             "queue-bytes-max",
