@@ -19,6 +19,10 @@ pub use reload::LIVE as RELOAD_LIVE;
 
 pub use file::{default_toml, effective_toml, load, LoadError, Loaded, Source};
 
+/// `stentor --version`: the package version and the git revision it was
+/// built from (`unknown` outside a git checkout), set by build.rs.
+pub const VERSION: &str = env!("STENTOR_VERSION_LONG");
+
 /// stentor — a Server-Sent Events edge server for Linux on io_uring.
 ///
 /// Publishers POST events to topics; clients subscribe with EventSource to
@@ -26,7 +30,7 @@ pub use file::{default_toml, effective_toml, load, LoadError, Loaded, Source};
 /// variable shown next to it, or in a `--config` TOML file (keys = flag
 /// names); a flag beats its variable, which beats the file.
 #[derive(Debug, Clone, Parser, Serialize)]
-#[command(name = "stentor", version, about, long_about = None, max_term_width = 100)]
+#[command(name = "stentor", version = VERSION, about, long_about = None, max_term_width = 100)]
 #[serde(rename_all = "kebab-case")]
 pub struct Config {
     /// `stentor config check FILE`; none = run the server.
@@ -244,6 +248,12 @@ pub enum Command {
 pub enum Generated {
     /// deploy/stentor.toml: every setting commented out at its default.
     Config,
+    /// The man page, stentor(1), in roff.
+    Man,
+    /// Shell completions.
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -275,6 +285,30 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl Config {
+    /// The command as the man page and completions describe it.
+    pub fn command_for_docs() -> clap::Command {
+        use clap::CommandFactory;
+        // The man page renderer leaves out `[env: ...]`: put each variable in
+        // the flag's text, as --help shows it.
+        let cmd = Config::command().mut_args(|arg| match arg.get_env() {
+            Some(env) => {
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let env = env.to_string_lossy().into_owned();
+                arg.long_help(format!("{help} (environment variable {env})"))
+            }
+            None => arg,
+        });
+        cmd.long_about(
+            "stentor is a Server-Sent Events edge server for Linux on io_uring. Publishers \
+             POST events to topics (POST /publish); clients subscribe with EventSource to \
+             GET /events?topic=NAME and resume with Last-Event-ID. Every setting is a flag, a \
+             STENTOR_* environment variable and a key of the --config TOML file (flag > \
+             variable > file > default). The package's default file is \
+             /etc/stentor/stentor.toml; `stentor config check FILE` validates one. See \
+             /usr/share/doc/stentor/ for operations.",
+        )
+    }
+
     /// Checks that involve more than one flag.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for origin in &self.cors_origin {
@@ -358,8 +392,37 @@ impl Config {
                 std::process::exit(0);
             }
             Some(Command::Generate { what }) => {
-                match what {
-                    Generated::Config => print!("{}", file::default_toml()),
+                let mut out = std::io::stdout().lock();
+                let written = match what {
+                    Generated::Config => {
+                        use std::io::Write;
+                        out.write_all(file::default_toml().as_bytes())
+                    }
+                    Generated::Man => {
+                        clap_mangen::Man::new(Config::command_for_docs()).render(&mut out)
+                    }
+                    Generated::Bash | Generated::Zsh | Generated::Fish => {
+                        let shell = match what {
+                            Generated::Bash => clap_complete::Shell::Bash,
+                            Generated::Zsh => clap_complete::Shell::Zsh,
+                            _ => clap_complete::Shell::Fish,
+                        };
+                        // Into memory first: clap_complete panics on a write error
+                        // (a closed pipe), and the binary never panics on those.
+                        let mut buf = Vec::new();
+                        clap_complete::generate(
+                            shell,
+                            &mut Config::command_for_docs(),
+                            "stentor",
+                            &mut buf,
+                        );
+                        use std::io::Write;
+                        out.write_all(&buf)
+                    }
+                };
+                if let Err(e) = written {
+                    eprintln!("stentor: cannot write to stdout: {e}");
+                    std::process::exit(1);
                 }
                 std::process::exit(0);
             }

@@ -169,3 +169,45 @@ fn the_server_runs_with_the_file_and_the_shipped_default_config() {
         server.listening
     );
 }
+
+#[test]
+fn version_names_the_git_revision() {
+    let out = stentor(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rev = text
+        .trim()
+        .strip_prefix(concat!("stentor ", env!("CARGO_PKG_VERSION"), " (git "))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("unexpected --version: {text}"));
+    assert!(
+        rev == "unknown" || (rev.len() >= 7 && rev.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{text}"
+    );
+}
+
+#[test]
+fn man_page_and_completions_come_from_the_flags() {
+    let man = stentor(&["generate", "man"]);
+    assert_eq!(man.status.code(), Some(0));
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH stentor 1"),
+        "{man}"
+    );
+    for flag in ["max\\-connections", "STENTOR_LISTEN", "config"] {
+        assert!(man.contains(flag), "man page lacks {flag}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = stentor(&["generate", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("max-connections"),
+            "{shell} completion lacks a flag"
+        );
+    }
+    // Hidden: packaging, not operators, uses it.
+    let help = String::from_utf8_lossy(&stentor(&["--help"]).stdout).to_string();
+    assert!(!help.contains("generate"), "{help}");
+}
