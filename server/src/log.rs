@@ -117,7 +117,12 @@ pub fn init(filter: &str, format: Format) {
         let _ = handle.reload(targets);
     } else {
         let (layer, handle) = reload::Layer::new(targets);
-        let subscriber = Registry::default().with(layer).with(LineLayer);
+        let subscriber = Registry::default().with(layer).with(LineLayer {
+            // One write per line so lines from several workers do not interleave.
+            write: |line: &[u8]| {
+                let _ = std::io::stderr().lock().write_all(line);
+            },
+        });
         if tracing::subscriber::set_global_default(subscriber).is_ok() {
             let _ = FILTER.set(handle);
         }
@@ -150,19 +155,20 @@ fn format() -> Format {
     }
 }
 
-/// Writes every event that passed the filter as one line on stderr.
-struct LineLayer;
+/// Writes every event that passed the filter as one line through `write`
+/// (stderr; a buffer in tests).
+struct LineLayer<W> {
+    write: W,
+}
 
-impl<S: Subscriber> Layer<S> for LineLayer {
+impl<S: Subscriber, W: Fn(&[u8]) + 'static> Layer<S> for LineLayer<W> {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let mut line = Line::new(format(), now, level_name(event.metadata().level()));
         event.record(&mut line);
-        let text = line.finish();
-        // One write per line so lines from several workers do not interleave.
-        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        (self.write)(line.finish().as_bytes());
     }
 }
 
@@ -707,6 +713,59 @@ mod tests {
         let mut b = LineBucket::new(1, 5000);
         assert!(b.offer(5000).write);
         assert!(!b.offer(1000).write);
+    }
+
+    #[test]
+    fn access_writes_at_most_the_rate_with_the_token_redacted() {
+        use std::sync::{Arc, Mutex};
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        let subscriber = Registry::default().with(LineLayer {
+            write: move |b: &[u8]| {
+                sink.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(b).into_owned())
+            },
+        });
+        set_format(Format::Json);
+        tracing::subscriber::with_default(subscriber, || {
+            let entry = Access {
+                kind: AccessKind::StreamOpen,
+                peer: "[::1]:40000".parse().unwrap(),
+                method: b"GET",
+                target: b"/events?topic=a b&access_token=s3cret&x=\xff\"",
+                status: 200,
+                bytes: 0,
+                duration_ms: 3,
+                reason: "",
+                worker: 1,
+            };
+            // Off: nothing, whatever the rate.
+            set_access(false, 5);
+            access(&entry);
+            assert!(lines.lock().unwrap().is_empty());
+            set_access(true, 5);
+            for _ in 0..50 {
+                access(&entry);
+            }
+            set_access(false, 5);
+        });
+        set_format(Format::Logfmt);
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len(), 5, "{lines:?}");
+        assert!(access_suppressed_total() >= 45);
+        for l in lines.iter() {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+            assert_eq!(v["msg"], "access");
+            assert_eq!(v["kind"], "stream_open");
+            assert_eq!(v["peer"], "[::1]:40000");
+            assert_eq!(v["status"], "200");
+            assert_eq!(
+                v["target"],
+                "/events?topic=a b&access_token=<redacted>&x=\u{fffd}\""
+            );
+            assert!(!l.contains("s3cret"));
+        }
     }
 
     #[test]
