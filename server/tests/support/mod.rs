@@ -136,10 +136,14 @@ impl Drop for Server {
     }
 }
 
-/// `addr=127.0.0.1:PORT` in a startup log line.
+/// `addr=127.0.0.1:PORT` (logfmt) or `"addr":"127.0.0.1:PORT"` (JSON) in
+/// a startup log line.
 fn listen_addr_in(line: &str) -> Option<SocketAddr> {
     if !line.contains("listening") {
         return None;
+    }
+    if let Some(rest) = line.split("\"addr\":\"").nth(1) {
+        return rest.split('"').next().and_then(|a| a.parse().ok());
     }
     line.split_whitespace()
         .find_map(|w| w.strip_prefix("addr="))
