@@ -5,10 +5,13 @@
 //! - [`hub`]: topics, ids, history and who gets which frame, no I/O;
 //! - [`ring`], [`conn`], [`worker`], [`node`]: the io_uring loop that moves
 //!   bytes and asks the pure layers what to do;
+//! - [`broker`]: the fleet mode's Redis client and its reader and publisher
+//!   threads, off the workers' rings;
 //! - [`config`], [`limit`], [`log`], [`metrics`]: every knob with its limit,
 //!   the node-wide limits, structured logs, and the counters that show each
 //!   limit biting.
 
+pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod hub;
