@@ -560,6 +560,42 @@ fn publishing_while_redis_is_down_fails_within_the_bound_then_recovers() {
 }
 
 #[test]
+fn a_reader_started_before_redis_connects_once_it_is_up_and_reads_from_there() {
+    if !require_redis() {
+        return;
+    }
+    let dir = TempDir::new("redis-late");
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let (shared, rx, handle) = reader(&url, opts(), 0);
+    match rx.recv_timeout(WAIT) {
+        Ok(ReaderMsg::Disconnected(e)) => assert_eq!(e.kind, BrokerErrorKind::Connect, "{e}"),
+        other => panic!("expected a connect error, got {other:?}"),
+    }
+    assert!(!shared.reader_connected.load(Ordering::Relaxed));
+    let redis = Redis::start_on(&dir.0, port, &["--appendonly", "no"]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(ReaderMsg::Connected) => break,
+            Ok(ReaderMsg::Disconnected(_)) => continue,
+            other => panic!("expected Connected, got {other:?}"),
+        }
+    }
+    assert!(shared.reader_connected.load(Ordering::Relaxed));
+    let mut p = RedisBroker::connect(&url, opts()).unwrap();
+    let ids = p.publish(&[ev("a", "1"), ev("b", "2")]).unwrap();
+    let (events, others) = collect_until(&rx, |e| e.len() >= 2);
+    assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    assert!(others.is_empty(), "{others:?}");
+    shared.stop.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    handle.join().unwrap();
+    assert!(t0.elapsed() < Duration::from_millis(opts().read_block_ms + 500));
+    drop(redis);
+}
+
+#[test]
 fn ten_thousand_topics_published_at_random_are_read_back() {
     if !require_redis() {
         return;
@@ -734,19 +770,29 @@ fn measure_round_trips_and_reading() {
         us(el) / total as f64,
         total as f64 / el.as_secs_f64()
     );
+    let per_event = dataset_bytes(&redis) / total as f64;
+    println!("Redis dataset per event (log + topic stream, 100 B of data): {per_event:.0} B");
+    // One event on each of 10,000 new topics: the rest is the topic's stream.
+    let before = dataset_bytes(&redis);
+    for chunk in 0..100 {
+        let batch: Vec<NewEvent> = (0..100)
+            .map(|i| ev(&format!("new-{chunk}-{i}"), &data))
+            .collect();
+        p.publish(&batch).unwrap();
+    }
+    let per_topic = (dataset_bytes(&redis) - before) / 10_000.0 - per_event;
+    println!("Redis dataset per topic (its stream key, beyond its events): {per_topic:.0} B");
+}
+
+/// `dataset.bytes` of `MEMORY STATS`: what the keys take, without Redis's
+/// own overhead.
+fn dataset_bytes(redis: &Redis) -> f64 {
     let mem = redis.command("MEMORY STATS\r\n");
-    let used = mem
-        .split("\r\n")
+    mem.split("\r\n")
         .skip_while(|l| *l != "dataset.bytes")
         .nth(1)
-        .unwrap_or("?")
-        .to_string();
-    println!(
-        "Redis dataset bytes for {total} events (log + topic streams): {used} ({} B/event)",
-        used.trim_start_matches(':')
-            .parse::<f64>()
-            .map_or(0.0, |u| u / total as f64)
-    );
+        .and_then(|v| v.trim_start_matches(':').parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 fn us(d: Duration) -> f64 {

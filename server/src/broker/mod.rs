@@ -176,6 +176,33 @@ pub struct BrokerEvent {
     pub private: bool,
 }
 
+impl NewEvent {
+    /// A validated publish, as the broker stores it. `private` is for the
+    /// caller to set (nothing in a publish body sets it yet).
+    pub fn from_request(req: &crate::hub::publish::PublishRequest) -> NewEvent {
+        NewEvent {
+            topic: req.topic.as_str().to_string(),
+            event: req.event.event.clone(),
+            data: req.event.data.clone(),
+            retry: req.event.retry,
+            private: false,
+        }
+    }
+}
+
+impl BrokerEvent {
+    /// The SSE event to encode, with the cluster id as its `id:`: the frame
+    /// is encoded once per node, like an embedded publish.
+    pub fn to_sse(&self) -> crate::wire::sse::Event {
+        crate::wire::sse::Event {
+            event: self.event.clone(),
+            id: Some(self.id.to_string()),
+            data: self.data.clone(),
+            retry: self.retry,
+        }
+    }
+}
+
 /// What one read of the shared log gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Read {
@@ -462,6 +489,30 @@ mod tests {
             };
             assert!(o.validate().is_err(), "{ns:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_publish_request_round_trips_to_the_frame_an_embedded_publish_sends() {
+        use crate::hub::publish::{parse_publish, PublishRules};
+        let rules = PublishRules {
+            topic_bytes_max: 64,
+            batch_events_max: 10,
+        };
+        let body = br#"{"topic":"a","data":"x\ny","event":"tick","retry":1000}"#;
+        let reqs = parse_publish(Some("application/json"), body, &rules).unwrap();
+        let new = NewEvent::from_request(&reqs[0]);
+        assert_eq!((new.topic.as_str(), new.data.as_str()), ("a", "x\ny"));
+        let stored = BrokerEvent {
+            id: 1764361697000042,
+            topic: new.topic,
+            event: new.event,
+            data: new.data,
+            retry: new.retry,
+            private: new.private,
+        };
+        let mut expect = reqs[0].event.clone();
+        expect.id = Some("1764361697000042".into());
+        assert_eq!(stored.to_sse(), expect);
     }
 
     #[test]

@@ -187,8 +187,8 @@ pub struct RedisBroker {
 impl RedisBroker {
     /// Checks the URL and options, without connecting.
     ///
-    /// URL: `redis://[user:pass@]HOST:PORT[/DB]`. `rediss://` is refused
-    /// while [`TLS_SUPPORTED`] is false.
+    /// URL: `redis://[user:pass@]HOST:PORT[/DB]` or `rediss://…` (TLS,
+    /// trusting `opts.tls_ca_file` if set, else the system's store).
     pub fn new(url: &str, opts: BrokerOptions) -> Result<RedisBroker, BrokerError> {
         opts.validate()?;
         let ca_pem = match &opts.tls_ca_file {
@@ -240,11 +240,16 @@ impl RedisBroker {
         conn.set_write_timeout(io)
             .and_then(|()| conn.set_read_timeout(io))
             .map_err(|e| map_err(e, BrokerErrorKind::Connect))?;
-        let info: String = ::redis::cmd("INFO")
+        match ::redis::cmd("INFO")
             .arg("server")
-            .query(&mut conn)
-            .map_err(|e| map_err(e, BrokerErrorKind::Connect))?;
-        check_version(&info)?;
+            .query::<String>(&mut conn)
+        {
+            Ok(info) => check_version(&info)?,
+            // An ACL user may not run INFO: then the commands themselves
+            // tell an old server by failing.
+            Err(e) if matches!(e.kind(), ErrorKind::Server(_)) => {}
+            Err(e) => return Err(map_err(e, BrokerErrorKind::Connect)),
+        }
         self.read_timeout = io;
         self.conn = Some(conn);
         Ok(())
@@ -882,64 +887,94 @@ pub fn spawn_reader(
     opts: BrokerOptions,
     shared: Arc<BrokerShared>,
     start_after: u64,
-    mut sink: impl FnMut(ReaderMsg) + Send + 'static,
+    sink: impl FnMut(ReaderMsg) + Send + 'static,
 ) -> Result<JoinHandle<()>, BrokerError> {
-    let mut broker = RedisBroker::new(url, opts.clone())?;
+    let broker = RedisBroker::new(url, opts.clone())?;
+    let reader = Reader {
+        broker,
+        opts,
+        shared,
+        after: start_after,
+        started: start_after != 0,
+        up: false,
+        backoff: Backoff::new(),
+        sink,
+    };
     let spawned = thread::Builder::new()
         .name("broker-reader".into())
-        .spawn(move || {
-            let mut after = start_after;
-            let mut started = start_after != 0;
-            let mut backoff = Backoff::new();
-            let mut up = false;
-            while !shared.stopping() {
-                let read = broker.ensure_connected().and_then(|()| {
-                    if !started {
-                        after = broker.last_id()?;
-                        started = true;
-                    }
-                    broker.read_after(after, opts.read_count_max, opts.read_block_ms)
-                });
-                let read = match read {
-                    Ok(read) => read,
-                    Err(e) => {
-                        up = false;
-                        shared.reader_connected.store(false, Ordering::Relaxed);
-                        sink(ReaderMsg::Disconnected(e));
-                        sleep_unless_stopped(backoff.next_delay(), &shared);
-                        continue;
-                    }
-                };
-                if !up {
-                    up = true;
-                    backoff.reset();
-                    shared.reader_connected.store(true, Ordering::Relaxed);
-                    sink(ReaderMsg::Connected);
-                }
-                let events = match read {
-                    Read::Events(events) => events,
-                    Read::Gap {
-                        after_id,
-                        first_id,
-                        events,
-                    } => {
-                        sink(ReaderMsg::Gap { after_id, first_id });
-                        events
-                    }
-                    Read::Reset { epoch, events } => {
-                        sink(ReaderMsg::Reset { epoch });
-                        events
-                    }
-                };
-                if let Some(last) = events.last() {
-                    after = after.max(last.id);
-                    shared.note_id(last.id);
-                    sink(ReaderMsg::Events(events));
-                }
-            }
-            shared.reader_connected.store(false, Ordering::Relaxed);
-        });
+        .spawn(move || reader.run());
     spawned.map_err(|e| BrokerError::config(format!("cannot start the broker reader thread: {e}")))
+}
+
+/// The reader thread's state: where it is in the log and whether it is up.
+struct Reader<F> {
+    broker: RedisBroker,
+    opts: BrokerOptions,
+    shared: Arc<BrokerShared>,
+    /// The last id read (or the start point): the next read is after it.
+    after: u64,
+    /// `after` is known (0 at start means "the newest entry", resolved at
+    /// the first connection).
+    started: bool,
+    up: bool,
+    backoff: Backoff,
+    sink: F,
+}
+
+impl<F: FnMut(ReaderMsg)> Reader<F> {
+    fn run(mut self) {
+        while !self.shared.stopping() {
+            if let Err(e) = self.step() {
+                self.up = false;
+                self.shared.reader_connected.store(false, Ordering::Relaxed);
+                (self.sink)(ReaderMsg::Disconnected(e));
+                sleep_unless_stopped(self.backoff.next_delay(), &self.shared);
+            }
+        }
+        self.shared.reader_connected.store(false, Ordering::Relaxed);
+    }
+
+    /// Connects if down (reporting it at once, not after a blocking read),
+    /// then reads once and reports what came.
+    fn step(&mut self) -> Result<(), BrokerError> {
+        if !self.up {
+            self.broker.ensure_connected()?;
+            if !self.started {
+                self.after = self.broker.last_id()?;
+                self.started = true;
+            }
+            self.up = true;
+            self.backoff.reset();
+            self.shared.reader_connected.store(true, Ordering::Relaxed);
+            (self.sink)(ReaderMsg::Connected);
+        }
+        let read = self.broker.read_after(
+            self.after,
+            self.opts.read_count_max,
+            self.opts.read_block_ms,
+        )?;
+        let events = match read {
+            Read::Events(events) => events,
+            Read::Gap {
+                after_id,
+                first_id,
+                events,
+            } => {
+                (self.sink)(ReaderMsg::Gap { after_id, first_id });
+                events
+            }
+            Read::Reset { epoch, events } => {
+                (self.sink)(ReaderMsg::Reset { epoch });
+                events
+            }
+        };
+        if let Some(last) = events.last() {
+            self.after = self.after.max(last.id);
+            self.shared.note_id(last.id);
+            (self.sink)(ReaderMsg::Events(events));
+        }
+        Ok(())
+    }
 }
 
 /// Starts the node's publisher thread: it takes every job waiting on `rx`
