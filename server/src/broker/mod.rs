@@ -263,7 +263,9 @@ pub enum BrokerErrorKind {
     Server,
     /// The publish script failed.
     Script,
-    /// Redis lost its data while the call was in flight.
+    /// Redis lost its data. No call returns it (a reader reports
+    /// [`Read::Reset`]); it is here so the node counts resets under the
+    /// same `broker_errors{kind}` metric as every other broker trouble.
     Reset,
 }
 
