@@ -417,7 +417,7 @@ impl RedisBroker {
             .arg("COUNT")
             .arg(1);
         let v: Value = self.query(|c| cmd.query(c), BrokerErrorKind::Protocol)?;
-        let events = parse_entries(&v)?;
+        let events = parse_entries(v)?;
         Ok(events.first().map_or(0, |e| e.id))
     }
 
@@ -448,7 +448,7 @@ impl RedisBroker {
         let result: Result<(Option<String>, Value), BrokerError> =
             self.query(|c| pipe.query(c), BrokerErrorKind::Protocol);
         let (mut epoch, reply) = result?;
-        let events = parse_xread(&reply)?;
+        let events = parse_xread(reply)?;
         let jumped = after_id != 0 && events.first().is_some_and(|e| e.id != after_id + 1);
         if jumped {
             // The run may have changed while XREAD blocked: ask again
@@ -518,16 +518,17 @@ impl RedisBroker {
             return Err(BrokerError::protocol("range: reply count mismatch"));
         }
         let mut out = RangeResult::default();
-        match &values[0] {
-            Value::Nil => {}
-            Value::ServerError(e) => return Err(server_error(e, BrokerErrorKind::Protocol)),
-            v => {
-                let epoch = text(v).ok_or_else(|| BrokerError::protocol("epoch is not text"))?;
+        let mut values = values.into_iter();
+        match values.next() {
+            None | Some(Value::Nil) => {}
+            Some(Value::ServerError(e)) => return Err(server_error(&e, BrokerErrorKind::Protocol)),
+            Some(v) => {
+                let epoch = text(&v).ok_or_else(|| BrokerError::protocol("epoch is not text"))?;
                 out.before_reset = after_id <= epoch_base(&epoch);
             }
         }
-        for pair in values[1..].chunks(2) {
-            match &pair[0] {
+        while let (Some(info), Some(entries)) = (values.next(), values.next()) {
+            match &info {
                 // A topic nothing was published to has no stream.
                 Value::ServerError(e) if e.details().is_some_and(|d| d.contains("no such key")) => {
                     continue
@@ -539,10 +540,10 @@ impl RedisBroker {
                     }
                 }
             }
-            if let Value::ServerError(e) = &pair[1] {
+            if let Value::ServerError(e) = &entries {
                 return Err(server_error(e, BrokerErrorKind::Protocol));
             }
-            out.events.extend(parse_entries(&pair[1])?);
+            out.events.extend(parse_entries(entries)?);
         }
         out.events.sort_unstable_by_key(|e| e.id);
         out.events.dedup_by_key(|e| e.id);
@@ -754,62 +755,81 @@ fn parse_entry_id(v: &Value) -> Result<u64, BrokerError> {
 }
 
 /// Entries of an `XRANGE`/`XREVRANGE` reply (or of one stream in `XREAD`).
-fn parse_entries(v: &Value) -> Result<Vec<BrokerEvent>, BrokerError> {
-    let entries = match v {
-        Value::Nil => return Ok(Vec::new()),
-        Value::Array(a) => a,
-        _ => return Err(BrokerError::protocol("stream entries are not an array")),
-    };
-    entries.iter().map(parse_entry).collect()
+/// Takes the reply by value: the strings Redis sent become the event's
+/// strings without a copy.
+fn parse_entries(v: Value) -> Result<Vec<BrokerEvent>, BrokerError> {
+    match v {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(entries) => entries.into_iter().map(parse_entry).collect(),
+        _ => Err(BrokerError::protocol("stream entries are not an array")),
+    }
 }
 
-fn parse_entry(v: &Value) -> Result<BrokerEvent, BrokerError> {
+/// A string-like reply as an owned string, without copying.
+fn into_text(v: Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        Value::VerbatimString { text, .. } => Some(text),
+        _ => None,
+    }
+}
+
+fn parse_entry(v: Value) -> Result<BrokerEvent, BrokerError> {
     let Value::Array(pair) = v else {
         return Err(BrokerError::protocol("stream entry is not an array"));
     };
-    let [id, fields] = pair.as_slice() else {
+    let Ok::<[Value; 2], _>([id, fields]) = pair.try_into() else {
         return Err(BrokerError::protocol("stream entry is not [id, fields]"));
     };
-    let id = parse_entry_id(id)?;
-    let fields: Vec<&Value> = match fields {
-        Value::Array(f) => f.iter().collect(),
-        Value::Map(m) => m.iter().flat_map(|(k, v)| [k, v]).collect(),
-        _ => {
-            return Err(BrokerError::protocol(
-                "stream entry fields are not an array",
-            ))
-        }
-    };
+    let id = parse_entry_id(&id)?;
     let mut topic = None;
     let mut data = None;
     let mut event = None;
     let mut retry = None;
     let mut private = false;
-    let utf8 = |v: &Value, what: &str| {
-        bytes(v)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .map(str::to_string)
+    let text = |v: Value, what: &str| {
+        into_text(v)
             .ok_or_else(|| BrokerError::protocol(format!("entry {id}: {what} is not UTF-8 text")))
     };
-    for kv in fields.chunks(2) {
-        let [k, v] = kv else {
-            return Err(BrokerError::protocol(format!(
-                "entry {id}: odd field count"
-            )));
-        };
-        match bytes(k) {
-            Some(b"topic") => topic = Some(utf8(v, "topic")?),
-            Some(b"data") => data = Some(utf8(v, "data")?),
-            Some(b"event") => event = Some(utf8(v, "event")?),
+    let mut field = |k: Value, v: Value| -> Result<(), BrokerError> {
+        match bytes(&k) {
+            Some(b"topic") => topic = Some(text(v, "topic")?),
+            Some(b"data") => data = Some(text(v, "data")?),
+            Some(b"event") => event = Some(text(v, "event")?),
             Some(b"retry") => {
-                let r = utf8(v, "retry")?;
+                let r = text(v, "retry")?;
                 retry = Some(r.parse().map_err(|_| {
                     BrokerError::protocol(format!("entry {id}: retry {r:?} is not a number"))
                 })?);
             }
-            Some(b"private") => private = bytes(v) == Some(b"1"),
+            Some(b"private") => private = bytes(&v) == Some(b"1"),
             // A field a later version adds: carried by Redis, ignored here.
             _ => {}
+        }
+        Ok(())
+    };
+    match fields {
+        Value::Array(f) => {
+            let mut f = f.into_iter();
+            while let Some(k) = f.next() {
+                let Some(v) = f.next() else {
+                    return Err(BrokerError::protocol(format!(
+                        "entry {id}: odd field count"
+                    )));
+                };
+                field(k, v)?;
+            }
+        }
+        Value::Map(m) => {
+            for (k, v) in m {
+                field(k, v)?;
+            }
+        }
+        _ => {
+            return Err(BrokerError::protocol(
+                "stream entry fields are not an array",
+            ))
         }
     }
     match (topic, data) {
@@ -828,21 +848,26 @@ fn parse_entry(v: &Value) -> Result<BrokerEvent, BrokerError> {
 }
 
 /// The entries of an `XREAD` reply on one stream (nil when it timed out).
-fn parse_xread(v: &Value) -> Result<Vec<BrokerEvent>, BrokerError> {
-    match v {
-        Value::Nil => Ok(Vec::new()),
-        Value::Array(streams) => match streams.as_slice() {
-            [] => Ok(Vec::new()),
-            [Value::Array(kv)] if kv.len() == 2 => parse_entries(&kv[1]),
-            _ => Err(BrokerError::protocol("XREAD reply is not one stream")),
+fn parse_xread(v: Value) -> Result<Vec<BrokerEvent>, BrokerError> {
+    let entries = match v {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(streams) => match <[Value; 1]>::try_from(streams) {
+            Ok([Value::Array(kv)]) => match <[Value; 2]>::try_from(kv) {
+                Ok([_, entries]) => entries,
+                Err(_) => return Err(BrokerError::protocol("XREAD reply is not [key, entries]")),
+            },
+            Ok(_) => return Err(BrokerError::protocol("XREAD reply is not [key, entries]")),
+            Err(s) if s.is_empty() => return Ok(Vec::new()),
+            Err(_) => return Err(BrokerError::protocol("XREAD reply is not one stream")),
         },
-        Value::Map(streams) => match streams.as_slice() {
-            [] => Ok(Vec::new()),
-            [(_, entries)] => parse_entries(entries),
-            _ => Err(BrokerError::protocol("XREAD reply is not one stream")),
+        Value::Map(streams) => match <[(Value, Value); 1]>::try_from(streams) {
+            Ok([(_, entries)]) => entries,
+            Err(s) if s.is_empty() => return Ok(Vec::new()),
+            Err(_) => return Err(BrokerError::protocol("XREAD reply is not one stream")),
         },
-        _ => Err(BrokerError::protocol("XREAD reply is not an array")),
-    }
+        _ => return Err(BrokerError::protocol("XREAD reply is not an array")),
+    };
+    parse_entries(entries)
 }
 
 /// `max-deleted-entry-id` of an `XINFO STREAM` reply, as a cluster id.
@@ -1172,13 +1197,13 @@ mod tests {
                 s(""),
             ]),
         ]);
-        let e = parse_entry(&entry).unwrap();
+        let e = parse_entry(entry).unwrap();
         assert_eq!(e.id, 1764361697000042);
         assert_eq!(e.event.as_deref(), Some(""));
         assert_eq!((e.retry, e.private), (None, false));
         let foreign = Value::Array(vec![s("5-1"), Value::Array(vec![s("topic"), s("a")])]);
         assert_eq!(
-            parse_entry(&foreign).unwrap_err().kind,
+            parse_entry(foreign).unwrap_err().kind,
             BrokerErrorKind::Protocol
         );
         assert_eq!(epoch_base("1764361697000000:ab12"), 1764361697000000);
