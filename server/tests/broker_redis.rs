@@ -256,6 +256,32 @@ fn read_after_returns_exactly_what_was_published_in_order() {
 }
 
 #[test]
+fn a_refused_batch_stores_nothing_and_leaves_no_hole_in_the_ids() {
+    if !require_redis() {
+        return;
+    }
+    let dir = TempDir::new("redis-refused");
+    let redis = Redis::start(&dir.0);
+    let mut b = RedisBroker::connect(&redis.url(), opts()).unwrap();
+    let before = b.publish(&[ev("ok", "1")]).unwrap()[0];
+    // A key in the way: the script checks every key before its first write.
+    let set = redis.command("SET stentor:{default}:t:squatted 1\r\n");
+    assert!(set.starts_with("+OK"), "{set}");
+    let err = b
+        .publish(&[ev("ok", "2"), ev("squatted", "3")])
+        .unwrap_err();
+    assert_eq!(err.kind, BrokerErrorKind::Script, "{err}");
+    assert!(err.message.contains("not a stream"), "{err}");
+    // The connection is still good, and the next id follows the last one:
+    // readers see no gap.
+    let after = b.publish(&[ev("ok", "4")]).unwrap()[0];
+    assert_eq!(after, before + 1);
+    let r = b.range(&["ok"], 0, 10).unwrap();
+    let data: Vec<&str> = r.events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(data, ["1", "4"]);
+}
+
+#[test]
 fn range_merges_topics_in_id_order_and_bounds_the_count() {
     if !require_redis() {
         return;
