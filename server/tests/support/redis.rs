@@ -83,30 +83,28 @@ impl Redis {
         let port = self.port.to_string();
         let dir = self.dir.to_string_lossy().into_owned();
         let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            &dir,
-        ]);
+        cmd.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--dir", &dir]);
         cmd.args(&self.args);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = cmd.spawn().expect("start redis-server");
-        self.child = Some(child);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("start redis-server");
+        let pid = format!("process_id:{}", child.id());
         let deadline = Instant::now() + REDIS_STARTUP_TIMEOUT;
         while Instant::now() < deadline {
-            if self.ping() {
+            // Another test may have taken the port since it was picked (or
+            // while this one was down for a restart): the server that
+            // answers must be ours, and ours must still be running.
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("redis-server on port {port} exited at start ({status}): port taken?");
+            }
+            if self.ping() && self.command("INFO server\r\n").contains(&pid) {
+                self.child = Some(child);
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on port {} did not answer PING", self.port);
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server on port {port} did not answer PING");
     }
 
     /// Whether it answers PING (and is done loading its data).
