@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use stentor::broker::redis::{publish_wait_bound, spawn_publisher, spawn_reader, RedisBroker};
+use stentor::broker::redis::{
+    block_async_signals, publish_wait_bound, spawn_publisher, spawn_reader, RedisBroker,
+};
 use stentor::broker::{
     BrokerErrorKind, BrokerEvent, BrokerOptions, BrokerShared, NewEvent, PublishJob, Read,
     ReaderMsg,
@@ -139,6 +141,7 @@ fn ids_are_strictly_increasing_across_topics_and_concurrent_publishers() {
     if !require_redis() {
         return;
     }
+    block_async_signals();
     let dir = TempDir::new("redis-ids");
     let redis = Redis::start(&dir.0);
     let url = redis.url();
@@ -204,6 +207,7 @@ fn read_after_returns_exactly_what_was_published_in_order() {
     if !require_redis() {
         return;
     }
+    block_async_signals();
     let dir = TempDir::new("redis-read");
     let redis = Redis::start(&dir.0);
     let mut p = RedisBroker::connect(&redis.url(), opts()).unwrap();
@@ -260,6 +264,7 @@ fn a_refused_batch_stores_nothing_and_leaves_no_hole_in_the_ids() {
     if !require_redis() {
         return;
     }
+    block_async_signals();
     let dir = TempDir::new("redis-refused");
     let redis = Redis::start(&dir.0);
     let mut b = RedisBroker::connect(&redis.url(), opts()).unwrap();
@@ -286,6 +291,7 @@ fn range_merges_topics_in_id_order_and_bounds_the_count() {
     if !require_redis() {
         return;
     }
+    block_async_signals();
     let dir = TempDir::new("redis-range");
     let redis = Redis::start(&dir.0);
     let mut b = RedisBroker::connect(&redis.url(), opts()).unwrap();
@@ -333,6 +339,7 @@ fn trimming_is_reported_as_evicted_on_resume_and_as_a_gap_on_the_log() {
     if !require_redis() {
         return;
     }
+    block_async_signals();
     let dir = TempDir::new("redis-trim");
     let redis = Redis::start(&dir.0);
     let o = BrokerOptions {
@@ -389,6 +396,7 @@ fn redis_restarted_without_data_is_a_reset_and_ids_never_go_back() {
     if !require_redis() {
         return;
     }
+    block_async_signals();
     let dir = TempDir::new("redis-reset");
     let mut redis = Redis::start(&dir.0);
     let url = redis.url();
@@ -432,10 +440,42 @@ fn redis_restarted_without_data_is_a_reset_and_ids_never_go_back() {
 }
 
 #[test]
+fn a_counter_that_went_back_starts_a_new_run_above_what_nodes_saw() {
+    if !require_redis() {
+        return;
+    }
+    block_async_signals();
+    let dir = TempDir::new("redis-back");
+    let redis = Redis::start(&dir.0);
+    let url = redis.url();
+    let mut p = RedisBroker::connect(&url, opts()).unwrap();
+    let old = p
+        .publish(&[ev("a", "1"), ev("a", "2"), ev("a", "3")])
+        .unwrap();
+    let (shared, rx, handle) = reader(&url, opts(), old[0] - 1);
+    collect_until(&rx, |e| e.len() >= 3);
+    // Redis lost its last writes (as a crash under appendfsync everysec
+    // would): the counter is back below ids that were handed out and read.
+    let set = redis.command(&format!("SET stentor:{{default}}:counter {}\r\n", old[0]));
+    assert!(set.starts_with("+OK"), "{set}");
+    let new = p.publish(&[ev("a", "4")]).unwrap();
+    assert!(new[0] > old[2], "id {} handed out again", new[0]);
+    let (events, others) = collect_until(&rx, |e| e.iter().any(|e| e.id == new[0]));
+    assert!(
+        others.iter().any(|m| matches!(m, ReaderMsg::Reset { .. })),
+        "{others:?}"
+    );
+    assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), new);
+    shared.stop.store(true, Ordering::Relaxed);
+    handle.join().unwrap();
+}
+
+#[test]
 fn redis_restarted_with_aof_loses_nothing_acknowledged_and_the_reader_resumes_exactly() {
     if !require_redis() {
         return;
     }
+    block_async_signals();
     let dir = TempDir::new("redis-aof");
     let mut redis = Redis::start_with(&dir.0, &["--appendonly", "yes", "--appendfsync", "always"]);
     let url = redis.url();
@@ -514,6 +554,7 @@ fn publishing_while_redis_is_down_fails_within_the_bound_then_recovers() {
     if !require_redis() {
         return;
     }
+    block_async_signals();
     let dir = TempDir::new("redis-down");
     // Nothing listens on the port yet.
     let port = free_port();
@@ -590,6 +631,7 @@ fn a_reader_started_before_redis_connects_once_it_is_up_and_reads_from_there() {
     if !require_redis() {
         return;
     }
+    block_async_signals();
     let dir = TempDir::new("redis-late");
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}/");
@@ -626,6 +668,7 @@ fn ten_thousand_topics_published_at_random_are_read_back() {
     if !require_redis() {
         return;
     }
+    block_async_signals();
     let dir = TempDir::new("redis-10k");
     let redis = Redis::start(&dir.0);
     let mut p = RedisBroker::connect(&redis.url(), opts()).unwrap();
@@ -672,6 +715,7 @@ fn tls_with_a_private_ca() {
     if !require_redis() || !support::require_program("openssl", "apt-get install openssl") {
         return;
     }
+    block_async_signals();
     let dir = TempDir::new("redis-tls");
     let d = dir.0.to_string_lossy().into_owned();
     let sh = |script: &str| {
@@ -733,6 +777,7 @@ fn measure_round_trips_and_reading() {
     if !require_redis() {
         return;
     }
+    block_async_signals();
     let dir = TempDir::new("redis-measure");
     let redis = Redis::start(&dir.0);
     let mut p = RedisBroker::connect(&redis.url(), opts()).unwrap();

@@ -85,7 +85,11 @@ local epoch = redis.call('GET', KEYS[2])
 if last and not tonumber(last) then
   return redis.error_reply('ERR stentor: key ' .. KEYS[1] .. ' is not an integer')
 end
-if not last or not epoch then
+-- No counter: a fresh or wiped Redis. A counter below an id this node has
+-- seen: Redis lost acknowledged writes (a crash with appendfsync everysec,
+-- failover to a lagging replica); counting on would hand those ids out
+-- again. Either way a new run starts above everything known.
+if not last or not epoch or tonumber(last) < tonumber(ARGV[1]) then
   local t = redis.call('TIME')
   local floor = tonumber(t[1]) * 1000000 + math.floor(tonumber(t[2]) / 1000) * 1000
   local seen = tonumber(ARGV[1])
@@ -432,6 +436,8 @@ impl RedisBroker {
         block_ms: u64,
     ) -> Result<Read, BrokerError> {
         let count = count.clamp(1, self.opts.read_count_max);
+        // `BLOCK 0` would wait forever.
+        let block_ms = block_ms.max(1);
         self.ensure_connected()?;
         let timeout = Some(Duration::from_millis(block_ms + self.opts.io_timeout_ms));
         self.set_read_timeout(timeout)?;
@@ -681,7 +687,12 @@ fn epoch_base(epoch: &str) -> u64 {
 }
 
 fn map_err(e: RedisError, server_kind: BrokerErrorKind) -> BrokerError {
-    let kind = if e.is_timeout() {
+    // A signal ends a socket read that has a timeout with EINTR, SA_RESTART
+    // or not (signal(7)), possibly mid-reply: like a timeout, the connection
+    // is out of step and a publish's outcome is unknown.
+    let interrupted =
+        e.kind() == ErrorKind::Io && e.to_string().contains("Interrupted system call");
+    let kind = if e.is_timeout() || interrupted {
         BrokerErrorKind::Timeout
     } else if e.is_io_error()
         || e.is_connection_dropped()
@@ -701,9 +712,9 @@ fn map_err(e: RedisError, server_kind: BrokerErrorKind) -> BrokerError {
     } else {
         BrokerErrorKind::Protocol
     };
-    let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
-    let code = e.code().map(|c| format!(" {c}")).unwrap_or_default();
-    BrokerError::new(kind, format!("{}{code}{detail}", e.category()))
+    // The error's own words (they never hold the URL's password): the
+    // category alone ("I/O error") does not say what to fix.
+    BrokerError::new(kind, e.to_string())
 }
 
 /// A server error inside a reply: the script's own failures are `script`,
@@ -888,6 +899,24 @@ fn max_deleted_id(info: &Value) -> Result<u64, BrokerError> {
     parse_entry_id(v)
 }
 
+/// Blocks the asynchronous signals on the calling broker thread: a signal
+/// (SIGTERM for the node's shutdown, SIGCHLD) is for the node's main
+/// thread, and one delivered here would end a blocking socket read with
+/// EINTR, costing a reconnect (signal(7): reads with a timeout are never
+/// restarted). Faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL) stay deliverable.
+/// A thread that uses a [`RedisBroker`] directly should call it too.
+pub fn block_async_signals() {
+    // SAFETY: plain libc calls on a local, initialised sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL] {
+            libc::sigdelset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// Sleeps `d`, waking every [`STOP_POLL_MS`] to return early on a stop.
 fn sleep_unless_stopped(d: Duration, shared: &BrokerShared) {
     let until = Instant::now() + d;
@@ -948,6 +977,7 @@ struct Reader<F> {
 
 impl<F: FnMut(ReaderMsg)> Reader<F> {
     fn run(mut self) {
+        block_async_signals();
         while !self.shared.stopping() {
             if let Err(e) = self.step() {
                 self.up = false;
@@ -1054,6 +1084,7 @@ impl Publisher {
     }
 
     fn run(mut self, rx: Receiver<PublishJob>) {
+        block_async_signals();
         self.try_connect();
         while !self.shared.stopping() {
             let first = match rx.recv_timeout(Duration::from_millis(STOP_POLL_MS)) {

@@ -60,7 +60,21 @@ impl Redis {
 
     /// With `args` after the port, bind, dir and `--save ''`.
     pub fn start_with(dir: &Path, args: &[&str]) -> Redis {
-        Redis::start_on(dir, free_port(), args)
+        let mut r = Redis {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            child: None,
+        };
+        // The port may be taken between picking and binding: pick another.
+        for _ in 0..5 {
+            match r.try_spawn() {
+                Ok(()) => return r,
+                Err(_) => r.port = free_port(),
+            }
+        }
+        r.spawn();
+        r
     }
 
     /// On a given port (one a test already pointed a client at).
@@ -80,12 +94,31 @@ impl Redis {
     }
 
     fn spawn(&mut self) {
+        if let Err(why) = self.try_spawn() {
+            panic!("redis-server on port {}: {why}", self.port);
+        }
+    }
+
+    /// Starts it and waits for it to answer; `Err` when it exited (the port
+    /// was taken) or never answered.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let port = self.port.to_string();
         let dir = self.dir.to_string_lossy().into_owned();
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--dir", &dir]);
+        cmd.args([
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            &dir,
+        ]);
         cmd.args(&self.args);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let mut child = cmd.spawn().expect("start redis-server");
         let pid = format!("process_id:{}", child.id());
         let deadline = Instant::now() + REDIS_STARTUP_TIMEOUT;
@@ -94,17 +127,17 @@ impl Redis {
             // while this one was down for a restart): the server that
             // answers must be ours, and ours must still be running.
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("redis-server on port {port} exited at start ({status}): port taken?");
+                return Err(format!("exited at start ({status}): port taken?"));
             }
             if self.ping() && self.command("INFO server\r\n").contains(&pid) {
                 self.child = Some(child);
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("redis-server on port {port} did not answer PING");
+        Err("did not answer PING".to_string())
     }
 
     /// Whether it answers PING (and is done loading its data).
