@@ -2,6 +2,8 @@
 //! kernel-chosen loopback port, and find outside programs the tests drive.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
