@@ -3,9 +3,13 @@
 //! message and exit code 2.
 
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::engine::busy::BusyPairs;
+use crate::engine::ports::free_pairs;
 
 /// Ports the kernel hands out per (source address, destination) pair with the
 /// default `ip_local_port_range`; beyond this a source address is exhausted.
@@ -217,6 +221,10 @@ pub struct RunConfig {
     pub topics: Vec<String>,
     pub connect_rate: f64,
     pub source_ips: Vec<Ipv4Addr>,
+    /// `source_ips` is the loopback default (may grow), not the operator's list.
+    pub source_ips_default: bool,
+    /// Source pairs still held toward the server when the run began.
+    pub busy_pairs: Arc<BusyPairs>,
     /// Per-topic GET request heads without the trailing CRLF (Last-Event-ID may follow).
     pub sub_requests: Vec<String>,
     pub publish: PublishConfig,
@@ -482,16 +490,6 @@ impl RunArgs {
         } else {
             Vec::new()
         };
-        if !source_ips.is_empty()
-            && self.subscribers.div_ceil(source_ips.len()) > PORTS_PER_SOURCE_IP
-        {
-            return usage(format!(
-                "--source-ips: {} addresses give ~{} ports, fewer than --subscribers {}",
-                source_ips.len(),
-                source_ips.len() * PORTS_PER_SOURCE_IP,
-                self.subscribers
-            ));
-        }
 
         let topics: Vec<String> = (0..self.topics)
             .map(|i| format!("{}{i}", self.topic_prefix))
@@ -529,6 +527,8 @@ impl RunArgs {
             topics,
             connect_rate: self.connect_rate,
             source_ips,
+            source_ips_default: self.source_ips.is_empty(),
+            busy_pairs: Arc::default(),
             sub_requests,
             publish: PublishConfig {
                 server: pub_url.addr,
@@ -556,7 +556,54 @@ impl RunArgs {
     }
 }
 
+/// Most loopback source addresses the default grows to (127.0.0.1 ..= .254).
+const DEFAULT_SOURCE_IPS_MAX: usize = 254;
+
 impl RunConfig {
+    /// Fit the source addresses to the pairs still free toward the server
+    /// (`busy`: pairs earlier connections still hold, from the kernel's
+    /// table). The loopback default grows until it keeps the same headroom
+    /// as on an idle machine (free pairs >= 2 x subscribers); an operator's
+    /// list too small for the run is refused before anything connects, with
+    /// the numbers. Returns a note when the default grew.
+    pub fn plan_sources(&mut self, busy: BusyPairs) -> Result<Option<String>, UsageError> {
+        let mut note = None;
+        if !self.source_ips.is_empty() {
+            let need = self.subscribers as u64;
+            let mut free = free_pairs(&self.source_ips, &busy);
+            if self.source_ips_default {
+                let before = self.source_ips.len();
+                while free < 2 * need && self.source_ips.len() < DEFAULT_SOURCE_IPS_MAX {
+                    let next = self.source_ips.len() as u8 + 1;
+                    self.source_ips.push(Ipv4Addr::new(127, 0, 0, next));
+                    free = free_pairs(&self.source_ips, &busy);
+                }
+                if self.source_ips.len() > before {
+                    note = Some(format!(
+                        "{} source pairs toward {} are still held by earlier connections;                          connecting from 127.0.0.1..127.0.0.{} ({free} pairs free)",
+                        busy.len(),
+                        self.server,
+                        self.source_ips.len()
+                    ));
+                }
+            }
+            if free < need {
+                let per_ip =
+                    (crate::engine::ports::PORT_MAX - crate::engine::ports::PORT_MIN + 1) as u64;
+                let more = (need - free).div_ceil(per_ip);
+                return usage(format!(
+                    "source address space exhausted: {} address(es) x {per_ip} ports = {} pairs,                      {} still held by earlier connections to {} (closing, or TIME_WAIT younger                      than a few seconds), {free} free < --subscribers {need}; add at least {more}                      address(es) to --source-ips (e.g. 127.0.0.2 on loopback) or wait for TIME_WAIT (60 s)",
+                    self.source_ips.len(),
+                    per_ip * self.source_ips.len() as u64,
+                    per_ip * self.source_ips.len() as u64 - free,
+                    self.server,
+                ));
+            }
+        }
+        self.busy_pairs = Arc::new(busy);
+        Ok(note)
+    }
+
     /// Total events the schedule publishes.
     pub fn events_total(&self) -> u64 {
         (self.rate * self.duration_s as f64).round().max(1.0) as u64
@@ -623,6 +670,25 @@ mod tests {
         assert_eq!((0..1000).filter(|&i| c.is_slow(i)).count(), 100);
         let c = args(&["--subscribers", "10"]).expect("valid");
         assert_eq!((0..10).filter(|&i| c.is_slow(i)).count(), 0);
+    }
+
+    #[test]
+    fn source_space_grows_by_default_and_refuses_a_short_list() {
+        let lo = |d: u8| Ipv4Addr::new(127, 0, 0, d);
+        let held: BusyPairs = (10_000..60_000u16).map(|p| (lo(1), p)).collect();
+        let mut c = args(&["--subscribers", "20000"]).expect("valid");
+        assert_eq!(c.source_ips, vec![lo(1)]);
+        let note = c.plan_sources(held.clone()).expect("grows");
+        assert!(c.source_ips.len() >= 2, "{:?}", c.source_ips);
+        assert!(note.is_some_and(|n| n.contains("still held")));
+        let mut c = args(&["--subscribers", "20000", "--source-ips", "127.0.0.1"]).expect("valid");
+        let e = c.plan_sources(held).expect_err("exhausted");
+        assert!(
+            e.0.contains("exhausted") && e.0.contains("--source-ips"),
+            "{e}"
+        );
+        let mut c = args(&["--subscribers", "20000", "--source-ips", "127.0.0.1"]).expect("valid");
+        assert_eq!(c.plan_sources(BusyPairs::new()), Ok(None));
     }
 
     #[test]

@@ -59,13 +59,27 @@ fn real_main() -> i32 {
     };
     let cli::Command::Run(args) = cli.command;
     let nofile = cli::raise_nofile_limit();
-    let cfg = match args.validate(nofile) {
+    let mut cfg = match args.validate(nofile) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("stentor-loadgen: {e}");
             return EXIT_USAGE_OR_CONNECT;
         }
     };
+    // Source pairs earlier connections still hold toward the server: skipped,
+    // and counted against the address space before anything connects.
+    let busy = match cfg.server {
+        std::net::SocketAddr::V4(v4) if !cfg.source_ips.is_empty() => engine::busy::snapshot(&[v4]),
+        _ => Default::default(),
+    };
+    match cfg.plan_sources(busy) {
+        Ok(Some(note)) if !cfg.quiet => eprintln!("stentor-loadgen: {note}"),
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("stentor-loadgen: {e}");
+            return EXIT_USAGE_OR_CONNECT;
+        }
+    }
     let (json, html_path, quiet) = (cfg.json.clone(), cfg.html.clone(), cfg.quiet);
     shared::install_signal_handlers();
     let report = match run::run(cfg, &args.url) {

@@ -117,6 +117,13 @@ pub struct Report {
     pub connect_time_ms: f64,
     pub connect_latency_us: Percentiles,
     pub connect_errors: Counts,
+    /// Connects tried again from a fresh source pair because the last one's
+    /// 4-tuple was still taken (not errors; see docs/loadgen.md).
+    pub source_pair_retries: u64,
+    /// Source addresses the subscribers connected from (empty: the kernel chose).
+    pub source_ips: Vec<std::net::Ipv4Addr>,
+    /// Source pairs earlier connections still held toward the server at the start (skipped).
+    pub source_pairs_busy_at_start: usize,
     pub http_statuses: Counts,
     pub topics: usize,
     pub rate: f64,
@@ -269,6 +276,9 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
         connect_time_ms: t.connect_s * 1000.0,
         connect_latency_us: Percentiles::of(&st.connect_us),
         connect_errors: st.connect_errors.clone(),
+        source_pair_retries: st.source_pair_retries,
+        source_ips: cfg.source_ips.clone(),
+        source_pairs_busy_at_start: cfg.busy_pairs.len(),
         http_statuses: st.http_statuses.clone(),
         topics: cfg.topics.len(),
         rate: cfg.rate,

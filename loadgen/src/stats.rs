@@ -67,6 +67,9 @@ pub struct Stats {
     pub slow_drops_seen_at_end: u64,
 
     pub reconnects: u64,
+    /// Connects tried again from a fresh source pair because connect() found
+    /// the 4-tuple still taken (EADDRNOTAVAIL); not errors.
+    pub source_pair_retries: u64,
     /// Reconnects of dropped slow subscribers started by the catch-up.
     pub catchup_reconnects: u64,
     pub resumed_subscribers: u64,
@@ -104,6 +107,7 @@ impl Default for Stats {
             slow_drop_after_us: new_histogram(3),
             slow_drops_seen_at_end: 0,
             reconnects: 0,
+            source_pair_retries: 0,
             catchup_reconnects: 0,
             resumed_subscribers: 0,
             resumed_exactly_once: 0,
@@ -180,6 +184,7 @@ impl Stats {
         self.slow_deliveries_received += o.slow_deliveries_received;
         self.slow_drops_seen_at_end += o.slow_drops_seen_at_end;
         self.reconnects += o.reconnects;
+        self.source_pair_retries += o.source_pair_retries;
         self.catchup_reconnects += o.catchup_reconnects;
         self.resumed_subscribers += o.resumed_subscribers;
         self.resumed_exactly_once += o.resumed_exactly_once;

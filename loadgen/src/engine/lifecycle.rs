@@ -47,6 +47,17 @@ impl Engine {
         self.begin_close(idx, now);
     }
 
+    /// connect() found the 4-tuple taken: close the slot and try the next
+    /// pair as soon as the close completes (same attempt, not an error).
+    pub(super) fn retry_source_pair(&mut self, idx: usize, now: u64) {
+        self.stats.source_pair_retries += 1;
+        self.pending = self.pending.saturating_sub(1);
+        let s = &mut self.subs[idx];
+        s.pair_retry = true;
+        s.pair_retries += 1;
+        self.begin_close(idx, now);
+    }
+
     /// A fast subscriber that will not come back leaves the drain arithmetic.
     pub(super) fn leave_live(&mut self, idx: usize) {
         if self.subs[idx].ledger.slow {
@@ -132,6 +143,13 @@ impl Engine {
         );
         s.state = State::Closed;
         s.req = None;
+        if s.pair_retry {
+            s.pair_retry = false;
+            if !self.shared.flag(&self.shared.stop) {
+                self.start_connect(idx, now);
+            }
+            return;
+        }
         if s.reconnect_wanted && !self.shared.flag(&self.shared.stop) {
             s.reconnect_wanted = false;
             s.reconnect_queued = true;

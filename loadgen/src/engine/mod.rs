@@ -13,9 +13,10 @@
 //! never touch the next attempt. At most one I/O op per subscriber is in
 //! flight (connect, then send, then recv or poll), plus cancel/close.
 
+pub(crate) mod busy;
 mod catchup;
 mod lifecycle;
-mod ports;
+pub(crate) mod ports;
 mod slow;
 mod sub;
 mod sys;
@@ -57,6 +58,9 @@ const TICK_NS: u64 = 100_000_000;
 const WAIT_NS_MAX: u64 = 20_000_000;
 /// Source pairs tried per connect when bind says a port is taken.
 const BIND_TRIES_MAX: usize = 256;
+/// Fresh source pairs tried when connect() says a pair's 4-tuple is still
+/// taken (another process's connection: ours are skipped up front).
+const PAIR_RETRIES_MAX: u16 = 64;
 /// Reconnect attempts per subscriber over a run.
 const RECONNECTS_MAX: u16 = 1000;
 /// Reconnect delay when the stream gave no `retry:`, and the cap on what it gave.
@@ -162,8 +166,15 @@ impl Engine {
             ));
         };
         let server = Box::new(sockaddr(*v4.ip(), v4.port()));
-        let ports = (!cfg.source_ips.is_empty())
-            .then(|| PortCursor::new(cfg.source_ips.clone(), thread_idx, cfg.threads));
+        let ports = (!cfg.source_ips.is_empty()).then(|| {
+            PortCursor::new(
+                cfg.source_ips.clone(),
+                thread_idx,
+                cfg.threads,
+                cfg.busy_pairs.clone(),
+            )
+            .starting_at(std::process::id() as u64)
+        });
         let now = shared.now_ns();
         let ramp_interval_ns = 1e9 * cfg.threads as f64 / cfg.connect_rate;
         Ok(Self {
@@ -321,7 +332,11 @@ impl Engine {
         let slow = self.subs[idx].ledger.slow;
         let mut opened = Err("no_source_port".to_string());
         for _ in 0..BIND_TRIES_MAX {
-            let source = self.ports.as_mut().map(|p| p.next_pair());
+            let source = match self.ports.as_mut().map(|p| p.next_pair()) {
+                Some(None) => break,
+                Some(Some(pair)) => Some(pair),
+                None => None,
+            };
             opened = open_socket(source, slow);
             match &opened {
                 Err(k) if k == "bind_eaddrinuse" && source.is_some() => continue,
@@ -466,10 +481,18 @@ impl Engine {
         if self.subs[idx].state == State::Closing {
             return;
         }
+        if res == -libc::EADDRNOTAVAIL
+            && self.ports.is_some()
+            && self.subs[idx].pair_retries < PAIR_RETRIES_MAX
+        {
+            self.retry_source_pair(idx, now);
+            return;
+        }
         if res < 0 {
             self.fail_attempt(idx, &errno_name(-res), now);
             return;
         }
+        self.subs[idx].pair_retries = 0;
         let topic = self.subs[idx].topic as usize;
         let mut req = self.cfg.sub_requests[topic].clone();
         if let Some(id) = &self.subs[idx].ledger.last_event_id {

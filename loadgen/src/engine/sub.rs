@@ -59,6 +59,11 @@ pub struct Sub {
     pub reconnect_wanted: bool,
     /// In the engine's reconnect queue (closed, waiting for its retry time).
     pub reconnect_queued: bool,
+    /// connect() refused the source pair (EADDRNOTAVAIL): once the slot is
+    /// closed, try again at once from the next pair.
+    pub pair_retry: bool,
+    /// Such retries of the current attempt.
+    pub pair_retries: u16,
 }
 
 impl Sub {
@@ -88,6 +93,8 @@ impl Sub {
             drop_seen_ns: None,
             reconnect_wanted: false,
             reconnect_queued: false,
+            pair_retry: false,
+            pair_retries: 0,
         }
     }
 
