@@ -147,9 +147,15 @@ pub struct RunArgs {
     #[arg(long = "pub-header")]
     pub pub_headers: Vec<String>,
 
-    /// Keep-alive publish connections (requests are pipelined on each).
+    /// Keep-alive publish connections; events take turns over them.
     #[arg(long = "pub-conns", default_value_t = 1)]
     pub pub_conns: usize,
+
+    /// Publish requests in flight per connection. 1 = a sequential publisher
+    /// that waits for each answer before the next (how application servers
+    /// publish); more pipelines requests.
+    #[arg(long = "pub-inflight", default_value_t = 1)]
+    pub pub_inflight: usize,
 
     /// Subscriber threads, one io_uring each. Default: enough rings for the
     /// descriptor limit (>= 6 for 100k under 20000), at least the core count.
@@ -188,6 +194,15 @@ pub struct RunArgs {
     /// SLO: at least this share of requested subscribers must connect (default 1.0 when any SLO is set).
     #[arg(long = "min-connected")]
     pub min_connected: Option<f64>,
+
+    /// SLO: at least this share of scheduled events sent and accepted (e.g.
+    /// 0.99: the publisher kept up with the rate).
+    #[arg(long = "min-published")]
+    pub min_published: Option<f64>,
+
+    /// SLO: publish round trip p99 at most this many milliseconds.
+    #[arg(long = "max-publish-p99-ms")]
+    pub max_publish_p99_ms: Option<f64>,
 
     /// Write the full report as JSON to this file.
     #[arg(long)]
@@ -238,6 +253,8 @@ pub struct RunConfig {
     pub max_p99_ms: Option<f64>,
     pub max_loss: Option<f64>,
     pub min_connected: Option<f64>,
+    pub min_published: Option<f64>,
+    pub max_publish_p99_ms: Option<f64>,
     pub json: Option<std::path::PathBuf>,
     pub html: Option<std::path::PathBuf>,
     pub quiet: bool,
@@ -252,6 +269,8 @@ pub struct PublishConfig {
     pub content_type: String,
     pub headers: Vec<String>,
     pub conns: usize,
+    /// Requests in flight per connection (1 = sequential).
+    pub inflight: usize,
 }
 
 /// A usage error: printed as one line, exit code 2.
@@ -435,8 +454,24 @@ impl RunArgs {
                 return usage("--min-connected must be in [0, 1]");
             }
         }
+        if let Some(c) = self.min_published {
+            if !(0.0..=1.0).contains(&c) {
+                return usage("--min-published must be in [0, 1]");
+            }
+        }
+        if let Some(p) = self.max_publish_p99_ms {
+            if !(p.is_finite() && p >= 0.0) {
+                return usage("--max-publish-p99-ms must be a non-negative number");
+            }
+        }
         if self.pub_conns == 0 || self.pub_conns > 64 {
             return usage("--pub-conns must be in 1..=64");
+        }
+        if self.pub_inflight == 0 || self.pub_inflight > crate::publisher::IN_FLIGHT_MAX {
+            return usage(format!(
+                "--pub-inflight must be in 1..={}",
+                crate::publisher::IN_FLIGHT_MAX
+            ));
         }
         if !self.sub_path.starts_with('/') {
             return usage("--sub-path must start with /");
@@ -538,6 +573,7 @@ impl RunArgs {
                 content_type: self.pub_content_type.clone(),
                 headers: self.pub_headers.clone(),
                 conns: self.pub_conns,
+                inflight: self.pub_inflight,
             },
             threads,
             slots_per_thread,
@@ -549,6 +585,8 @@ impl RunArgs {
             max_p99_ms: self.max_p99_ms,
             max_loss: self.max_loss,
             min_connected: self.min_connected,
+            min_published: self.min_published,
+            max_publish_p99_ms: self.max_publish_p99_ms,
             json: self.json.clone(),
             html: self.html.clone(),
             quiet: self.quiet,

@@ -105,6 +105,8 @@ pub struct Slo {
     pub max_p99_ms: Option<f64>,
     pub max_loss: Option<f64>,
     pub min_connected: Option<f64>,
+    pub min_published: Option<f64>,
+    pub max_publish_p99_ms: Option<f64>,
     pub met: bool,
     pub failures: Vec<String>,
 }
@@ -135,6 +137,16 @@ pub struct Report {
     pub publish_errors: Counts,
     pub publish_lag_ms_max: f64,
     pub publish_lag_ms_p99: f64,
+    pub publish_lag_ms_p50: f64,
+    /// Requests in flight per publish connection (1 = sequential publisher).
+    pub publish_inflight: usize,
+    /// Publish request written to its response parsed, µs.
+    pub publish_round_trip_us: Percentiles,
+    /// Events never sent because the schedule was over (by 10% of the run,
+    /// at least 1 s): the publisher could not keep up with the rate.
+    pub events_behind_schedule: u64,
+    /// Events accepted per second of the publishing window.
+    pub publish_rate_achieved: f64,
     pub deliveries_expected: u64,
     pub deliveries_received: u64,
     pub loss: u64,
@@ -218,7 +230,16 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
     let lag_max_ms = ms(ps.lag_us.max());
     if lag_max_ms > 100.0 {
         warnings.push(format!(
-            "publisher ran up to {lag_max_ms:.0} ms behind schedule (server slow to accept, or loadgen saturated); latency is still measured from the schedule"
+            "publisher ran up to {lag_max_ms:.0} ms behind schedule (server slow to answer, or loadgen saturated); latency is still measured from the schedule"
+        ));
+    }
+    if ps.behind_schedule > 0 {
+        warnings.push(format!(
+            "{} of {} events were never sent: with {} request(s) in flight per connection the publisher fell behind the schedule (publish round trip p50 {:.2} ms)",
+            ps.behind_schedule,
+            cfg.events_total(),
+            cfg.publish.inflight * cfg.publish.conns,
+            ms(ps.round_trip_us.value_at_quantile(0.5)),
         ));
     }
     if st.subscribers_connected < cfg.subscribers as u64 {
@@ -294,6 +315,15 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
         } else {
             ms(ps.lag_us.value_at_quantile(0.99))
         },
+        publish_lag_ms_p50: if ps.lag_us.is_empty() {
+            0.0
+        } else {
+            ms(ps.lag_us.value_at_quantile(0.5))
+        },
+        publish_inflight: cfg.publish.inflight,
+        publish_round_trip_us: Percentiles::of(&ps.round_trip_us),
+        events_behind_schedule: ps.behind_schedule,
+        publish_rate_achieved: ps.accepted as f64 / t.publish_s,
         deliveries_expected: st.deliveries_expected,
         deliveries_received: st.deliveries_received,
         loss: st.loss,
@@ -342,6 +372,8 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
             max_p99_ms: cfg.max_p99_ms,
             max_loss: cfg.max_loss,
             min_connected: cfg.min_connected,
+            min_published: cfg.min_published,
+            max_publish_p99_ms: cfg.max_publish_p99_ms,
             met: true,
             failures: Vec::new(),
         },
@@ -354,7 +386,30 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
 
 fn slo_failures(cfg: &RunConfig, r: &Report) -> Vec<String> {
     let mut f = Vec::new();
-    let any_slo = cfg.max_p99_ms.is_some() || cfg.max_loss.is_some() || cfg.min_connected.is_some();
+    let any_slo = cfg.max_p99_ms.is_some()
+        || cfg.max_loss.is_some()
+        || cfg.min_connected.is_some()
+        || cfg.min_published.is_some()
+        || cfg.max_publish_p99_ms.is_some();
+    if let Some(min) = cfg.min_published {
+        let share = r.events_accepted as f64 / r.events_scheduled.max(1) as f64;
+        if share < min {
+            f.push(format!(
+                "published {} of {} scheduled events ({:.1}%) < --min-published {min}",
+                r.events_accepted,
+                r.events_scheduled,
+                share * 100.0
+            ));
+        }
+    }
+    if let Some(max) = cfg.max_publish_p99_ms {
+        let p99 = ms(r.publish_round_trip_us.p99);
+        if p99 > max {
+            f.push(format!(
+                "publish round trip p99 {p99:.3} ms > --max-publish-p99-ms {max}"
+            ));
+        }
+    }
     if let Some(max) = cfg.max_p99_ms {
         let p99 = ms(r.fast_latency_us.p99);
         if r.fast_latency_us.count == 0 {
@@ -409,6 +464,7 @@ pub fn summary(r: &Report) -> String {
         "stentor-loadgen: {url}\n\
          subscribers  {conn}/{req} connected in {ct:.2} s (connect p50 {cp50:.2} ms, p99 {cp99:.2} ms); errors: {cerr}\n\
          publishing   {pubd}/{sched} events sent, {acc} accepted at {rate} ev/s over {dur} s x {bytes} B; lag max {lag:.2} ms; errors: {perr}\n\
+         publish rtt  p50 {rt50:.3} ms  p99 {rt99:.3} ms  max {rtmax:.3} ms  ({inflight} in flight per connection; {behind} not sent, behind schedule)\n\
          deliveries   {recv}/{exp} received ({dps:.0}/s); loss {loss} ({lr:.6}), duplicates {dup}, out of order {ooo}\n\
          latency      p50 {p50:.3} ms  p90 {p90:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms  max {max:.3} ms  (fast subscribers)\n\
          disconnects  {disc}\n",
@@ -426,6 +482,11 @@ pub fn summary(r: &Report) -> String {
         dur = r.duration_s,
         bytes = r.payload_bytes,
         lag = r.publish_lag_ms_max,
+        rt50 = ms(r.publish_round_trip_us.p50),
+        rt99 = ms(r.publish_round_trip_us.p99),
+        rtmax = ms(r.publish_round_trip_us.max),
+        inflight = r.publish_inflight,
+        behind = r.events_behind_schedule,
         perr = kinds(&r.publish_errors),
         recv = r.deliveries_received,
         exp = r.deliveries_expected,
@@ -480,8 +541,11 @@ pub fn summary(r: &Report) -> String {
     for w in &r.warnings {
         s += &format!("warning      {w}\n");
     }
-    let any_slo =
-        r.slo.max_p99_ms.is_some() || r.slo.max_loss.is_some() || r.slo.min_connected.is_some();
+    let any_slo = r.slo.max_p99_ms.is_some()
+        || r.slo.max_loss.is_some()
+        || r.slo.min_connected.is_some()
+        || r.slo.min_published.is_some()
+        || r.slo.max_publish_p99_ms.is_some();
     s += &if r.slo.met && !any_slo {
         "SLO          none set (--max-p99-ms, --max-loss, --min-connected)\n".to_string()
     } else if r.slo.met {

@@ -559,3 +559,46 @@ fn topics_split_the_events_exactly() {
     assert_eq!(n(r, "loss"), 12 * 5);
     assert_eq!(n(r, "out_of_order"), 0);
 }
+
+/// A server that answers each publish 50 ms after reading it: a sequential
+/// publisher (the default) gets about 20 of 50 ev/s through, times each
+/// round trip and reports the rest as never sent; four connections (the
+/// fake answers each connection's requests one at a time) keep up.
+#[test]
+fn sequential_publisher_waits_for_each_answer() {
+    let srv = FakeServer::start(Faults {
+        answer_delay: std::time::Duration::from_millis(50),
+        ..Faults::default()
+    });
+    let base = ["--subscribers", "5", "--rate", "50", "--duration-s", "1"];
+    let mut args = base.to_vec();
+    args.extend(["--min-published", "0.99"]);
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(o.code, 1, "fell behind: SLO missed; {}", o.stderr);
+    assert!(
+        r["slo"]["failures"].to_string().contains("--min-published"),
+        "{r:#}"
+    );
+    assert_eq!(n(r, "publish_inflight"), 1);
+    let sent = n(r, "events_published");
+    let behind = n(r, "events_behind_schedule");
+    assert_eq!(sent + behind, 50, "{r:#}");
+    // 2 s (schedule + overrun) at one answer per >= 50 ms.
+    assert!((10..=41).contains(&sent) && behind > 0, "{r:#}");
+    assert!(n(r, "publish_round_trip_us.p50") >= 50_000, "{r:#}");
+    assert_eq!(n(r, "publish_round_trip_us.count"), n(r, "events_accepted"));
+    assert!(
+        r["publish_lag_ms_max"].as_f64().unwrap_or(0.0) > 500.0,
+        "{r:#}"
+    );
+    assert_eq!(n(r, "loss"), 0, "expectations follow what was accepted");
+
+    let mut args = base.to_vec();
+    args.extend(["--pub-conns", "4", "--pub-inflight", "2"]);
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(n(r, "events_behind_schedule"), 0, "{r:#}");
+    assert_eq!(n(r, "events_accepted"), 50, "{r:#}");
+    assert_eq!(n(r, "publish_inflight"), 2);
+}

@@ -30,10 +30,14 @@ const USAGE: &str = "\
 usage: stentor-capacity [--quick] [--subscribers N,N..] [--rates R,R..] [--payloads B,B..]
                         [--duration-s S] [--max-p99-ms MS] [--max-loss RATIO]
                         [--ceiling-seconds S] [--out-dir DIR] [--bin-dir DIR]
+                        [--pub-inflight N] [--min-published RATIO]
                         [--server-arg ARG]...
 Runs stentor + stentor-loadgen over the sweep, finds the highest rate meeting
 the SLO per (subscribers, payload), runs stentor-ceiling for the same socket
 counts, writes DIR/report.{md,html,json} (default target/capacity).
+The publisher is sequential by default (--pub-inflight 1: one request in flight,
+waits for each answer); a rate counts only if >= --min-published (0.99) of its
+events were accepted, so the max rate is what a sequential publisher sustains.
 Full sweep: a few minutes; --quick: about one minute. See docs/capacity-planning.md.";
 
 /// The full sweep: subscriber counts a 2-core box with a 20000-descriptor
@@ -142,6 +146,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         slo: Slo {
             max_p99_ms: 100.0,
             max_loss: 0.0,
+            min_published: 0.99,
+            pub_inflight: 1,
         },
         out_dir: PathBuf::from("target/capacity"),
         bin_dir: None,
@@ -164,6 +170,14 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--ceiling-seconds" => o.ceiling_s = number(flag, value)?,
             "--max-p99-ms" => o.slo.max_p99_ms = number(flag, value)?,
             "--max-loss" => o.slo.max_loss = number(flag, value)?,
+            "--min-published" => o.slo.min_published = number(flag, value)?.min(1.0),
+            "--pub-inflight" => {
+                o.slo.pub_inflight = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| format!("{flag}: an integer in 1..=10000: {value:?}"))?
+            }
             "--out-dir" => o.out_dir = value.into(),
             "--bin-dir" => o.bin_dir = Some(value.into()),
             "--server-arg" => o.server_args.push(value.clone()),
@@ -497,6 +511,8 @@ fn measure_run(bins: &Bins, options: &Options, run: &mut Run, n: usize) -> Resul
         .args(["--payload-bytes", &run.payload_bytes.to_string()])
         .args(["--max-p99-ms", &options.slo.max_p99_ms.to_string()])
         .args(["--max-loss", &options.slo.max_loss.to_string()])
+        .args(["--min-published", &options.slo.min_published.to_string()])
+        .args(["--pub-inflight", &options.slo.pub_inflight.to_string()])
         .arg("--json")
         .arg(&json_path)
         .arg("--quiet")
@@ -536,6 +552,13 @@ fn measure_run(bins: &Bins, options: &Options, run: &mut Run, n: usize) -> Resul
     run.p50_ms = ms(&j["fast_latency_us"]["p50"]);
     run.p99_ms = ms(&j["fast_latency_us"]["p99"]);
     run.max_ms = ms(&j["fast_latency_us"]["max"]);
+    run.events_scheduled = j["events_scheduled"].as_u64().unwrap_or(0);
+    run.events_accepted = j["events_accepted"].as_u64().unwrap_or(0);
+    run.publish_rtt_p50_ms = ms(&j["publish_round_trip_us"]["p50"]);
+    run.publish_rtt_p99_ms = ms(&j["publish_round_trip_us"]["p99"]);
+    run.publish_rtt_max_ms = ms(&j["publish_round_trip_us"]["max"]);
+    run.publish_lag_p99_ms = j["publish_lag_ms_p99"].as_f64().unwrap_or(0.0);
+    run.publish_lag_max_ms = j["publish_lag_ms_max"].as_f64().unwrap_or(0.0);
     run.machine_cpu_busy = j["loadgen"]["machine_cpu_busy"].as_f64();
     run.warnings = strings(&j["warnings"]);
     run.slo_failures = strings(&j["slo"]["failures"]);
