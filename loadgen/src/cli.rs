@@ -81,9 +81,22 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Base URL of the SSE server (http only). Subscribers connect to URL + --sub-path.
-    #[arg(long, env = "LOADGEN_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// Base URL of an SSE node (http only); subscribers connect to URL + --sub-path.
+    /// Repeatable: subscribers are spread over the nodes round-robin, or by
+    /// weight with `URL@W` (e.g. `http://a:8080@3 http://b:8080@1`).
+    #[arg(
+        long,
+        env = "LOADGEN_URL",
+        default_value = "http://127.0.0.1:8080",
+        num_args = 1
+    )]
+    pub url: Vec<String>,
+
+    /// How the nodes share events: `independent` (an event published on a
+    /// node reaches only that node's subscribers) or `cluster` (every
+    /// subscriber gets every event, wherever it was published).
+    #[arg(long, default_value = "independent")]
+    pub topology: String,
 
     /// Number of SSE subscribers to hold open.
     #[arg(long, default_value_t = 1000)]
@@ -127,9 +140,11 @@ pub struct RunArgs {
     #[arg(long = "sub-header")]
     pub sub_headers: Vec<String>,
 
-    /// Publish URL. Default: URL/publish (stentor's native API).
-    #[arg(long = "pub-url")]
-    pub pub_url: Option<String>,
+    /// Publish URL, repeatable (events take turns over them). Default:
+    /// NODE/publish (stentor's native API) for every node when the topology
+    /// is independent, for the first node in a cluster.
+    #[arg(long = "pub-url", num_args = 1)]
+    pub pub_url: Vec<String>,
 
     /// Publish body template. Placeholders: {topic}, {topic_url}, {data}, {data_json}
     /// (a quoted JSON string), {data_url} (percent-encoded), {seq}.
@@ -225,10 +240,43 @@ pub enum SlowMode {
     Trickle { bytes_per_s: u64 },
 }
 
+/// How events published on one node reach the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Topology {
+    /// Nodes share nothing: a subscriber gets only what was published on its node.
+    Independent,
+    /// Nodes share every event.
+    Cluster,
+}
+
+/// One node subscribers connect to.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub url: String,
+    pub server: SocketAddr,
+    pub weight: u32,
+    /// Per-topic GET request heads without the trailing CRLF (Last-Event-ID may follow).
+    pub sub_requests: Vec<String>,
+}
+
+/// Most nodes one run spreads its subscribers over.
+pub const NODES_MAX: usize = 64;
+/// Largest weight of one node.
+pub const WEIGHT_MAX: u32 = 1000;
+
 /// The validated run: what every other module reads.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
+    /// The first node's address (what single-node code paths use).
     pub server: SocketAddr,
+    pub nodes: Vec<Node>,
+    /// Node of subscriber i: `node_cycle[i % len]` (weights, smoothly interleaved).
+    pub node_cycle: Vec<u16>,
+    pub topology: Topology,
+    /// Per publish target, the audience group its events reach
+    /// (independent: the node it belongs to; cluster: 0, everyone).
+    pub pub_groups: Vec<usize>,
     pub subscribers: usize,
     pub rate: f64,
     pub duration_s: u64,
@@ -238,11 +286,10 @@ pub struct RunConfig {
     pub source_ips: Vec<Ipv4Addr>,
     /// `source_ips` is the loopback default (may grow), not the operator's list.
     pub source_ips_default: bool,
-    /// Source pairs still held toward the server when the run began.
+    /// Source pairs still held toward the servers when the run began.
     pub busy_pairs: Arc<BusyPairs>,
-    /// Per-topic GET request heads without the trailing CRLF (Last-Event-ID may follow).
-    pub sub_requests: Vec<String>,
-    pub publish: PublishConfig,
+    /// Publish targets; event k goes to `publish[(k / topics) % len]`.
+    pub publish: Vec<PublishConfig>,
     pub threads: usize,
     pub slots_per_thread: usize,
     pub connect_timeout: Duration,
@@ -397,15 +444,74 @@ pub fn raise_nofile_limit() -> Option<usize> {
     usize::try_from(lim.rlim_cur).ok()
 }
 
+/// `URL` or `URL@W` to the URL and its weight (1 when not given).
+fn split_weight(s: &str) -> Result<(&str, u32), UsageError> {
+    match s.rsplit_once('@') {
+        Some((url, w)) if !w.contains('/') => match w.parse::<u32>() {
+            Ok(w) if (1..=WEIGHT_MAX).contains(&w) => Ok((url, w)),
+            _ => usage(format!(
+                "--url {s:?}: the weight after @ must be an integer in 1..={WEIGHT_MAX}"
+            )),
+        },
+        _ => Ok((s, 1)),
+    }
+}
+
+/// Smooth weighted round-robin (as nginx does it): each node appears
+/// `weight` times per cycle, interleaved, so any prefix of the subscribers
+/// is spread close to the weights.
+pub fn node_cycle(weights: &[u32]) -> Vec<u16> {
+    let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut cycle = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        for (c, &w) in current.iter_mut().zip(weights) {
+            *c += i64::from(w);
+        }
+        let mut best = 0;
+        for i in 1..current.len() {
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        cycle.push(best as u16);
+    }
+    cycle
+}
+
 impl RunArgs {
     pub fn validate(&self, nofile_soft: Option<usize>) -> Result<RunConfig, UsageError> {
-        let base = parse_http_url(&self.url)?;
-        if base.path != "/" {
-            return usage(format!(
-                "--url {:?}: give only scheme, host and port; set paths with --sub-path and --pub-url",
-                self.url
-            ));
+        if self.url.is_empty() || self.url.len() > NODES_MAX {
+            return usage(format!("--url: give 1..={NODES_MAX} nodes"));
         }
+        let mut bases = Vec::with_capacity(self.url.len());
+        for u in &self.url {
+            let (url, weight) = split_weight(u)?;
+            let base = parse_http_url(url)?;
+            if base.path != "/" {
+                return usage(format!(
+                    "--url {url:?}: give only scheme, host and port; set paths with --sub-path and --pub-url"
+                ));
+            }
+            if bases
+                .iter()
+                .any(|(_, b, _): &(String, HttpUrl, u32)| b.addr == base.addr)
+            {
+                return usage(format!("--url {url:?} is given twice"));
+            }
+            bases.push((url.to_string(), base, weight));
+        }
+        let base = bases[0].1.clone();
+        let topology = match self.topology.as_str() {
+            "independent" => Topology::Independent,
+            "cluster" => Topology::Cluster,
+            t => {
+                return usage(format!(
+                    "--topology {t:?}: expected `independent` or `cluster`"
+                ))
+            }
+        };
         if self.subscribers == 0 {
             return usage("--subscribers must be at least 1");
         }
@@ -517,7 +623,7 @@ impl RunArgs {
 
         let source_ips = if !self.source_ips.is_empty() {
             self.source_ips.clone()
-        } else if base.addr.ip().is_loopback() {
+        } else if bases.iter().all(|(_, b, _)| b.addr.ip().is_loopback()) {
             // Explicit source pairs even for one address: the kernel's own
             // port search is quadratic in connections (see engine::ports).
             let n = self.subscribers.div_ceil(PORTS_PER_SOURCE_IP);
@@ -534,27 +640,68 @@ impl RunArgs {
             .iter()
             .map(|h| format!("{h}\r\n"))
             .collect();
-        let sub_requests = topics
+        let nodes: Vec<Node> = bases
             .iter()
-            .map(|t| {
-                let path = self.sub_path.replace("{topic}", &percent_encode(t));
-                format!(
-                    "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n{extra}",
-                    base.host_header
-                )
+            .map(|(url, b, weight)| Node {
+                url: url.clone(),
+                server: b.addr,
+                weight: *weight,
+                sub_requests: topics
+                    .iter()
+                    .map(|t| {
+                        let path = self.sub_path.replace("{topic}", &percent_encode(t));
+                        format!(
+                            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n{extra}",
+                            b.host_header
+                        )
+                    })
+                    .collect(),
             })
             .collect();
+        let weights: Vec<u32> = nodes.iter().map(|n| n.weight).collect();
 
-        let pub_url = match &self.pub_url {
-            Some(u) => parse_http_url(u)?,
-            None => HttpUrl {
+        let pub_urls: Vec<HttpUrl> = if self.pub_url.is_empty() {
+            let default = |b: &HttpUrl| HttpUrl {
                 path: "/publish".into(),
-                ..base.clone()
-            },
+                ..b.clone()
+            };
+            match topology {
+                Topology::Independent => bases.iter().map(|(_, b, _)| default(b)).collect(),
+                Topology::Cluster => vec![default(&base)],
+            }
+        } else {
+            if self.pub_url.len() > NODES_MAX {
+                return usage(format!("--pub-url: at most {NODES_MAX}"));
+            }
+            self.pub_url
+                .iter()
+                .map(|u| parse_http_url(u))
+                .collect::<Result<_, _>>()?
         };
+        let mut pub_groups = Vec::with_capacity(pub_urls.len());
+        for p in &pub_urls {
+            pub_groups.push(match topology {
+                Topology::Cluster => 0,
+                Topology::Independent => match nodes.iter().position(|n| n.server == p.addr) {
+                    Some(i) => i,
+                    None => {
+                        return usage(format!(
+                            "--pub-url {}{}: with --topology independent an event reaches only the \
+                             subscribers of the node it was published on, and {} is none of the --url \
+                             nodes (use --topology cluster if the nodes share events)",
+                            p.host_header, p.path, p.addr
+                        ))
+                    }
+                },
+            });
+        }
 
         Ok(RunConfig {
             server: base.addr,
+            node_cycle: node_cycle(&weights),
+            nodes,
+            topology,
+            pub_groups,
             subscribers: self.subscribers,
             rate: self.rate,
             duration_s: self.duration_s,
@@ -564,17 +711,19 @@ impl RunArgs {
             source_ips,
             source_ips_default: self.source_ips.is_empty(),
             busy_pairs: Arc::default(),
-            sub_requests,
-            publish: PublishConfig {
-                server: pub_url.addr,
-                host_header: pub_url.host_header,
-                path: pub_url.path,
-                body_template: self.pub_body_template.clone(),
-                content_type: self.pub_content_type.clone(),
-                headers: self.pub_headers.clone(),
-                conns: self.pub_conns,
-                inflight: self.pub_inflight,
-            },
+            publish: pub_urls
+                .into_iter()
+                .map(|p| PublishConfig {
+                    server: p.addr,
+                    host_header: p.host_header,
+                    path: p.path,
+                    body_template: self.pub_body_template.clone(),
+                    content_type: self.pub_content_type.clone(),
+                    headers: self.pub_headers.clone(),
+                    conns: self.pub_conns,
+                    inflight: self.pub_inflight,
+                })
+                .collect(),
             threads,
             slots_per_thread,
             connect_timeout: Duration::from_secs_f64(self.connect_timeout_s),
@@ -598,6 +747,34 @@ impl RunArgs {
 const DEFAULT_SOURCE_IPS_MAX: usize = 254;
 
 impl RunConfig {
+    /// Audience groups: one per node when they are independent, one in a cluster.
+    pub fn groups(&self) -> usize {
+        match self.topology {
+            Topology::Independent => self.nodes.len(),
+            Topology::Cluster => 1,
+        }
+    }
+
+    /// Node subscriber `i` connects to.
+    pub fn node_of(&self, i: usize) -> usize {
+        self.node_cycle[i % self.node_cycle.len()] as usize
+    }
+
+    /// The expectation channel of a subscriber on `node`, `topic`: what it
+    /// is owed is what was accepted on that channel.
+    pub fn channel(&self, node: usize, topic: usize) -> usize {
+        let group = match self.topology {
+            Topology::Independent => node,
+            Topology::Cluster => 0,
+        };
+        group * self.topics.len() + topic
+    }
+
+    /// Publish target of event `k`: a topic's events take turns over the targets.
+    pub fn pub_target(&self, k: u64) -> usize {
+        ((k / self.topics.len() as u64) % self.publish.len() as u64) as usize
+    }
+
     /// Fit the source addresses to the pairs still free toward the server
     /// (`busy`: pairs earlier connections still hold, from the kernel's
     /// table). The loopback default grows until it keeps the same headroom
@@ -672,8 +849,8 @@ mod tests {
         let c = args(&[]).expect("defaults validate");
         assert_eq!(c.subscribers, 1000);
         assert_eq!(c.events_total(), 1000);
-        assert_eq!(c.publish.path, "/publish");
-        assert!(c.sub_requests[0].starts_with("GET /events?topic=t0 HTTP/1.1\r\n"));
+        assert_eq!(c.publish[0].path, "/publish");
+        assert!(c.nodes[0].sub_requests[0].starts_with("GET /events?topic=t0 HTTP/1.1\r\n"));
     }
 
     #[test]
@@ -727,6 +904,50 @@ mod tests {
         );
         let mut c = args(&["--subscribers", "20000", "--source-ips", "127.0.0.1"]).expect("valid");
         assert_eq!(c.plan_sources(BusyPairs::new()), Ok(None));
+    }
+
+    #[test]
+    fn nodes_weights_and_topology() {
+        let c = args(&[
+            "--url",
+            "http://127.0.0.1:1@3",
+            "--url",
+            "http://127.0.0.1:2",
+            "--topics",
+            "2",
+        ])
+        .expect("valid");
+        assert_eq!(c.nodes.len(), 2);
+        assert_eq!((c.nodes[0].weight, c.nodes[1].weight), (3, 1));
+        assert_eq!((0..400).filter(|&i| c.node_of(i) == 0).count(), 300);
+        // Independent by default: each node publishes its own events.
+        assert_eq!(c.publish.len(), 2);
+        assert_eq!(c.pub_groups, vec![0, 1]);
+        assert_eq!((c.channel(1, 1), c.groups()), (3, 2));
+        // A topic's events take turns over the targets.
+        assert_eq!(
+            (0..4).map(|k| c.pub_target(k)).collect::<Vec<_>>(),
+            vec![0, 0, 1, 1]
+        );
+        let c = args(&[
+            "--url",
+            "http://127.0.0.1:1",
+            "--url",
+            "http://127.0.0.1:2",
+            "--topology",
+            "cluster",
+        ])
+        .expect("valid");
+        assert_eq!((c.publish.len(), c.groups(), c.channel(1, 0)), (1, 1, 0));
+        for bad in [
+            &["--url", "http://127.0.0.1:1@0"][..],
+            &["--url", "http://127.0.0.1:1", "--url", "http://127.0.0.1:1"],
+            &["--pub-url", "http://127.0.0.1:9/publish"],
+            &["--topology", "mesh"],
+        ] {
+            assert!(args(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(node_cycle(&[2, 1]), vec![0, 1, 0]);
     }
 
     #[test]

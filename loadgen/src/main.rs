@@ -68,9 +68,18 @@ fn real_main() -> i32 {
     };
     // Source pairs earlier connections still hold toward the server: skipped,
     // and counted against the address space before anything connects.
-    let busy = match cfg.server {
-        std::net::SocketAddr::V4(v4) if !cfg.source_ips.is_empty() => engine::busy::snapshot(&[v4]),
-        _ => Default::default(),
+    let servers: Vec<std::net::SocketAddrV4> = cfg
+        .nodes
+        .iter()
+        .filter_map(|n| match n.server {
+            std::net::SocketAddr::V4(v4) => Some(v4),
+            std::net::SocketAddr::V6(_) => None,
+        })
+        .collect();
+    let busy = if cfg.source_ips.is_empty() {
+        Default::default()
+    } else {
+        engine::busy::snapshot(&servers)
     };
     match cfg.plan_sources(busy) {
         Ok(Some(note)) if !cfg.quiet => eprintln!("stentor-loadgen: {note}"),
@@ -82,7 +91,7 @@ fn real_main() -> i32 {
     }
     let (json, html_path, quiet) = (cfg.json.clone(), cfg.html.clone(), cfg.quiet);
     shared::install_signal_handlers();
-    let report = match run::run(cfg, &args.url) {
+    let report = match run::run(cfg, &args.url.join(" ")) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("stentor-loadgen: {}", e.0);

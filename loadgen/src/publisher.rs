@@ -92,14 +92,17 @@ pub fn probe(cfg: &PublishConfig) -> io::Result<()> {
 /// Publish the whole schedule starting at `start_ns` (since the epoch);
 /// returns when every request has been answered or given up on.
 pub fn run(cfg: Arc<RunConfig>, shared: Arc<Shared>, start_ns: u64) -> PubStats {
-    let conns = cfg.publish.conns;
-    let handles: Vec<_> = (0..conns)
-        .map(|c| {
+    let writers: Vec<(usize, usize)> = (0..cfg.publish.len())
+        .flat_map(|t| (0..cfg.publish[t].conns).map(move |c| (t, c)))
+        .collect();
+    let handles: Vec<_> = writers
+        .into_iter()
+        .map(|(t, c)| {
             let cfg = cfg.clone();
             let shared = shared.clone();
             std::thread::Builder::new()
-                .name(format!("pub-{c}"))
-                .spawn(move || Writer::new(cfg, shared, c, start_ns).run())
+                .name(format!("pub-{t}-{c}"))
+                .spawn(move || Writer::new(cfg, shared, t, c, start_ns).run())
         })
         .collect();
     let mut total = PubStats::default();
@@ -120,8 +123,9 @@ pub fn schedule_overrun_ns(duration_s: u64) -> u64 {
     ((duration_s as f64 * 1e9 * SCHEDULE_OVERRUN_FRACTION) as u64).max(SCHEDULE_OVERRUN_NS_MIN)
 }
 
-/// A request awaiting its response: its topic index ([`RETIRED`] marks the
-/// end of a retired connection's queue) and when it was written.
+/// A request awaiting its response: the expectation channel its event is
+/// counted on ([`RunConfig::channel`]; [`RETIRED`] marks the end of a
+/// retired connection's queue) and when it was written.
 #[derive(Debug, Clone, Copy)]
 struct Req {
     topic: usize,
@@ -155,6 +159,8 @@ struct Conn {
 struct Writer {
     cfg: Arc<RunConfig>,
     shared: Arc<Shared>,
+    /// Publish target (index into `cfg.publish`) and connection to it.
+    target: usize,
     conn_idx: usize,
     start_ns: u64,
     stats: PubStats,
@@ -165,10 +171,17 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(cfg: Arc<RunConfig>, shared: Arc<Shared>, conn_idx: usize, start_ns: u64) -> Self {
+    fn new(
+        cfg: Arc<RunConfig>,
+        shared: Arc<Shared>,
+        target: usize,
+        conn_idx: usize,
+        start_ns: u64,
+    ) -> Self {
         Self {
             cfg,
             shared,
+            target,
             conn_idx,
             start_ns,
             stats: PubStats::default(),
@@ -185,18 +198,27 @@ impl Writer {
         let cutoff_ns = self.start_ns
             + self.cfg.duration_s * 1_000_000_000
             + schedule_overrun_ns(self.cfg.duration_s);
-        let step = self.cfg.publish.conns as u64;
+        let conns = self.cfg.publish[self.target].conns as u64;
+        let group = self.cfg.pub_groups[self.target];
+        // Event k is this writer's when it goes to this target and, among
+        // the target's connections, to this one.
+        let (cfg, target, conn_idx) = (self.cfg.clone(), self.target, self.conn_idx as u64);
+        let mine = |k: u64| cfg.pub_target(k) == target && k % conns == conn_idx;
         let mut data = String::new();
         let mut req = Vec::new();
-        let mut k = self.conn_idx as u64;
+        let mut k = 0;
         while k < total {
+            if !mine(k) {
+                k += 1;
+                continue;
+            }
             if self.shared.flag(&self.shared.stop) || crate::shared::interrupted() {
                 break;
             }
             if self.shared.now_ns() > cutoff_ns {
                 // The server answered too slowly for this publisher to get
                 // through the schedule: the rest is not sent.
-                self.stats.behind_schedule += (total - k).div_ceil(step);
+                self.stats.behind_schedule += (k..total).filter(|&j| mine(j)).count() as u64;
                 break;
             }
             let due_ns = self.start_ns + (k as f64 * interval_ns) as u64;
@@ -205,17 +227,17 @@ impl Writer {
             let seq = k / topics;
             payload::encode(seq, due_ns, self.cfg.payload_bytes, &mut data);
             build_request(
-                &self.cfg.publish,
+                &self.cfg.publish[self.target],
                 &self.cfg.topics[topic],
                 &data,
                 seq,
                 &mut req,
             );
-            self.send(topic, &req);
+            self.send(group * topics as usize + topic, &req);
             let lag_us = self.shared.now_ns().saturating_sub(due_ns) / 1_000;
             self.stats.lag_us.saturating_record(lag_us.max(1));
             self.shared.events_sent.fetch_add(1, Ordering::Relaxed);
-            k += step;
+            k += 1;
         }
         // Half-close is not used: some servers close the whole connection on
         // it. Readers finish when every pending request is answered.
@@ -257,7 +279,7 @@ impl Writer {
         // Wait while --pub-inflight requests are unanswered (1: for the
         // previous answer). The reader signals each answer; the poll only
         // bounds how late a stop is seen.
-        let inflight = self.cfg.publish.inflight;
+        let inflight = self.cfg.publish[self.target].inflight;
         if let Ok(mut q) = conn.pending.lock() {
             while q.len() >= inflight
                 && !conn.reader.is_finished()
@@ -294,17 +316,19 @@ impl Writer {
             return false;
         }
         self.last_connect = Some(std::time::Instant::now());
-        let stream =
-            match TcpStream::connect_timeout(&self.cfg.publish.server, Duration::from_secs(5)) {
-                Ok(s) => s,
-                Err(e) => {
-                    bump(
-                        &mut self.stats.errors,
-                        &format!("connect_{:?}", e.kind()).to_lowercase(),
-                    );
-                    return false;
-                }
-            };
+        let stream = match TcpStream::connect_timeout(
+            &self.cfg.publish[self.target].server,
+            Duration::from_secs(5),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                bump(
+                    &mut self.stats.errors,
+                    &format!("connect_{:?}", e.kind()).to_lowercase(),
+                );
+                return false;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
         let reader_stream = match stream.try_clone() {
@@ -316,7 +340,7 @@ impl Writer {
         let shared = self.shared.clone();
         let p = pending.clone();
         let Ok(reader) = std::thread::Builder::new()
-            .name(format!("pub-read-{}", self.conn_idx))
+            .name(format!("pub-read-{}-{}", self.target, self.conn_idx))
             .spawn(move || read_responses(reader_stream, p, shared))
         else {
             return false;

@@ -111,9 +111,32 @@ pub struct Slo {
     pub failures: Vec<String>,
 }
 
+/// One node's share of the run (`--url` order).
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReport {
+    pub url: String,
+    pub weight: u32,
+    pub subscribers_requested: u64,
+    pub subscribers_connected: u64,
+    pub connect_errors: Counts,
+    pub disconnects: Counts,
+    /// What this node's fast subscribers were owed: events accepted where
+    /// they reach this node (its own publishes when independent, all in a cluster).
+    pub deliveries_expected: u64,
+    pub deliveries_received: u64,
+    pub loss: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub fast_latency_us: Percentiles,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub url: String,
+    /// How events published on one node reach the others' subscribers.
+    pub topology: crate::cli::Topology,
+    /// Per node; the top-level figures are their total.
+    pub nodes: Vec<NodeReport>,
     pub subscribers_requested: usize,
     pub subscribers_connected: u64,
     pub connect_time_ms: f64,
@@ -238,7 +261,7 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
             "{} of {} events were never sent: with {} request(s) in flight per connection the publisher fell behind the schedule (publish round trip p50 {:.2} ms)",
             ps.behind_schedule,
             cfg.events_total(),
-            cfg.publish.inflight * cfg.publish.conns,
+            cfg.publish.iter().map(|p| p.inflight * p.conns).sum::<usize>(),
             ms(ps.round_trip_us.value_at_quantile(0.5)),
         ));
     }
@@ -290,8 +313,35 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
         .collect()
     };
 
+    let nodes = cfg
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let empty = Stats::default();
+            let s = st.per_node.get(i).unwrap_or(&empty);
+            NodeReport {
+                url: n.url.clone(),
+                weight: n.weight,
+                subscribers_requested: (0..cfg.subscribers)
+                    .filter(|&g| cfg.node_of(g) == i)
+                    .count() as u64,
+                subscribers_connected: s.subscribers_connected,
+                connect_errors: s.connect_errors.clone(),
+                disconnects: s.disconnects.clone(),
+                deliveries_expected: s.deliveries_expected,
+                deliveries_received: s.deliveries_received,
+                loss: s.loss,
+                duplicates: s.duplicates,
+                out_of_order: s.out_of_order,
+                fast_latency_us: Percentiles::of(&s.fast_latency_us),
+            }
+        })
+        .collect();
     let mut r = Report {
         url: url.to_string(),
+        topology: cfg.topology,
+        nodes,
         subscribers_requested: cfg.subscribers,
         subscribers_connected: st.subscribers_connected,
         connect_time_ms: t.connect_s * 1000.0,
@@ -320,7 +370,7 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
         } else {
             ms(ps.lag_us.value_at_quantile(0.5))
         },
-        publish_inflight: cfg.publish.inflight,
+        publish_inflight: cfg.publish[0].inflight,
         publish_round_trip_us: Percentiles::of(&ps.round_trip_us),
         events_behind_schedule: ps.behind_schedule,
         publish_rate_achieved: ps.accepted as f64 / t.publish_s,
@@ -538,6 +588,26 @@ pub fn summary(r: &Report) -> String {
         r.loadgen.cpu_cores_busy,
         r.loadgen.cores
     );
+    if r.nodes.len() > 1 {
+        for n in &r.nodes {
+            s += &format!(
+                "node         {} (weight {}): {}/{} connected, {}/{} received, loss {}, duplicates {}, p50 {:.3} ms p99 {:.3} ms max {:.3} ms; errors: {}\n",
+                n.url,
+                n.weight,
+                n.subscribers_connected,
+                n.subscribers_requested,
+                n.deliveries_received,
+                n.deliveries_expected,
+                n.loss,
+                n.duplicates,
+                ms(n.fast_latency_us.p50),
+                ms(n.fast_latency_us.p99),
+                ms(n.fast_latency_us.max),
+                kinds(&n.connect_errors),
+            );
+        }
+        s += &format!("topology     {:?} ({} nodes)\n", r.topology, r.nodes.len()).to_lowercase();
+    }
     for w in &r.warnings {
         s += &format!("warning      {w}\n");
     }

@@ -31,13 +31,15 @@ pub struct RunError(pub String);
 
 pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
     let cfg = Arc::new(cfg);
-    publisher::probe(&cfg.publish).map_err(|e| {
-        RunError(format!(
-            "cannot connect to publish endpoint {}: {e}",
-            cfg.publish.server
-        ))
-    })?;
-    let shared = Arc::new(Shared::new(cfg.topics.len(), cfg.threads));
+    for p in &cfg.publish {
+        publisher::probe(p).map_err(|e| {
+            RunError(format!(
+                "cannot connect to publish endpoint {}: {e}",
+                p.server
+            ))
+        })?;
+    }
+    let shared = Arc::new(Shared::new(cfg.groups() * cfg.topics.len(), cfg.threads));
     let progress = Progress::new(&cfg, shared.clone());
     let cpu_start = engine::process_cpu_s();
     let wall_start = Instant::now();

@@ -56,10 +56,11 @@ pub struct Shared {
     pub resolved: AtomicU64,
     /// Subscribers currently streaming.
     pub streaming: AtomicU64,
-    /// Events accepted (2xx) per topic.
+    /// Events accepted (2xx) per expectation channel (`RunConfig::channel`:
+    /// a topic, per node when the nodes are independent).
     pub accepted: Vec<AtomicU64>,
     pub events_sent: AtomicU64,
-    /// Fast subscribers alive (streaming or about to reconnect), per topic.
+    /// Fast subscribers alive (streaming or about to reconnect), per channel.
     pub live_fast: Vec<AtomicU64>,
     /// Unique deliveries to the live fast subscribers.
     pub live_unique: AtomicU64,
@@ -77,7 +78,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(topics: usize, threads: usize) -> Self {
+    pub fn new(channels: usize, threads: usize) -> Self {
         Self {
             epoch: Instant::now(),
             ramp_over: AtomicBool::new(false),
@@ -88,9 +89,9 @@ impl Shared {
             stop: AtomicBool::new(false),
             resolved: AtomicU64::new(0),
             streaming: AtomicU64::new(0),
-            accepted: (0..topics).map(|_| AtomicU64::new(0)).collect(),
+            accepted: (0..channels).map(|_| AtomicU64::new(0)).collect(),
             events_sent: AtomicU64::new(0),
-            live_fast: (0..topics).map(|_| AtomicU64::new(0)).collect(),
+            live_fast: (0..channels).map(|_| AtomicU64::new(0)).collect(),
             live_unique: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             verdicts_pending: AtomicU64::new(0),

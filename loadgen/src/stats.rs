@@ -79,6 +79,9 @@ pub struct Stats {
 
     /// CPU time used by subscriber threads (user + system), seconds.
     pub thread_cpu_s: Vec<f64>,
+    /// The same, per node (`--url` order), for what happens to a
+    /// subscriber (connects, deliveries, loss); empty inside a node's own.
+    pub per_node: Vec<Stats>,
 }
 
 impl Default for Stats {
@@ -114,6 +117,7 @@ impl Default for Stats {
             resumed_loss: 0,
             resumed_duplicates: 0,
             thread_cpu_s: Vec::new(),
+            per_node: Vec::new(),
         }
     }
 }
@@ -191,6 +195,12 @@ impl Stats {
         self.resumed_loss += o.resumed_loss;
         self.resumed_duplicates += o.resumed_duplicates;
         self.thread_cpu_s.extend(o.thread_cpu_s);
+        if self.per_node.len() < o.per_node.len() {
+            self.per_node.resize_with(o.per_node.len(), Stats::default);
+        }
+        for (mine, theirs) in self.per_node.iter_mut().zip(o.per_node) {
+            mine.merge(theirs);
+        }
     }
 }
 

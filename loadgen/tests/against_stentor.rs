@@ -50,3 +50,59 @@ fn back_to_back_runs_connect_everyone() {
         assert_eq!(n(r, "loss"), 0);
     }
 }
+
+/// Two independent nodes, weights 3:1: subscribers spread by weight, each
+/// node publishes its own events (the default publish targets), and every
+/// subscriber is owed exactly its node's events. Told the same nodes form a
+/// cluster, the loadgen expects every event everywhere: exactly half is lost.
+#[test]
+fn independent_nodes_are_measured_per_node() {
+    let Some(bin) = stentor_bin() else { return };
+    let a = Stentor::start(&bin, "127.0.0.1:0", &["--workers", "1"]);
+    let b = Stentor::start(&bin, "127.0.0.1:0", &["--workers", "1"]);
+    let (ua, ub) = (format!("{}@3", a.url()), b.url());
+    let base = [
+        "run",
+        "--url",
+        &ua,
+        "--url",
+        &ub,
+        "--subscribers",
+        "400",
+        "--topics",
+        "2",
+        "--rate",
+        "40",
+        "--duration-s",
+        "1",
+        "--drain-s",
+        "3",
+    ];
+    let o = loadgen(&base);
+    let r = &o.report;
+    assert_eq!(o.code, 0, "{}\n{r:#}", o.stderr);
+    assert_eq!(r["topology"], "independent");
+    assert_eq!(n(r, "nodes.0.subscribers_requested"), 300);
+    assert_eq!(n(r, "nodes.1.subscribers_requested"), 100);
+    // 40 events, 2 topics, each topic's events alternate between the nodes:
+    // every subscriber is owed 10.
+    assert_eq!(n(r, "nodes.0.deliveries_expected"), 3000, "{r:#}");
+    assert_eq!(n(r, "nodes.1.deliveries_expected"), 1000, "{r:#}");
+    assert_eq!(n(r, "nodes.0.deliveries_received"), 3000, "{r:#}");
+    assert_eq!(n(r, "nodes.1.deliveries_received"), 1000, "{r:#}");
+    assert_eq!(n(r, "deliveries_received"), 4000);
+    assert_eq!(n(r, "loss"), 0);
+
+    let mut cluster = base.to_vec();
+    cluster.extend(["--topology", "cluster", "--pub-url"]);
+    let pub_a = format!("{}/publish", a.url());
+    cluster.push(&pub_a);
+    let o = loadgen(&cluster);
+    let r = &o.report;
+    assert_eq!(r["topology"], "cluster");
+    // Each owed its topic's 20: node a's 300 get them (a is the only
+    // publish target), node b's 100 get none.
+    assert_eq!(n(r, "nodes.0.loss"), 0, "{r:#}");
+    assert_eq!(n(r, "nodes.1.loss"), 100 * 20, "{r:#}");
+    assert_eq!(o.code, 0, "no SLO set: {}", o.stderr);
+}

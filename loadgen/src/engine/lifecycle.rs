@@ -34,7 +34,7 @@ impl Engine {
 
     /// A connection attempt failed before the stream opened.
     pub(super) fn fail_attempt(&mut self, idx: usize, kind: &str, now: u64) {
-        bump(&mut self.stats.connect_errors, kind);
+        bump(&mut self.node_stats(idx).connect_errors, kind);
         self.pending = self.pending.saturating_sub(1);
         let was_connected = self.subs[idx].ever_connected;
         let reconnect = was_connected && self.wants_reconnect(idx);
@@ -65,7 +65,7 @@ impl Engine {
         }
         self.flush_counters();
         let s = &self.subs[idx];
-        self.shared.live_fast[s.topic as usize].fetch_sub(1, Ordering::AcqRel);
+        self.shared.live_fast[s.channel as usize].fetch_sub(1, Ordering::AcqRel);
         self.shared
             .live_unique
             .fetch_sub(s.ledger.tracker.unique(), Ordering::AcqRel);
@@ -80,7 +80,7 @@ impl Engine {
 
     /// An open stream ended (server close, error, protocol error).
     pub(super) fn end_stream(&mut self, idx: usize, cause: &str, now: u64) {
-        bump(&mut self.stats.disconnects, cause);
+        bump(&mut self.node_stats(idx).disconnects, cause);
         self.shared.streaming.fetch_sub(1, Ordering::AcqRel);
         let reconnect = self.wants_reconnect(idx);
         let s = &mut self.subs[idx];

@@ -126,10 +126,14 @@ struct Engine {
     shared: Arc<Shared>,
     thread_idx: usize,
     subs: Vec<Sub>,
-    server: Box<libc::sockaddr_in>,
+    /// Per node (`--url` order), the address connects go to. Never resized
+    /// after setup: in-flight Connect SQEs point into it.
+    servers: Vec<libc::sockaddr_in>,
     /// Explicit source pairs, when source addresses are given.
     ports: Option<PortCursor>,
     stats: Stats,
+    /// Per node: what happens to its subscribers (merged into the total at the end).
+    nodes: Vec<Stats>,
     backlog: VecDeque<squeue::Entry>,
     cqes: Vec<(u64, i32, u32)>,
     items: Vec<stentor::wire::sse::Item>,
@@ -157,15 +161,22 @@ impl Engine {
         let bufs = BufRing::new(&ring.submitter(), BUF_GROUP, READ_BUFS, READ_BUF_BYTES)?;
         let subs = globals
             .iter()
-            .map(|&g| Sub::new((g % cfg.topics.len()) as u32, cfg.is_slow(g)))
+            .map(|&g| {
+                let (topic, node) = (g % cfg.topics.len(), cfg.node_of(g));
+                let channel = cfg.channel(node, topic);
+                Sub::new(topic as u32, node as u16, channel as u32, cfg.is_slow(g))
+            })
             .collect();
-        let SocketAddr::V4(v4) = cfg.server else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "IPv6 servers are not supported",
-            ));
-        };
-        let server = Box::new(sockaddr(*v4.ip(), v4.port()));
+        let mut servers = Vec::with_capacity(cfg.nodes.len());
+        for n in &cfg.nodes {
+            let SocketAddr::V4(v4) = n.server else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "IPv6 servers are not supported",
+                ));
+            };
+            servers.push(sockaddr(*v4.ip(), v4.port()));
+        }
         let ports = (!cfg.source_ips.is_empty()).then(|| {
             PortCursor::new(
                 cfg.source_ips.clone(),
@@ -182,7 +193,8 @@ impl Engine {
             bufs,
             thread_idx,
             subs,
-            server,
+            servers,
+            nodes: (0..cfg.nodes.len()).map(|_| Stats::default()).collect(),
             ports,
             stats: Stats::default(),
             backlog: VecDeque::new(),
@@ -298,7 +310,10 @@ impl Engine {
         if self.shared.flag(&self.shared.ramp_over) {
             // Never started: counted once, as a connect error of its own kind.
             while self.ramp_next < self.subs.len() {
-                bump(&mut self.stats.connect_errors, "not_started");
+                bump(
+                    &mut self.node_stats(self.ramp_next).connect_errors,
+                    "not_started",
+                );
                 self.resolve(self.ramp_next);
                 self.ramp_next += 1;
             }
@@ -346,7 +361,7 @@ impl Engine {
         let fd = match opened {
             Ok(fd) => fd,
             Err(kind) => {
-                bump(&mut self.stats.connect_errors, &kind);
+                bump(&mut self.node_stats(idx).connect_errors, &kind);
                 self.attempt_lost(idx);
                 return;
             }
@@ -358,10 +373,8 @@ impl Engine {
         // SAFETY: fd is ours; the table holds its own reference now.
         unsafe { libc::close(fd) };
         if let Err(e) = installed {
-            bump(
-                &mut self.stats.connect_errors,
-                &format!("install_{}", errno_name(e.raw_os_error().unwrap_or(0))),
-            );
+            let kind = format!("install_{}", errno_name(e.raw_os_error().unwrap_or(0)));
+            bump(&mut self.node_stats(idx).connect_errors, &kind);
             self.attempt_lost(idx);
             return;
         }
@@ -371,7 +384,8 @@ impl Engine {
         s.op = Some(ud);
         s.state = State::Connecting;
         self.pending += 1;
-        let addr = &*self.server as *const libc::sockaddr_in as *const libc::sockaddr;
+        let node = self.subs[idx].node as usize;
+        let addr = &self.servers[node] as *const libc::sockaddr_in as *const libc::sockaddr;
         let e = opcode::Connect::new(
             Fixed(idx as u32),
             addr,
@@ -417,13 +431,14 @@ impl Engine {
                 if let Some(bid) = cqueue::buffer_select(flags) {
                     if res > 0 {
                         let data = self.bufs.get(bid, res as usize);
+                        let node = self.subs[idx].node as usize;
                         // No copy: split borrows of the engine's fields.
                         let step = feed(
                             &mut self.subs[idx],
                             data,
                             now,
                             &self.shared,
-                            &mut self.stats,
+                            &mut self.nodes[node],
                             &mut self.items,
                         );
                         self.bufs.give_back(bid);
@@ -439,6 +454,7 @@ impl Engine {
                 if res > 0 {
                     // The verdict read parses too, as a client would: a
                     // drop it finds is resumed from the last id it parsed.
+                    let node = self.subs[idx].node as usize;
                     let s = &mut self.subs[idx];
                     if let Some(buf) = s.slow_buf.take() {
                         let n = (res as usize).min(buf.len());
@@ -448,7 +464,7 @@ impl Engine {
                             &buf[..n],
                             now,
                             &self.shared,
-                            &mut self.stats,
+                            &mut self.nodes[node],
                             &mut self.items,
                         );
                         self.subs[idx].slow_buf = Some(buf);
@@ -494,7 +510,8 @@ impl Engine {
         }
         self.subs[idx].pair_retries = 0;
         let topic = self.subs[idx].topic as usize;
-        let mut req = self.cfg.sub_requests[topic].clone();
+        let node = self.subs[idx].node as usize;
+        let mut req = self.cfg.nodes[node].sub_requests[topic].clone();
         if let Some(id) = &self.subs[idx].ledger.last_event_id {
             req.push_str("Last-Event-ID: ");
             req.push_str(id);
@@ -641,13 +658,13 @@ impl Engine {
         s.state = State::Streaming;
         s.streaming_since_ns = now;
         let slow = s.reads_slowly;
-        let topic = s.topic as usize;
         let connect_us = now.saturating_sub(s.attempt_start_ns) / 1_000;
         self.stats.connect_us.saturating_record(connect_us.max(1));
         self.shared.streaming.fetch_add(1, Ordering::AcqRel);
         if first {
             if !s.ledger.slow {
-                self.shared.live_fast[topic].fetch_add(1, Ordering::AcqRel);
+                let channel = self.subs[idx].channel as usize;
+                self.shared.live_fast[channel].fetch_add(1, Ordering::AcqRel);
             }
             self.resolve(idx);
         }
@@ -694,7 +711,12 @@ impl Engine {
             let left = self.catchup_left();
             self.shared.catchup_left[self.thread_idx].store(left, Ordering::Release);
         }
-        let p99 = self.stats.fast_latency_us.value_at_quantile(0.99);
+        let p99 = self
+            .nodes
+            .iter()
+            .map(|n| n.fast_latency_us.value_at_quantile(0.99))
+            .max()
+            .unwrap_or(0);
         self.shared.p99_us[self.thread_idx].store(p99, Ordering::Relaxed);
     }
 
@@ -714,14 +736,20 @@ impl Engine {
     }
 
     /// Per-subscriber totals: expected deliveries, loss, resume verdicts.
+    /// The stats of subscriber `idx`'s node.
+    fn node_stats(&mut self, idx: usize) -> &mut Stats {
+        &mut self.nodes[self.subs[idx].node as usize]
+    }
+
     fn finish(mut self) -> Stats {
-        let mut st = std::mem::take(&mut self.stats);
+        let mut nodes = std::mem::take(&mut self.nodes);
         for s in &self.subs {
             if !s.ever_connected {
                 continue;
             }
+            let st = &mut nodes[s.node as usize];
             st.subscribers_connected += 1;
-            let accepted = self.shared.accepted[s.topic as usize].load(Ordering::Acquire);
+            let accepted = self.shared.accepted[s.channel as usize].load(Ordering::Acquire);
             let unique = s.ledger.tracker.unique();
             let lost = accepted.saturating_sub(unique);
             if s.ledger.slow {
@@ -739,6 +767,11 @@ impl Engine {
                 }
             }
         }
+        let mut st = std::mem::take(&mut self.stats);
+        for n in &nodes {
+            st.merge(n.clone());
+        }
+        st.per_node = nodes;
         st.thread_cpu_s.push(thread_cpu_s());
         st
     }

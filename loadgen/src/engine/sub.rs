@@ -29,6 +29,10 @@ pub enum State {
 #[derive(Debug)]
 pub struct Sub {
     pub topic: u32,
+    /// Node it connects to (`--url` order).
+    pub node: u16,
+    /// Expectation channel (`RunConfig::channel`): what it is owed.
+    pub channel: u32,
     pub gen: u32,
     pub state: State,
     /// user_data of the one read/write op in flight on the slot.
@@ -67,9 +71,11 @@ pub struct Sub {
 }
 
 impl Sub {
-    pub fn new(topic: u32, slow: bool) -> Self {
+    pub fn new(topic: u32, node: u16, channel: u32, slow: bool) -> Self {
         Self {
             topic,
+            node,
+            channel,
             gen: 0,
             state: State::Idle,
             op: None,

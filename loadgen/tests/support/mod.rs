@@ -170,7 +170,10 @@ fn unique() -> u64 {
 pub fn n(r: &Value, path: &str) -> u64 {
     let mut v = r;
     for k in path.split('.') {
-        v = &v[k];
+        v = match k.parse::<usize>() {
+            Ok(i) => &v[i],
+            Err(_) => &v[k],
+        };
     }
     v.as_u64()
         .unwrap_or_else(|| panic!("{path} missing or not a count in {r:#}"))
