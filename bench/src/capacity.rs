@@ -247,9 +247,7 @@ impl Table {
 }
 
 fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    svg::escape(text)
 }
 
 fn capacity_table(report: &Report) -> Table {

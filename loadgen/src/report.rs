@@ -188,6 +188,10 @@ pub struct Report {
     pub resume: ResumeReport,
     pub loadgen: LoadgenReport,
     pub timeline: Vec<TimelinePoint>,
+    /// When publishing began, seconds since the run began (`series` time base).
+    pub publish_start_s: f64,
+    /// The run second by second since it began (see docs/loadgen.md).
+    pub series: Vec<crate::series::SeriesPoint>,
     pub latency_distribution: Vec<DistributionPoint>,
     pub slo: Slo,
     pub warnings: Vec<String>,
@@ -417,6 +421,8 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
             subscriber_thread_cpu_s: st.thread_cpu_s.clone(),
         },
         timeline,
+        publish_start_s: 0.0,
+        series: Vec::new(),
         latency_distribution,
         slo: Slo {
             max_p99_ms: cfg.max_p99_ms,

@@ -13,6 +13,7 @@ use crate::cli::RunConfig;
 use crate::engine;
 use crate::publisher;
 use crate::report::{self, Report, RunTimes};
+use crate::series::Collector;
 use crate::shared::{interrupted, Shared};
 use crate::stats::Stats;
 
@@ -142,6 +143,7 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
 
     let stats = stop(&shared, handles)?;
     progress.finish();
+    let series = progress.series.take().finish(&shared);
     let times = RunTimes {
         connect_s,
         publish_s: publish_s.max(1e-3),
@@ -151,6 +153,8 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let mut report = report::build(&cfg, url, &stats, &pub_stats, &times);
+    report.publish_start_s = start_ns as f64 / 1e9;
+    report.series = series;
     if interrupted() {
         report
             .warnings
@@ -190,8 +194,10 @@ fn stop(
     Ok(total)
 }
 
-/// The live progress line: only on a terminal.
+/// The live progress line (only on a terminal), and the per-second series
+/// collected at the same pace.
 struct Progress {
+    series: std::cell::RefCell<Collector>,
     bar: Option<ProgressBar>,
     shared: Arc<Shared>,
     requested: usize,
@@ -208,6 +214,7 @@ impl Progress {
             b
         });
         Self {
+            series: Default::default(),
             bar,
             shared,
             requested: cfg.subscribers,
@@ -216,6 +223,7 @@ impl Progress {
     }
 
     fn tick(&self, phase: &str) {
+        self.series.borrow_mut().poll(&self.shared);
         let Some(bar) = &self.bar else { return };
         let s = &self.shared;
         let p99 = s

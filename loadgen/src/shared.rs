@@ -3,7 +3,10 @@
 //! detailed statistics stay thread-local until the end.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
+
+use crate::series::SeriesPart;
 
 /// Sentinel for "publishing has not started".
 pub const NOT_STARTED: u64 = u64::MAX;
@@ -75,6 +78,8 @@ pub struct Shared {
     /// Per subscriber thread: dropped subscribers still catching up;
     /// [`NOT_STARTED`] until the thread has started its catch-up.
     pub catchup_left: Vec<AtomicU64>,
+    /// Finished seconds shipped by the subscriber threads for the `series`.
+    pub series_parts: Mutex<Vec<SeriesPart>>,
 }
 
 impl Shared {
@@ -98,6 +103,7 @@ impl Shared {
             verdict_acks: AtomicU64::new(0),
             p99_us: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             catchup_left: (0..threads).map(|_| AtomicU64::new(NOT_STARTED)).collect(),
+            series_parts: Mutex::new(Vec::new()),
         }
     }
 

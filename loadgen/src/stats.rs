@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
+use crate::series::PartCursor;
+
 /// Highest latency a histogram holds (one hour, µs); larger values saturate.
 pub const LATENCY_US_MAX: u64 = 3_600_000_000;
 /// Seconds on the per-second timeline (the run length is capped to match).
@@ -79,6 +81,8 @@ pub struct Stats {
 
     /// CPU time used by subscriber threads (user + system), seconds.
     pub thread_cpu_s: Vec<f64>,
+    /// This thread's current second for the `series` (and finished ones not shipped yet).
+    pub series: PartCursor,
     /// The same, per node (`--url` order), for what happens to a
     /// subscriber (connects, deliveries, loss); empty inside a node's own.
     pub per_node: Vec<Stats>,
@@ -118,6 +122,7 @@ impl Default for Stats {
             resumed_duplicates: 0,
             thread_cpu_s: Vec::new(),
             per_node: Vec::new(),
+            series: PartCursor::default(),
         }
     }
 }
@@ -125,8 +130,9 @@ impl Default for Stats {
 impl Stats {
     /// Record one delivery `latency_us` that arrived `second` seconds after
     /// publishing began.
-    pub fn record_delivery(&mut self, latency_us: u64, second: usize, slow: bool) {
+    pub fn record_delivery(&mut self, latency_us: u64, second: usize, run_second: u32, slow: bool) {
         let v = latency_us.clamp(1, LATENCY_US_MAX);
+        self.series.at(run_second).record(v, slow);
         self.all_latency_us.saturating_record(v);
         if slow {
             self.slow_deliveries_received += 1;
@@ -211,11 +217,11 @@ mod tests {
     #[test]
     fn merge_adds_everything() {
         let mut a = Stats::default();
-        a.record_delivery(1000, 0, false);
+        a.record_delivery(1000, 0, 0, false);
         bump(&mut a.disconnects, "eof");
         let mut b = Stats::default();
-        b.record_delivery(3000, 2, false);
-        b.record_delivery(5000, 2, true);
+        b.record_delivery(3000, 2, 0, false);
+        b.record_delivery(5000, 2, 0, true);
         bump(&mut b.disconnects, "eof");
         a.merge(b);
         assert_eq!(a.deliveries_received, 2);

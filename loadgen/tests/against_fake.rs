@@ -127,6 +127,20 @@ fn clean_run_counts_everything_and_meets_slo() {
         );
     }
     assert!(r["deliveries_per_s"].as_f64().unwrap_or(0.0) > 0.0);
+    // The series adds up to the totals, second by second.
+    let series = r["series"].as_array().expect("series");
+    let sum = |k: &str| {
+        series
+            .iter()
+            .map(|p| p[k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!(sum("deliveries_fast"), 2000, "{r:#}");
+    assert_eq!(sum("connects"), 20);
+    assert_eq!(sum("events_sent"), 100);
+    assert_eq!(sum("deliveries_slow"), 0);
+    assert!(series.iter().any(|p| p["connected"] == 20), "{r:#}");
+    assert!(series.iter().any(|p| n(p, "fast_latency_us.p99") > 0));
     assert!(r["publish_lag_ms_max"].is_number());
     assert!(r["warnings"].is_array());
     let page = std::fs::read_to_string(&html).expect("html written");

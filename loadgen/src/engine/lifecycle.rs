@@ -34,7 +34,7 @@ impl Engine {
 
     /// A connection attempt failed before the stream opened.
     pub(super) fn fail_attempt(&mut self, idx: usize, kind: &str, now: u64) {
-        bump(&mut self.node_stats(idx).connect_errors, kind);
+        self.connect_error(idx, kind, now);
         self.pending = self.pending.saturating_sub(1);
         let was_connected = self.subs[idx].ever_connected;
         let reconnect = was_connected && self.wants_reconnect(idx);
@@ -56,6 +56,12 @@ impl Engine {
         s.pair_retry = true;
         s.pair_retries += 1;
         self.begin_close(idx, now);
+    }
+
+    /// A connect error of `kind` for subscriber `idx`: its node's count and the second's.
+    pub(super) fn connect_error(&mut self, idx: usize, kind: &str, now: u64) {
+        bump(&mut self.node_stats(idx).connect_errors, kind);
+        self.stats.series.at(super::second_of(now)).error(kind);
     }
 
     /// A fast subscriber that will not come back leaves the drain arithmetic.
@@ -81,12 +87,14 @@ impl Engine {
     /// An open stream ended (server close, error, protocol error).
     pub(super) fn end_stream(&mut self, idx: usize, cause: &str, now: u64) {
         bump(&mut self.node_stats(idx).disconnects, cause);
+        self.stats.series.at(super::second_of(now)).disconnects += 1;
         self.shared.streaming.fetch_sub(1, Ordering::AcqRel);
         let reconnect = self.wants_reconnect(idx);
         let s = &mut self.subs[idx];
         if s.ledger.slow && !s.dropped {
             s.dropped = true;
             self.stats.slow_clients_dropped += 1;
+            self.stats.series.at(super::second_of(now)).slow_drops += 1;
             if s.state == State::Verdict {
                 self.stats.slow_drops_seen_at_end += 1;
                 self.shared.verdicts_pending.fetch_sub(1, Ordering::AcqRel);

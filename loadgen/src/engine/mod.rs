@@ -33,7 +33,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring};
 
 use crate::cli::{RunConfig, SlowMode};
 use crate::shared::Shared;
-use crate::stats::{bump, Stats};
+use crate::stats::Stats;
 use crate::stream::{Clock, Step, StreamReader};
 use ports::PortCursor;
 use stentor::ring::bufring::BufRing;
@@ -76,6 +76,11 @@ const OP_CLOSE: u64 = 6;
 const OP_CANCEL: u64 = 7;
 
 const GEN_MASK: u64 = 0x0FFF_FFFF;
+
+/// Second of the run (since the epoch) `now_ns` falls in.
+fn second_of(now_ns: u64) -> u32 {
+    (now_ns / 1_000_000_000) as u32
+}
 
 fn user_data(kind: u64, gen: u32, idx: u32) -> u64 {
     (kind << 60) | ((gen as u64 & GEN_MASK) << 32) | idx as u64
@@ -310,10 +315,7 @@ impl Engine {
         if self.shared.flag(&self.shared.ramp_over) {
             // Never started: counted once, as a connect error of its own kind.
             while self.ramp_next < self.subs.len() {
-                bump(
-                    &mut self.node_stats(self.ramp_next).connect_errors,
-                    "not_started",
-                );
+                self.connect_error(self.ramp_next, "not_started", now);
                 self.resolve(self.ramp_next);
                 self.ramp_next += 1;
             }
@@ -361,7 +363,7 @@ impl Engine {
         let fd = match opened {
             Ok(fd) => fd,
             Err(kind) => {
-                bump(&mut self.node_stats(idx).connect_errors, &kind);
+                self.connect_error(idx, &kind, now);
                 self.attempt_lost(idx);
                 return;
             }
@@ -374,7 +376,7 @@ impl Engine {
         unsafe { libc::close(fd) };
         if let Err(e) = installed {
             let kind = format!("install_{}", errno_name(e.raw_os_error().unwrap_or(0)));
-            bump(&mut self.node_stats(idx).connect_errors, &kind);
+            self.connect_error(idx, &kind, now);
             self.attempt_lost(idx);
             return;
         }
@@ -659,6 +661,9 @@ impl Engine {
         s.streaming_since_ns = now;
         let slow = s.reads_slowly;
         let connect_us = now.saturating_sub(s.attempt_start_ns) / 1_000;
+        let part = self.stats.series.at(second_of(now));
+        part.connects += 1;
+        part.resumes += u64::from(!first);
         self.stats.connect_us.saturating_record(connect_us.max(1));
         self.shared.streaming.fetch_add(1, Ordering::AcqRel);
         if first {
@@ -711,6 +716,11 @@ impl Engine {
             let left = self.catchup_left();
             self.shared.catchup_left[self.thread_idx].store(left, Ordering::Release);
         }
+        let second = second_of(now);
+        self.stats.series.ship(&self.shared, second, false);
+        for n in &mut self.nodes {
+            n.series.ship(&self.shared, second, false);
+        }
         let p99 = self
             .nodes
             .iter()
@@ -742,6 +752,11 @@ impl Engine {
     }
 
     fn finish(mut self) -> Stats {
+        let second = second_of(self.shared.now_ns());
+        self.stats.series.ship(&self.shared, second, true);
+        for n in &mut self.nodes {
+            n.series.ship(&self.shared, second, true);
+        }
         let mut nodes = std::mem::take(&mut self.nodes);
         for s in &self.subs {
             if !s.ever_connected {
