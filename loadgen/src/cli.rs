@@ -227,6 +227,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub html: Option<std::path::PathBuf>,
 
+    /// Run a load profile from a TOML file: ordered stages with their own
+    /// rate shape, payload, churn, reconnect storm and SLOs (see
+    /// loadgen/scenarios/). Replaces --rate, --duration-s and --payload-bytes.
+    #[arg(long)]
+    pub scenario: Option<std::path::PathBuf>,
+
     /// No progress line and no human summary (errors still go to stderr).
     #[arg(long)]
     pub quiet: bool,
@@ -302,6 +308,8 @@ pub struct RunConfig {
     pub min_connected: Option<f64>,
     pub min_published: Option<f64>,
     pub max_publish_p99_ms: Option<f64>,
+    /// What is published when, in stages (the flags give one constant stage).
+    pub schedule: crate::scenario::Schedule,
     pub json: Option<std::path::PathBuf>,
     pub html: Option<std::path::PathBuf>,
     pub quiet: bool,
@@ -696,6 +704,21 @@ impl RunArgs {
             });
         }
 
+        let schedule = match &self.scenario {
+            None => {
+                crate::scenario::Schedule::constant(self.rate, self.duration_s, self.payload_bytes)
+            }
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| UsageError(format!("--scenario {}: {e}", path.display())))?;
+                crate::scenario::Schedule::parse(&text, nodes.len(), self.payload_bytes)
+                    .map_err(|e| UsageError(format!("--scenario {}: {e}", path.display())))?
+            }
+        };
+        let duration_s = schedule.duration_ns().div_ceil(1_000_000_000);
+        let rate = schedule.stages[0].segments[0].rate;
+        let reconnect = self.reconnect || schedule.needs_reconnect();
+
         Ok(RunConfig {
             server: base.addr,
             node_cycle: node_cycle(&weights),
@@ -703,8 +726,8 @@ impl RunArgs {
             topology,
             pub_groups,
             subscribers: self.subscribers,
-            rate: self.rate,
-            duration_s: self.duration_s,
+            rate,
+            duration_s,
             payload_bytes: self.payload_bytes,
             topics,
             connect_rate: self.connect_rate,
@@ -730,12 +753,13 @@ impl RunArgs {
             drain: Duration::from_secs_f64(self.drain_s),
             slow_fraction: self.slow_fraction,
             slow_mode,
-            reconnect: self.reconnect,
+            reconnect,
             max_p99_ms: self.max_p99_ms,
             max_loss: self.max_loss,
             min_connected: self.min_connected,
             min_published: self.min_published,
             max_publish_p99_ms: self.max_publish_p99_ms,
+            schedule,
             json: self.json.clone(),
             html: self.html.clone(),
             quiet: self.quiet,
@@ -821,7 +845,7 @@ impl RunConfig {
 
     /// Total events the schedule publishes.
     pub fn events_total(&self) -> u64 {
-        (self.rate * self.duration_s as f64).round().max(1.0) as u64
+        self.schedule.events_estimate()
     }
 
     /// Whether subscriber `i` is one of the slow ones: spreads exactly

@@ -19,6 +19,7 @@ mod payload;
 mod publisher;
 mod report;
 mod run;
+mod scenario;
 mod series;
 mod shared;
 mod stats;

@@ -55,6 +55,8 @@ pub struct PubStats {
     pub round_trip_us: Histogram<u64>,
     /// Events never sent: the schedule was over by more than the overrun.
     pub behind_schedule: u64,
+    /// Events this publisher's schedule held.
+    pub scheduled: u64,
 }
 
 impl Default for PubStats {
@@ -66,6 +68,7 @@ impl Default for PubStats {
             lag_us: new_histogram(3),
             round_trip_us: new_histogram(3),
             behind_schedule: 0,
+            scheduled: 0,
         }
     }
 }
@@ -80,6 +83,7 @@ impl PubStats {
         let _ = self.lag_us.add(&o.lag_us);
         let _ = self.round_trip_us.add(&o.round_trip_us);
         self.behind_schedule += o.behind_schedule;
+        self.scheduled += o.scheduled;
     }
 }
 
@@ -192,9 +196,7 @@ impl Writer {
     }
 
     fn run(mut self) -> PubStats {
-        let total = self.cfg.events_total();
         let topics = self.cfg.topics.len() as u64;
-        let interval_ns = 1e9 / self.cfg.rate;
         let cutoff_ns = self.start_ns
             + self.cfg.duration_s * 1_000_000_000
             + schedule_overrun_ns(self.cfg.duration_s);
@@ -206,26 +208,29 @@ impl Writer {
         let mine = |k: u64| cfg.pub_target(k) == target && k % conns == conn_idx;
         let mut data = String::new();
         let mut req = Vec::new();
-        let mut k = 0;
-        while k < total {
+        let schedule = cfg.schedule.clone();
+        let mut events = schedule.iter().enumerate();
+        for (k, (offset_ns, stage)) in events.by_ref() {
+            let k = k as u64;
             if !mine(k) {
-                k += 1;
                 continue;
             }
+            self.stats.scheduled += 1;
             if self.shared.flag(&self.shared.stop) || crate::shared::interrupted() {
                 break;
             }
             if self.shared.now_ns() > cutoff_ns {
                 // The server answered too slowly for this publisher to get
                 // through the schedule: the rest is not sent.
-                self.stats.behind_schedule += (k..total).filter(|&j| mine(j)).count() as u64;
+                self.stats.behind_schedule += 1;
                 break;
             }
-            let due_ns = self.start_ns + (k as f64 * interval_ns) as u64;
+            let due_ns = self.start_ns + offset_ns;
             sleep_until(&self.shared, due_ns);
             let topic = (k % topics) as usize;
             let seq = k / topics;
-            payload::encode(seq, due_ns, self.cfg.payload_bytes, &mut data);
+            let payload_bytes = schedule.stages[stage].payload_bytes;
+            payload::encode(seq, due_ns, payload_bytes, &mut data);
             build_request(
                 &self.cfg.publish[self.target],
                 &self.cfg.topics[topic],
@@ -237,7 +242,14 @@ impl Writer {
             let lag_us = self.shared.now_ns().saturating_sub(due_ns) / 1_000;
             self.stats.lag_us.saturating_record(lag_us.max(1));
             self.shared.events_sent.fetch_add(1, Ordering::Relaxed);
-            k += 1;
+        }
+        // Events left when the run was cut short or fell behind: still
+        // scheduled, and (unless stopped) counted as behind schedule.
+        let stopped = self.shared.flag(&self.shared.stop) || crate::shared::interrupted();
+        let left = events.filter(|(k, _)| mine(*k as u64)).count() as u64;
+        self.stats.scheduled += left;
+        if !stopped {
+            self.stats.behind_schedule += left;
         }
         // Half-close is not used: some servers close the whole connection on
         // it. Readers finish when every pending request is answered.

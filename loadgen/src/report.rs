@@ -111,6 +111,33 @@ pub struct Slo {
     pub failures: Vec<String>,
 }
 
+/// One scenario stage (a plain run is one stage named `run`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub name: String,
+    pub profile: String,
+    /// Offsets from the start of publishing, s.
+    pub start_s: f64,
+    pub duration_s: f64,
+    pub payload_bytes: usize,
+    pub churn_per_s: f64,
+    /// `all`, `node N`, or absent.
+    pub storm: Option<String>,
+    /// Fast subscribers' latency of events scheduled in this stage.
+    pub fast_latency_us: Percentiles,
+    /// Subscribers its churn and its storm disconnected.
+    pub churned: u64,
+    pub stormed: u64,
+    /// Disconnect (churn or storm) to streaming again, ms.
+    pub resume_ms: Percentiles,
+    /// Disconnected by this stage and never streaming again by the end.
+    pub not_resumed: u64,
+    pub max_p99_ms: Option<f64>,
+    pub max_resume_s: Option<f64>,
+    pub slo_met: bool,
+    pub slo_failures: Vec<String>,
+}
+
 /// One node's share of the run (`--url` order).
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeReport {
@@ -137,6 +164,8 @@ pub struct Report {
     pub topology: crate::cli::Topology,
     /// Per node; the top-level figures are their total.
     pub nodes: Vec<NodeReport>,
+    /// Per stage of the schedule, with its SLOs.
+    pub stages: Vec<StageReport>,
     pub subscribers_requested: usize,
     pub subscribers_connected: u64,
     pub connect_time_ms: f64,
@@ -342,10 +371,77 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
             }
         })
         .collect();
+    let stages = cfg
+        .schedule
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let empty = crate::stats::new_histogram(3);
+            let fast = Percentiles::of(st.stage_fast_us.get(i).unwrap_or(&empty));
+            let resume_us = Percentiles::of(st.stage_resume_us.get(i).unwrap_or(&empty));
+            let resume_ms = Percentiles {
+                p50: resume_us.p50 / 1000,
+                p90: resume_us.p90 / 1000,
+                p99: resume_us.p99 / 1000,
+                p999: resume_us.p999 / 1000,
+                max: resume_us.max / 1000,
+                count: resume_us.count,
+            };
+            let not_resumed = st.stage_not_resumed.get(i).copied().unwrap_or(0);
+            let mut failures = Vec::new();
+            if let Some(max) = s.max_p99_ms {
+                let p99 = ms(fast.p99);
+                if fast.count == 0 {
+                    failures.push(format!("stage {:?}: no deliveries to measure p99", s.name));
+                } else if p99 > max {
+                    failures.push(format!(
+                        "stage {:?}: p99 {p99:.3} ms > max_p99_ms {max}",
+                        s.name
+                    ));
+                }
+            }
+            if let Some(max) = s.max_resume_s {
+                let worst = resume_us.max as f64 / 1e6;
+                if not_resumed > 0 {
+                    failures.push(format!(
+                        "stage {:?}: {not_resumed} disconnected subscribers never streamed again",
+                        s.name
+                    ));
+                } else if worst > max {
+                    failures.push(format!(
+                        "stage {:?}: slowest resume {worst:.3} s > max_resume_s {max}",
+                        s.name
+                    ));
+                }
+            }
+            StageReport {
+                name: s.name.clone(),
+                profile: s.profile.clone(),
+                start_s: s.start_ns as f64 / 1e9,
+                duration_s: (s.end_ns - s.start_ns) as f64 / 1e9,
+                payload_bytes: s.payload_bytes,
+                churn_per_s: s.churn_per_s,
+                storm: s
+                    .storm
+                    .map(|n| n.map_or("all".to_string(), |n| format!("node {n}"))),
+                fast_latency_us: fast,
+                churned: st.stage_churned.get(i).copied().unwrap_or(0),
+                stormed: st.stage_stormed.get(i).copied().unwrap_or(0),
+                resume_ms,
+                not_resumed,
+                max_p99_ms: s.max_p99_ms,
+                max_resume_s: s.max_resume_s,
+                slo_met: failures.is_empty(),
+                slo_failures: failures,
+            }
+        })
+        .collect();
     let mut r = Report {
         url: url.to_string(),
         topology: cfg.topology,
         nodes,
+        stages,
         subscribers_requested: cfg.subscribers,
         subscribers_connected: st.subscribers_connected,
         connect_time_ms: t.connect_s * 1000.0,
@@ -359,7 +455,7 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
         rate: cfg.rate,
         duration_s: cfg.duration_s,
         payload_bytes: cfg.payload_bytes,
-        events_scheduled: cfg.events_total(),
+        events_scheduled: ps.scheduled,
         events_published: ps.sent,
         events_accepted: ps.accepted,
         publish_errors: ps.errors.clone(),
@@ -436,6 +532,12 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
         warnings,
     };
     r.slo.failures = slo_failures(cfg, &r);
+    let stage_failures: Vec<String> = r
+        .stages
+        .iter()
+        .flat_map(|s| s.slo_failures.clone())
+        .collect();
+    r.slo.failures.extend(stage_failures);
     r.slo.met = r.slo.failures.is_empty();
     r
 }
@@ -594,6 +696,26 @@ pub fn summary(r: &Report) -> String {
         r.loadgen.cpu_cores_busy,
         r.loadgen.cores
     );
+    if r.stages.len() > 1 || r.stages.iter().any(|s| s.churned + s.stormed > 0) {
+        for st in &r.stages {
+            s += &format!(
+                "stage        {:?} ({}, {:.0}-{:.0} s): p50 {:.3} ms p99 {:.3} ms max {:.3} ms; churned {} stormed {}, resumed p50 {} ms max {} ms, {} not resumed; SLO {}\n",
+                st.name,
+                st.profile,
+                st.start_s,
+                st.start_s + st.duration_s,
+                ms(st.fast_latency_us.p50),
+                ms(st.fast_latency_us.p99),
+                ms(st.fast_latency_us.max),
+                st.churned,
+                st.stormed,
+                st.resume_ms.p50,
+                st.resume_ms.max,
+                st.not_resumed,
+                if st.slo_met { "met" } else { "NOT met" },
+            );
+        }
+    }
     if r.nodes.len() > 1 {
         for n in &r.nodes {
             s += &format!(

@@ -81,6 +81,18 @@ pub struct Stats {
 
     /// CPU time used by subscriber threads (user + system), seconds.
     pub thread_cpu_s: Vec<f64>,
+    /// Where each scenario stage ends (offsets from publishing start, ns);
+    /// empty: no per-stage figures.
+    pub stage_ends_ns: Vec<u64>,
+    /// Per stage: fast subscribers' latency of events scheduled in it.
+    pub stage_fast_us: Vec<Histogram<u64>>,
+    /// Per stage: subscribers its churn or storm disconnected.
+    pub stage_churned: Vec<u64>,
+    pub stage_stormed: Vec<u64>,
+    /// Per stage: disconnect (churn or storm) to streaming again, µs.
+    pub stage_resume_us: Vec<Histogram<u64>>,
+    /// Per stage: subscribers it disconnected that never streamed again.
+    pub stage_not_resumed: Vec<u64>,
     /// This thread's current second for the `series` (and finished ones not shipped yet).
     pub series: PartCursor,
     /// The same, per node (`--url` order), for what happens to a
@@ -123,6 +135,12 @@ impl Default for Stats {
             thread_cpu_s: Vec::new(),
             per_node: Vec::new(),
             series: PartCursor::default(),
+            stage_ends_ns: Vec::new(),
+            stage_fast_us: Vec::new(),
+            stage_churned: Vec::new(),
+            stage_stormed: Vec::new(),
+            stage_resume_us: Vec::new(),
+            stage_not_resumed: Vec::new(),
         }
     }
 }
@@ -153,7 +171,51 @@ impl Stats {
         }
     }
 
+    /// Per-stage vectors sized for `stages`.
+    pub fn with_stages(mut self, ends_ns: Vec<u64>) -> Self {
+        let n = ends_ns.len();
+        self.stage_ends_ns = ends_ns;
+        self.stage_fast_us = (0..n).map(|_| new_histogram(3)).collect();
+        self.stage_resume_us = (0..n).map(|_| new_histogram(3)).collect();
+        self.stage_churned = vec![0; n];
+        self.stage_stormed = vec![0; n];
+        self.stage_not_resumed = vec![0; n];
+        self
+    }
+
+    /// A fast delivery of an event scheduled `offset_ns` after publishing began.
+    pub fn record_stage(&mut self, offset_ns: u64, latency_us: u64) {
+        let Some(i) = self.stage_ends_ns.iter().position(|&e| offset_ns < e) else {
+            return;
+        };
+        self.stage_fast_us[i].saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
+    }
+
     pub fn merge(&mut self, o: Stats) {
+        if self.stage_ends_ns.len() < o.stage_ends_ns.len() {
+            let n = o.stage_ends_ns.len();
+            self.stage_ends_ns = o.stage_ends_ns.clone();
+            self.stage_fast_us.resize_with(n, || new_histogram(3));
+            self.stage_resume_us.resize_with(n, || new_histogram(3));
+            self.stage_churned.resize(n, 0);
+            self.stage_stormed.resize(n, 0);
+            self.stage_not_resumed.resize(n, 0);
+        }
+        for (i, h) in o.stage_fast_us.iter().enumerate() {
+            let _ = self.stage_fast_us[i].add(h);
+        }
+        for (i, h) in o.stage_resume_us.iter().enumerate() {
+            let _ = self.stage_resume_us[i].add(h);
+        }
+        for (i, v) in o.stage_churned.iter().enumerate() {
+            self.stage_churned[i] += v;
+        }
+        for (i, v) in o.stage_stormed.iter().enumerate() {
+            self.stage_stormed[i] += v;
+        }
+        for (i, v) in o.stage_not_resumed.iter().enumerate() {
+            self.stage_not_resumed[i] += v;
+        }
         // Histograms share bounds, so add cannot fail; a failure would only
         // lose the other thread's samples, never panic.
         let _ = self.fast_latency_us.add(&o.fast_latency_us);

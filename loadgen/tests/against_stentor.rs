@@ -106,3 +106,79 @@ fn independent_nodes_are_measured_per_node() {
     assert_eq!(n(r, "nodes.1.loss"), 100 * 20, "{r:#}");
     assert_eq!(o.code, 0, "no SLO set: {}", o.stderr);
 }
+
+/// A small scenario against the real server: steady, a reconnect storm
+/// (every subscriber dropped at once, back after the server's 200 ms
+/// `retry:` with Last-Event-ID) and Poisson traffic with churn. Everyone
+/// resumes, exactly once, nothing is lost, each stage reports its own
+/// figures and SLOs. About 10 s.
+#[test]
+fn scenario_storm_and_churn_resume_exactly_once() {
+    let Some(bin) = stentor_bin() else { return };
+    let srv = Stentor::start(
+        &bin,
+        "127.0.0.1:0",
+        &["--workers", "1", "--retry-ms", "200"],
+    );
+    let file = std::env::temp_dir().join(format!("loadgen-scenario-{}.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        r#"
+[[stage]]
+name = "steady"
+duration_s = 2
+rate = 20
+max_p99_ms = 2000
+[[stage]]
+name = "storm"
+duration_s = 4
+rate = 20
+storm = true
+max_resume_s = 5
+[[stage]]
+name = "churn"
+duration_s = 3
+rate = 20
+profile = "poisson"
+churn_per_s = 0.2
+"#,
+    )
+    .expect("write scenario");
+    let url = srv.url();
+    let path = file.to_string_lossy().to_string();
+    let o = loadgen(&[
+        "run",
+        "--url",
+        &url,
+        "--subscribers",
+        "300",
+        "--scenario",
+        &path,
+        "--max-loss",
+        "0",
+        "--drain-s",
+        "5",
+    ]);
+    let _ = std::fs::remove_file(&file);
+    let r = &o.report;
+    assert_eq!(o.code, 0, "{}\n{r:#}", o.stderr);
+    assert_eq!(r["stages"].as_array().map(Vec::len), Some(3));
+    assert_eq!(n(r, "stages.1.stormed"), 300, "{r:#}");
+    assert_eq!(n(r, "stages.1.not_resumed"), 0);
+    assert_eq!(n(r, "stages.1.resume_ms.count"), 300);
+    assert!(
+        n(r, "stages.1.resume_ms.p50") >= 150,
+        "after the 200 ms retry: {r:#}"
+    );
+    assert!(n(r, "stages.2.churned") > 0, "{r:#}");
+    assert_eq!(n(r, "stages.0.churned") + n(r, "stages.0.stormed"), 0);
+    assert!(n(r, "stages.0.fast_latency_us.count") > 0);
+    assert_eq!(n(r, "loss"), 0);
+    assert_eq!(n(r, "duplicates"), 0);
+    assert_eq!(
+        n(r, "resume.resumed_exactly_once"),
+        n(r, "resume.resumed_subscribers"),
+        "{r:#}"
+    );
+    assert_eq!(n(r, "disconnects.storm"), 300);
+}

@@ -18,6 +18,7 @@ mod catchup;
 mod lifecycle;
 pub(crate) mod ports;
 mod slow;
+mod stages;
 mod sub;
 mod sys;
 
@@ -56,8 +57,6 @@ const SLOW_BUF_BYTES: usize = 4096;
 const TICK_NS: u64 = 100_000_000;
 /// Longest sleep in the ring wait, so flags are seen promptly.
 const WAIT_NS_MAX: u64 = 20_000_000;
-/// Source pairs tried per connect when bind says a port is taken.
-const BIND_TRIES_MAX: usize = 256;
 /// Fresh source pairs tried when connect() says a pair's 4-tuple is still
 /// taken (another process's connection: ours are skipped up front).
 const PAIR_RETRIES_MAX: u16 = 64;
@@ -155,6 +154,11 @@ struct Engine {
     /// Unique deliveries not yet added to the shared counters.
     unflushed_live: u64,
     unflushed_all: u64,
+    /// Scenario stage whose start this thread has acted on.
+    stage_entered: Option<usize>,
+    /// Subscribers owed a churn disconnect (fractional), and where to look next.
+    churn_credit: f64,
+    churn_cursor: usize,
 }
 
 impl Engine {
@@ -199,7 +203,15 @@ impl Engine {
             thread_idx,
             subs,
             servers,
-            nodes: (0..cfg.nodes.len()).map(|_| Stats::default()).collect(),
+            nodes: (0..cfg.nodes.len())
+                .map(|_| {
+                    let ends = cfg.schedule.stages.iter().map(|s| s.end_ns).collect();
+                    Stats::default().with_stages(ends)
+                })
+                .collect(),
+            stage_entered: None,
+            churn_credit: 0.0,
+            churn_cursor: thread_idx,
             ports,
             stats: Stats::default(),
             backlog: VecDeque::new(),
@@ -348,7 +360,13 @@ impl Engine {
     fn start_connect(&mut self, idx: usize, now: u64) {
         let slow = self.subs[idx].ledger.slow;
         let mut opened = Err("no_source_port".to_string());
-        for _ in 0..BIND_TRIES_MAX {
+        // A port another program holds (any socket bound without
+        // SO_REUSEADDR: every kernel-chosen client port of this host, and
+        // a busy host can fill most of ip_local_port_range) fails bind at
+        // once; the cursor moves past it for good, so the walk may cover
+        // the whole cycle and still costs each port at most once per lap.
+        let tries = self.ports.as_ref().map_or(1, |p| p.capacity() as usize);
+        for _ in 0..tries {
             let source = match self.ports.as_mut().map(|p| p.next_pair()) {
                 Some(None) => break,
                 Some(Some(pair)) => Some(pair),
@@ -661,13 +679,15 @@ impl Engine {
         s.streaming_since_ns = now;
         let slow = s.reads_slowly;
         let connect_us = now.saturating_sub(s.attempt_start_ns) / 1_000;
+        let slow_ledger = s.ledger.slow;
+        self.resumed_after_drop(idx, now);
         let part = self.stats.series.at(second_of(now));
         part.connects += 1;
         part.resumes += u64::from(!first);
         self.stats.connect_us.saturating_record(connect_us.max(1));
         self.shared.streaming.fetch_add(1, Ordering::AcqRel);
         if first {
-            if !s.ledger.slow {
+            if !slow_ledger {
                 let channel = self.subs[idx].channel as usize;
                 self.shared.live_fast[channel].fetch_add(1, Ordering::AcqRel);
             }
@@ -716,6 +736,7 @@ impl Engine {
             let left = self.catchup_left();
             self.shared.catchup_left[self.thread_idx].store(left, Ordering::Release);
         }
+        self.drive_stages(now);
         let second = second_of(now);
         self.stats.series.ship(&self.shared, second, false);
         for n in &mut self.nodes {
@@ -764,6 +785,9 @@ impl Engine {
             }
             let st = &mut nodes[s.node as usize];
             st.subscribers_connected += 1;
+            if let Some((_, stage)) = s.dropped_at {
+                st.stage_not_resumed[stage as usize] += 1;
+            }
             let accepted = self.shared.accepted[s.channel as usize].load(Ordering::Acquire);
             let unique = s.ledger.tracker.unique();
             let lost = accepted.saturating_sub(unique);

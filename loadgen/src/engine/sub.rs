@@ -68,6 +68,9 @@ pub struct Sub {
     pub pair_retry: bool,
     /// Such retries of the current attempt.
     pub pair_retries: u16,
+    /// Disconnected by a scenario stage's churn or storm (when, which
+    /// stage), until it streams again.
+    pub dropped_at: Option<(u64, u16)>,
 }
 
 impl Sub {
@@ -101,6 +104,7 @@ impl Sub {
             reconnect_queued: false,
             pair_retry: false,
             pair_retries: 0,
+            dropped_at: None,
         }
     }
 
