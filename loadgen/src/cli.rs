@@ -77,6 +77,23 @@ pub enum Command {
     /// Connect subscribers, publish on a schedule, measure and report.
     #[command(after_long_help = RUN_EXAMPLES)]
     Run(Box<RunArgs>),
+    /// Merge reports of runs made at once on several machines (each with
+    /// --json and --histogram-out): counts summed, percentiles recomputed
+    /// from the summed histograms, start offsets stated.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// Reports (--json files) to merge.
+    #[arg(required = true)]
+    pub reports: Vec<std::path::PathBuf>,
+    /// Write the merged report as JSON here.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// Write the merged report as a self-contained HTML page here.
+    #[arg(long)]
+    pub html: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -233,6 +250,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub scenario: Option<std::path::PathBuf>,
 
+    /// Write the run's latency histograms (fast, all, connect, publish round
+    /// trip) as an HdrHistogram interval log, for `stentor-loadgen merge`.
+    #[arg(long = "histogram-out")]
+    pub histogram_out: Option<std::path::PathBuf>,
+
     /// No progress line and no human summary (errors still go to stderr).
     #[arg(long)]
     pub quiet: bool,
@@ -312,6 +334,7 @@ pub struct RunConfig {
     pub schedule: crate::scenario::Schedule,
     pub json: Option<std::path::PathBuf>,
     pub html: Option<std::path::PathBuf>,
+    pub histogram_out: Option<std::path::PathBuf>,
     pub quiet: bool,
 }
 
@@ -762,6 +785,7 @@ impl RunArgs {
             schedule,
             json: self.json.clone(),
             html: self.html.clone(),
+            histogram_out: self.histogram_out.clone(),
             quiet: self.quiet,
         })
     }
@@ -864,7 +888,9 @@ mod tests {
         let mut v = vec!["stentor-loadgen", "run"];
         v.extend_from_slice(extra);
         let cli = Cli::try_parse_from(v).map_err(|e| UsageError(e.to_string()))?;
-        let Command::Run(a) = cli.command;
+        let Command::Run(a) = cli.command else {
+            return Err(UsageError("not a run".into()));
+        };
         a.validate(Some(20_000))
     }
 

@@ -15,6 +15,7 @@ mod cli;
 mod engine;
 mod html;
 mod http;
+mod merge;
 mod payload;
 mod publisher;
 mod report;
@@ -35,6 +36,51 @@ const EXIT_USAGE_OR_CONNECT: i32 = 2;
 
 fn main() {
     std::process::exit(real_main());
+}
+
+fn merge_main(m: &cli::MergeArgs) -> i32 {
+    let merged = match merge::merge(&m.reports) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("stentor-loadgen merge: {e}");
+            return EXIT_USAGE_OR_CONNECT;
+        }
+    };
+    if let Some(path) = &m.json {
+        let text = serde_json::to_string_pretty(&merged).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!(
+                "stentor-loadgen merge: cannot write {}: {e}",
+                path.display()
+            );
+            return EXIT_USAGE_OR_CONNECT;
+        }
+    }
+    if let Some(path) = &m.html {
+        if let Err(e) = std::fs::write(path, merge::html(&merged)) {
+            eprintln!(
+                "stentor-loadgen merge: cannot write {}: {e}",
+                path.display()
+            );
+            return EXIT_USAGE_OR_CONNECT;
+        }
+    }
+    let l = &merged.fast_latency_us;
+    println!(
+        "merged {} runs (starts within {:.3} s): {} of {} subscribers connected, loss {:.6}, fast p50 {:.3} ms p99 {:.3} ms max {:.3} ms",
+        merged.runs.len(),
+        merged.start_spread_s,
+        merged.counts.get("subscribers_connected").copied().unwrap_or(0),
+        merged.counts.get("subscribers_requested").copied().unwrap_or(0),
+        merged.loss_ratio,
+        l.p50 as f64 / 1e3,
+        l.p99 as f64 / 1e3,
+        l.max as f64 / 1e3
+    );
+    for w in &merged.warnings {
+        println!("warning: {w}");
+    }
+    EXIT_SLO_MET
 }
 
 fn real_main() -> i32 {
@@ -59,7 +105,10 @@ fn real_main() -> i32 {
             return EXIT_USAGE_OR_CONNECT;
         }
     };
-    let cli::Command::Run(args) = cli.command;
+    let args = match cli.command {
+        cli::Command::Run(args) => args,
+        cli::Command::Merge(m) => return merge_main(&m),
+    };
     let nofile = cli::raise_nofile_limit();
     let mut cfg = match args.validate(nofile) {
         Ok(c) => c,

@@ -217,6 +217,11 @@ pub struct Report {
     pub resume: ResumeReport,
     pub loadgen: LoadgenReport,
     pub timeline: Vec<TimelinePoint>,
+    /// Wall clock when the run began, s since the Unix epoch (`merge` states
+    /// the offsets between runs from it).
+    pub started_unix_s: f64,
+    /// The `--histogram-out` file, for `merge`.
+    pub histogram_file: Option<String>,
     /// When publishing began, seconds since the run began (`series` time base).
     pub publish_start_s: f64,
     /// The run second by second since it began (see docs/loadgen.md).
@@ -518,6 +523,8 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
         },
         timeline,
         publish_start_s: 0.0,
+        started_unix_s: 0.0,
+        histogram_file: None,
         series: Vec::new(),
         latency_distribution,
         slo: Slo {

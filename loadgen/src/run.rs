@@ -44,6 +44,7 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
     let progress = Progress::new(&cfg, shared.clone());
     let cpu_start = engine::process_cpu_s();
     let wall_start = Instant::now();
+    let started = std::time::SystemTime::now();
 
     // Ramp.
     let mut handles = Vec::with_capacity(cfg.threads);
@@ -155,6 +156,24 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
     let mut report = report::build(&cfg, url, &stats, &pub_stats, &times);
     report.publish_start_s = start_ns as f64 / 1e9;
     report.series = series;
+    report.started_unix_s = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    if let Some(path) = &cfg.histogram_out {
+        crate::merge::write_log(
+            path,
+            started,
+            wall_start.elapsed(),
+            &[
+                ("fast_latency_us", &stats.fast_latency_us),
+                ("all_latency_us", &stats.all_latency_us),
+                ("connect_us", &stats.connect_us),
+                ("publish_round_trip_us", &pub_stats.round_trip_us),
+            ],
+        )
+        .map_err(RunError)?;
+        report.histogram_file = Some(path.display().to_string());
+    }
     if interrupted() {
         report
             .warnings

@@ -182,3 +182,110 @@ churn_per_s = 0.2
     );
     assert_eq!(n(r, "disconnects.storm"), 300);
 }
+
+/// A distributed run in miniature: two loadgen processes at once against one
+/// node, each with its own topics and --histogram-out, then `merge`: counts
+/// are the sums, the merged p99 is recomputed from the summed histograms
+/// (so it lies between the two runs' own p99s), start offsets are stated.
+#[test]
+fn two_runs_merge_into_one_report() {
+    let Some(bin) = stentor_bin() else { return };
+    let srv = Stentor::start(&bin, "127.0.0.1:0", &["--workers", "1"]);
+    let url = srv.url();
+    let dir = std::env::temp_dir().join(format!("loadgen-merge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let hist = |i: usize| {
+        dir.join(format!("run{i}.hlog"))
+            .to_string_lossy()
+            .to_string()
+    };
+    let (h0, h1) = (hist(0), hist(1));
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let runs = [("a", &h0, "300"), ("b", &h1, "200")].map(|(prefix, h, subs)| {
+            let url = &url;
+            s.spawn(move || {
+                loadgen(&[
+                    "run",
+                    "--url",
+                    url,
+                    "--subscribers",
+                    subs,
+                    "--rate",
+                    "20",
+                    "--duration-s",
+                    "2",
+                    "--topic-prefix",
+                    prefix,
+                    "--histogram-out",
+                    h,
+                ])
+            })
+        });
+        runs.map(|h| h.join().expect("run thread"))
+            .into_iter()
+            .collect()
+    });
+    let mut reports = Vec::new();
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(o.code, 0, "{}\n{:#}", o.stderr, o.report);
+        assert_eq!(n(&o.report, "foreign_events"), 0);
+        let p = dir.join(format!("run{i}.json"));
+        std::fs::write(&p, o.report.to_string()).expect("write report");
+        reports.push(p);
+    }
+    let out = dir.join("merged.json");
+    let html = dir.join("merged.html");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_stentor-loadgen"))
+        .arg("merge")
+        .args(&reports)
+        .arg("--json")
+        .arg(&out)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .expect("merge runs");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("merged json")).expect("json");
+    let page = std::fs::read_to_string(&html).expect("merged html");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (a, b) = (&outcomes[0].report, &outcomes[1].report);
+    for k in [
+        "subscribers_connected",
+        "deliveries_received",
+        "events_accepted",
+        "loss",
+    ] {
+        assert_eq!(
+            n(&m, &format!("counts.{k}")),
+            n(a, k) + n(b, k),
+            "{k}: {m:#}"
+        );
+    }
+    assert_eq!(n(&m, "counts.subscribers_connected"), 500);
+    assert_eq!(
+        n(&m, "fast_latency_us.count"),
+        n(a, "fast_latency_us.count") + n(b, "fast_latency_us.count")
+    );
+    let (pa, pb, pm) = (
+        n(a, "fast_latency_us.p99"),
+        n(b, "fast_latency_us.p99"),
+        n(&m, "fast_latency_us.p99"),
+    );
+    // Within histogram precision (3 significant digits).
+    assert!(
+        pm * 1000 >= pa.min(pb) * 999 && pm * 999 <= pa.max(pb) * 1000,
+        "{pa} {pb} {pm}"
+    );
+    assert!(
+        m["start_spread_s"]
+            .as_f64()
+            .is_some_and(|s| (0.0..5.0).contains(&s)),
+        "{m:#}"
+    );
+    assert!(page.contains("merged") && page.contains("<table>"));
+}
