@@ -127,6 +127,11 @@ fn clean_run_counts_everything_and_meets_slo() {
         );
     }
     assert!(r["deliveries_per_s"].as_f64().unwrap_or(0.0) > 0.0);
+    // The typed contract other tools (the bench) read parses a real report.
+    let typed = stentor_loadgen::contract::RunReport::from_json(&r.to_string()).expect("contract");
+    assert_eq!(typed.deliveries_received, 2000);
+    assert_eq!(typed.fast_latency_us.count, 2000);
+    assert!(typed.slo.met && typed.publish_inflight == 1);
     // The series adds up to the totals, second by second.
     let series = r["series"].as_array().expect("series");
     let sum = |k: &str| {

@@ -541,28 +541,27 @@ fn measure_run(bins: &Bins, options: &Options, run: &mut Run, n: usize) -> Resul
     run.loadgen_exit = exit?;
     let text = std::fs::read_to_string(&json_path)
         .map_err(|e| format!("loadgen wrote no report (exit {}): {e}", run.loadgen_exit))?;
-    let j: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("loadgen report: {e}"))?;
-    let ms = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) / 1000.0;
-    run.connected = j["subscribers_connected"].as_u64().unwrap_or(0);
-    run.deliveries_expected = j["deliveries_expected"].as_u64().unwrap_or(0);
-    run.deliveries_received = j["deliveries_received"].as_u64().unwrap_or(0);
-    run.deliveries_per_s = j["deliveries_per_s"].as_f64().unwrap_or(0.0);
-    run.loss_ratio = j["loss_ratio"].as_f64().unwrap_or(0.0);
-    run.p50_ms = ms(&j["fast_latency_us"]["p50"]);
-    run.p99_ms = ms(&j["fast_latency_us"]["p99"]);
-    run.max_ms = ms(&j["fast_latency_us"]["max"]);
-    run.events_scheduled = j["events_scheduled"].as_u64().unwrap_or(0);
-    run.events_accepted = j["events_accepted"].as_u64().unwrap_or(0);
-    run.publish_rtt_p50_ms = ms(&j["publish_round_trip_us"]["p50"]);
-    run.publish_rtt_p99_ms = ms(&j["publish_round_trip_us"]["p99"]);
-    run.publish_rtt_max_ms = ms(&j["publish_round_trip_us"]["max"]);
-    run.publish_lag_p99_ms = j["publish_lag_ms_p99"].as_f64().unwrap_or(0.0);
-    run.publish_lag_max_ms = j["publish_lag_ms_max"].as_f64().unwrap_or(0.0);
-    run.machine_cpu_busy = j["loadgen"]["machine_cpu_busy"].as_f64();
-    run.warnings = strings(&j["warnings"]);
-    run.slo_failures = strings(&j["slo"]["failures"]);
-    run.slo_met = run.loadgen_exit == 0 && j["slo"]["met"].as_bool() == Some(true);
+    let j = stentor_loadgen::contract::RunReport::from_json(&text)?;
+    let ms = |us: u64| us as f64 / 1000.0;
+    run.connected = j.subscribers_connected;
+    run.deliveries_expected = j.deliveries_expected;
+    run.deliveries_received = j.deliveries_received;
+    run.deliveries_per_s = j.deliveries_per_s;
+    run.loss_ratio = j.loss_ratio;
+    run.p50_ms = ms(j.fast_latency_us.p50);
+    run.p99_ms = ms(j.fast_latency_us.p99);
+    run.max_ms = ms(j.fast_latency_us.max);
+    run.events_scheduled = j.events_scheduled;
+    run.events_accepted = j.events_accepted;
+    run.publish_rtt_p50_ms = ms(j.publish_round_trip_us.p50);
+    run.publish_rtt_p99_ms = ms(j.publish_round_trip_us.p99);
+    run.publish_rtt_max_ms = ms(j.publish_round_trip_us.max);
+    run.publish_lag_p99_ms = j.publish_lag_ms_p99;
+    run.publish_lag_max_ms = j.publish_lag_ms_max;
+    run.machine_cpu_busy = j.loadgen.machine_cpu_busy;
+    run.warnings = j.warnings;
+    run.slo_failures = j.slo.failures;
+    run.slo_met = run.loadgen_exit == 0 && j.slo.met;
     if run.server_deliveries > 0 {
         run.server_cpu_us_per_delivery = run.server_cpu_s * 1e6 / run.server_deliveries as f64;
     }
@@ -570,16 +569,6 @@ fn measure_run(bins: &Bins, options: &Options, run: &mut Run, n: usize) -> Resul
         run.events_per_send = run.server_deliveries as f64 / run.server_sends as f64;
     }
     Ok(())
-}
-
-fn strings(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn one_ceiling(bins: &Bins, options: &Options, subscribers: u32, payload: u32) -> Ceiling {
