@@ -338,48 +338,66 @@ fn partial_target_bytes(window: &[u8], parsed: Option<&str>) -> usize {
 
 fn map_parse_error(error: httparse::Error, window: &[u8], line_done: bool) -> HttpError {
     use httparse::Error as E;
-    // A control byte in the head explains a Token/HeaderValue error better
-    // than either (bytes after the blank line belong to the body).
-    let head_end = window
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(window.len());
-    let control = window[..head_end]
-        .iter()
-        .any(|&b| (b < 0x20 && b != b'\t' && b != b'\r' && b != b'\n') || b == 0x7f);
+    // Each refinement below names what httparse stopped at, never a byte
+    // after it: the worker parses again after every read, so a verdict that
+    // depended on later bytes would change with how the client's bytes were
+    // split (found by fuzzing: 505 whole, 400 in pieces).
     match error {
         E::TooManyHeaders => HttpError::TooManyHeaders,
-        _ if control => HttpError::ControlByte,
+        // A control byte explains a Token/HeaderValue error better than
+        // either, when it is where parsing stopped.
+        _ if error_is_at(window, first_control_byte(window)) => HttpError::ControlByte,
         E::Version if version_token_is_http(window) => HttpError::VersionNotSupported,
-        E::HeaderName if is_folded(window) => HttpError::ObsoleteLineFolding,
+        E::HeaderName if error_is_at(window, first_fold(window)) => HttpError::ObsoleteLineFolding,
         E::HeaderName | E::HeaderValue => HttpError::MalformedHeader,
         E::NewLine if line_done => HttpError::MalformedHeader,
         E::NewLine | E::Token | E::Version | E::Status => HttpError::MalformedRequestLine,
     }
 }
 
-/// Whether the third word of the request line is `HTTP/<digit>...`: a
-/// version we recognise as HTTP but do not speak (505), not garbage (400).
+/// Whether the parse error of `window` is at byte `at`: the bytes before it
+/// still parse as the start of a head. httparse stops at the first byte it
+/// refuses, so this tells the byte that failed from one further on. Only
+/// runs on the way to a refusal, at most twice.
+fn error_is_at(window: &[u8], at: Option<usize>) -> bool {
+    let Some(at) = at else {
+        return false;
+    };
+    let mut storage = [httparse::EMPTY_HEADER; HEADERS_COUNT_CEILING];
+    let mut req = httparse::Request::new(&mut storage);
+    req.parse(&window[..at]).is_ok()
+}
+
+/// The first byte no request head may hold: controls other than HTAB, CR
+/// and LF, and DEL.
+fn first_control_byte(window: &[u8]) -> Option<usize> {
+    window
+        .iter()
+        .position(|&b| (b < 0x20 && b != b'\t' && b != b'\r' && b != b'\n') || b == 0x7f)
+}
+
+/// Whether the request line is three words or more and the third starts
+/// `HTTP/<digit>`: a version we recognise as HTTP but do not speak (505),
+/// not garbage (400). The third word, not the last: in `GET /a / HTTP/1.1`
+/// parsing stopped at `/`, which is no version at all.
 fn version_token_is_http(window: &[u8]) -> bool {
     let line_end = window
         .iter()
         .position(|&b| b == b'\r' || b == b'\n')
         .unwrap_or(window.len());
-    let line = &window[..line_end];
-    match line.iter().rposition(|&b| b == b' ') {
-        Some(space) => {
-            let token = &line[space + 1..];
-            token.len() > 5 && token.starts_with(b"HTTP/") && token[5].is_ascii_digit()
-        }
+    match window[..line_end].split(|&b| b == b' ').nth(2) {
+        Some(token) => token.len() > 5 && token.starts_with(b"HTTP/") && token[5].is_ascii_digit(),
         None => false,
     }
 }
 
-/// A header line that starts with whitespace: a continuation (obs-fold).
-fn is_folded(window: &[u8]) -> bool {
+/// Where the first header line that starts with whitespace (a continuation,
+/// obs-fold) starts.
+fn first_fold(window: &[u8]) -> Option<usize> {
     window
         .windows(2)
-        .any(|w| w[0] == b'\n' && (w[1] == b' ' || w[1] == b'\t'))
+        .position(|w| w[0] == b'\n' && (w[1] == b' ' || w[1] == b'\t'))
+        .map(|at| at + 1)
 }
 
 fn build_head(
@@ -1247,6 +1265,59 @@ mod tests {
                 assert!(!error.reason().is_empty());
             }
         }
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `http_head`): the refusal of a bad
+    /// head depended on bytes after the one parsing stopped at, so the same
+    /// bytes got 505 when they arrived whole and 400 in pieces (or another
+    /// 400 reason). Every cut must give `Partial` or the verdict of the whole.
+    #[test]
+    fn refusal_does_not_depend_on_bytes_after_the_error() {
+        let cases: [(&[u8], HttpError); 5] = [
+            // Four words: parsing stops at the third, `/`, no version.
+            (
+                b"GET /T / HTTP/1.1\r\nHost: a\r\n\r\n",
+                HttpError::MalformedRequestLine,
+            ),
+            // A control byte after the bad method byte did not stop parsing.
+            (
+                b"\xff\xff\xff\x03Hos4.1\r\n\r\n",
+                HttpError::MalformedRequestLine,
+            ),
+            // The version is refused before the control byte is reached.
+            (
+                b"GET / HTTP/2.0\r\nX: \x01\r\n\r\n",
+                HttpError::VersionNotSupported,
+            ),
+            // A fold after the bad header name did not stop parsing.
+            (
+                b"GET / HTTP/1.1\r\nX@: a\r\n b\r\n\r\n",
+                HttpError::MalformedHeader,
+            ),
+            // Where they do stop parsing, control bytes and folds still say so.
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n",
+                HttpError::ControlByte,
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let name = String::from_utf8_lossy(bytes);
+            assert_eq!(
+                parse_head(bytes, &limits()),
+                Err(expected.clone()),
+                "{name:?}"
+            );
+            for cut in 1..bytes.len() {
+                match parse_head(&bytes[..cut], &limits()) {
+                    Ok(HeadStatus::Partial) => {}
+                    got => assert_eq!(got, Err(expected.clone()), "{name:?} cut at {cut}"),
+                }
+            }
+        }
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", &limits()),
+            Err(HttpError::ObsoleteLineFolding)
+        );
     }
 
     #[test]
