@@ -317,7 +317,14 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<HeadStatus, HttpError> 
             let head = build_head(&req, &window[..head_len], limits)?;
             Ok(HeadStatus::Complete { head, head_len })
         }
-        Err(error) => Err(map_parse_error(error, window, req.version.is_some())),
+        Err(error) => {
+            // A target that outgrew its limit before the byte parsing
+            // stopped at is a 414, as it was while those bytes were partial.
+            if target_bytes_before_error(window, req.path) > limits.uri_bytes_max {
+                return Err(HttpError::UriTooLong);
+            }
+            Err(map_parse_error(error, window, req.version.is_some()))
+        }
     }
 }
 
@@ -334,6 +341,35 @@ fn partial_target_bytes(window: &[u8], parsed: Option<&str>) -> usize {
             .count(),
         None => 0,
     }
+}
+
+/// Bytes of the request target before the byte parsing of `window`
+/// stopped at (`parsed`: the target, when httparse completed it).
+fn target_bytes_before_error(window: &[u8], parsed: Option<&str>) -> usize {
+    if let Some(path) = parsed {
+        return path.len();
+    }
+    // Parsing stopped in the method or the target. Counting to the next
+    // space would take in bytes after the one refused; find that byte (a
+    // binary search with httparse, only when the count could matter).
+    let upper = partial_target_bytes(window, None);
+    if upper == 0 {
+        return 0;
+    }
+    let (mut parses, mut fails) = (0, window.len());
+    while fails - parses > 1 {
+        let mid = parses + (fails - parses) / 2;
+        let mut storage = [httparse::EMPTY_HEADER; HEADERS_COUNT_CEILING];
+        if httparse::Request::new(&mut storage)
+            .parse(&window[..mid])
+            .is_ok()
+        {
+            parses = mid;
+        } else {
+            fails = mid;
+        }
+    }
+    partial_target_bytes(&window[..parses], None)
 }
 
 fn map_parse_error(error: httparse::Error, window: &[u8], line_done: bool) -> HttpError {
@@ -405,6 +441,15 @@ fn build_head(
     head_bytes: &[u8],
     limits: &Limits,
 ) -> Result<RequestHead, HttpError> {
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        // Complete implies all three were parsed; refuse rather than panic.
+        return Err(HttpError::MalformedRequestLine);
+    };
+    // First: while the head was partial, a long target was already a 414,
+    // whatever came after it (a bare LF can only come after it).
+    if target.len() > limits.uri_bytes_max {
+        return Err(HttpError::UriTooLong);
+    }
     // httparse accepts LF alone as a line end; we do not, so that a proxy in
     // front that splits lines only on CRLF cannot read a different head.
     if head_bytes
@@ -413,13 +458,6 @@ fn build_head(
         .any(|(i, &b)| b == b'\n' && (i == 0 || head_bytes[i - 1] != b'\r'))
     {
         return Err(HttpError::BareLineFeed);
-    }
-    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
-        // Complete implies all three were parsed; refuse rather than panic.
-        return Err(HttpError::MalformedRequestLine);
-    };
-    if target.len() > limits.uri_bytes_max {
-        return Err(HttpError::UriTooLong);
     }
     let version = match minor {
         0 => Version::Http10,
@@ -1273,42 +1311,67 @@ mod tests {
     /// 400 reason). Every cut must give `Partial` or the verdict of the whole.
     #[test]
     fn refusal_does_not_depend_on_bytes_after_the_error() {
-        let cases: [(&[u8], HttpError); 5] = [
+        let long = |before: &str, after: &str| {
+            let mut bytes = before.as_bytes().to_vec();
+            bytes.extend_from_slice(&[b'a'; 80]); // past small_limits' 64
+            bytes.extend_from_slice(after.as_bytes());
+            bytes
+        };
+        let cases: Vec<(Vec<u8>, Limits, HttpError)> = vec![
             // Four words: parsing stops at the third, `/`, no version.
             (
-                b"GET /T / HTTP/1.1\r\nHost: a\r\n\r\n",
+                b"GET /T / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+                limits(),
                 HttpError::MalformedRequestLine,
             ),
             // A control byte after the bad method byte did not stop parsing.
             (
-                b"\xff\xff\xff\x03Hos4.1\r\n\r\n",
+                b"\xff\xff\xff\x03Hos4.1\r\n\r\n".to_vec(),
+                limits(),
                 HttpError::MalformedRequestLine,
             ),
             // The version is refused before the control byte is reached.
             (
-                b"GET / HTTP/2.0\r\nX: \x01\r\n\r\n",
+                b"GET / HTTP/2.0\r\nX: \x01\r\n\r\n".to_vec(),
+                limits(),
                 HttpError::VersionNotSupported,
             ),
             // A fold after the bad header name did not stop parsing.
             (
-                b"GET / HTTP/1.1\r\nX@: a\r\n b\r\n\r\n",
+                b"GET / HTTP/1.1\r\nX@: a\r\n b\r\n\r\n".to_vec(),
+                limits(),
                 HttpError::MalformedHeader,
             ),
             // Where they do stop parsing, control bytes and folds still say so.
             (
-                b"GET / HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n".to_vec(),
+                limits(),
+                HttpError::ControlByte,
+            ),
+            // The target outgrew its limit before the control byte...
+            (
+                long("POST /", "\0\0 HTTP/1.1\r\nHost: a\r\n\r\n"),
+                small_limits(),
+                HttpError::UriTooLong,
+            ),
+            // ... or before the bare LF of a complete head...
+            (
+                long("GET /", " HTTP/1.1\r\nHost: a\nX: b\r\n\r\n"),
+                small_limits(),
+                HttpError::UriTooLong,
+            ),
+            // ... but not when the control byte came first.
+            (
+                long("GET /a\x01", " HTTP/1.1\r\nHost: a\r\n\r\n"),
+                small_limits(),
                 HttpError::ControlByte,
             ),
         ];
-        for (bytes, expected) in cases {
+        for (bytes, limits, expected) in &cases {
             let name = String::from_utf8_lossy(bytes);
-            assert_eq!(
-                parse_head(bytes, &limits()),
-                Err(expected.clone()),
-                "{name:?}"
-            );
+            assert_eq!(parse_head(bytes, limits), Err(expected.clone()), "{name:?}");
             for cut in 1..bytes.len() {
-                match parse_head(&bytes[..cut], &limits()) {
+                match parse_head(&bytes[..cut], limits) {
                     Ok(HeadStatus::Partial) => {}
                     got => assert_eq!(got, Err(expected.clone()), "{name:?} cut at {cut}"),
                 }
