@@ -21,6 +21,11 @@ deb-check:
 ci:
     bash .ci/run
 
+# Fuzz one target for SECONDS (default 60) with cargo-fuzz on nightly, e.g. `just fuzz http_head 300`;
+# `just fuzz all` runs every target. Installs nightly and cargo-fuzz if missing; docs/benchmarks.md "Fuzzing".
+fuzz TARGET SECONDS="60":
+    FUZZ_SECONDS={{SECONDS}} bash .ci/fuzz {{TARGET}}
+
 # Criterion micro-benches of the hot path (wire encode/parse, fan-out, send queue, tokens, history, replay).
 bench-micro *ARGS:
     cargo bench -p stentor-bench --bench wire --bench dataplane {{ARGS}}
