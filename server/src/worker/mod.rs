@@ -607,6 +607,60 @@ mod tests {
         }
     }
 
+    /// Defect: within one inbox drain, a subscriber past its budget kept
+    /// getting frames (and a close entry per frame). Now it is marked on the
+    /// first overflow, gets nothing more, and is closed once; the budget
+    /// counts queue entries as well as bytes.
+    #[test]
+    fn fan_out_stops_at_the_first_overflow() {
+        use clap::Parser;
+        let config =
+            crate::config::Config::try_parse_from(["stentor", "--queue-bytes-max", "4096"]).unwrap();
+        let shared = Arc::new(Shared::new(config, 1, 1000).unwrap());
+        let setup = WorkerSetup {
+            id: 0,
+            listener: TcpListener::bind("127.0.0.1:0").unwrap(),
+            rings: 1,
+            fixed_slots: 64,
+            connections_per_ring: 32,
+        };
+        let mut worker = Worker::new(setup, shared.clone()).unwrap();
+        let topic = crate::hub::topic::Topic::parse("t", 128).unwrap();
+        let open = |worker: &mut Worker| {
+            let key = worker.conns.vacant_key() as u32;
+            let index = &mut worker.index;
+            let (_, subs) =
+                shared.subscribe(std::slice::from_ref(&topic), &ResumePoint::Live, || {
+                    Box::new([index.subscribe("t", key)]) as Box<[_]>
+                });
+            let mut conn = Conn::new(0, 0, 1, ReqState::new([10, 0, 0, 1].into(), false));
+            conn.subs = subs;
+            conn.start_streaming();
+            worker.conns.insert(conn);
+            key
+        };
+        let big = open(&mut worker);
+        let frame = Frame::from(vec![b'x'; 1000]);
+        for id in 1..=100 {
+            worker.deliver(id, "t", &frame);
+        }
+        let queued = worker.conns[big as usize].sendq.frames_len();
+        assert_eq!(queued, 4, "3 frames fit 4096 B with their entries, the 4th overflows");
+        assert_eq!(worker.to_close, vec![(big, CloseReason::SlowQueueBytes)]);
+        // Many tiny frames: the entries are what costs.
+        worker.to_close.clear();
+        let tiny = open(&mut worker);
+        let one = Frame::from(vec![b'y'; 1]);
+        for id in 101..=10_000 {
+            worker.deliver(id, "t", &one);
+        }
+        let per_entry = crate::ring::sendq::QUEUE_ENTRY_BYTES as usize;
+        let queued = worker.conns[tiny as usize].sendq.frames_len();
+        assert!(queued <= 4096 / per_entry + 1, "{queued} tiny frames queued");
+        assert_eq!(worker.to_close, vec![(tiny, CloseReason::SlowQueueBytes)]);
+        worker.conns.clear();
+    }
+
     #[test]
     fn ticks_round_up() {
         assert_eq!(ms_to_ticks(1), 1);
