@@ -615,7 +615,8 @@ mod tests {
     fn fan_out_stops_at_the_first_overflow() {
         use clap::Parser;
         let config =
-            crate::config::Config::try_parse_from(["stentor", "--queue-bytes-max", "4096"]).unwrap();
+            crate::config::Config::try_parse_from(["stentor", "--queue-bytes-max", "4096"])
+                .unwrap();
         let shared = Arc::new(Shared::new(config, 1, 1000).unwrap());
         let setup = WorkerSetup {
             id: 0,
@@ -645,7 +646,10 @@ mod tests {
             worker.deliver(id, "t", &frame);
         }
         let queued = worker.conns[big as usize].sendq.frames_len();
-        assert_eq!(queued, 4, "3 frames fit 4096 B with their entries, the 4th overflows");
+        assert_eq!(
+            queued, 4,
+            "3 frames fit 4096 B with their entries, the 4th overflows"
+        );
         assert_eq!(worker.to_close, vec![(big, CloseReason::SlowQueueBytes)]);
         // Many tiny frames: the entries are what costs.
         worker.to_close.clear();
@@ -656,7 +660,10 @@ mod tests {
         }
         let per_entry = crate::ring::sendq::QUEUE_ENTRY_BYTES as usize;
         let queued = worker.conns[tiny as usize].sendq.frames_len();
-        assert!(queued <= 4096 / per_entry + 1, "{queued} tiny frames queued");
+        assert!(
+            queued <= 4096 / per_entry + 1,
+            "{queued} tiny frames queued"
+        );
         assert_eq!(worker.to_close, vec![(tiny, CloseReason::SlowQueueBytes)]);
         worker.conns.clear();
     }
