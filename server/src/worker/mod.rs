@@ -276,6 +276,18 @@ impl Worker {
         let mut enter_errors = 0;
         let mut backlog = false;
         loop {
+            if self.turn(&mut enter_errors, &mut backlog)? {
+                crate::debug!("worker stopped", worker = self.id);
+                return Ok(());
+            }
+        }
+    }
+
+    /// One turn of the loop: submit, wait (unless work is pending), handle
+    /// what completed, then the end-of-batch work. True once the worker
+    /// has finished draining.
+    fn turn(&mut self, enter_errors: &mut u32, backlog: &mut bool) -> Result<bool, String> {
+        {
             self.flush_backlog();
             // Secondary rings first, without waiting: their completions
             // wake us through the eventfd the primary ring is reading.
@@ -301,18 +313,18 @@ impl Worker {
             }
             // With completions still held back by an overflow, do not sleep.
             let held = self.backlog.iter().any(|b| !b.is_empty());
-            let want = usize::from(!backlog && !held && self.more_requests.is_empty());
+            let want = usize::from(!*backlog && !held && self.more_requests.is_empty());
             match crate::ring::submit_and_reap(&mut self.rings[0].ring, want) {
-                Ok(_) => enter_errors = 0,
+                Ok(_) => *enter_errors = 0,
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
                         Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
                     ) => {}
                 Err(e) => {
-                    enter_errors += 1;
+                    *enter_errors += 1;
                     crate::error!("io_uring_enter failed", worker = self.id, error = e);
-                    if enter_errors >= ENTER_ERRORS_MAX {
+                    if *enter_errors >= ENTER_ERRORS_MAX {
                         return Err(format!("io_uring_enter keeps failing: {e}"));
                     }
                 }
@@ -327,17 +339,14 @@ impl Worker {
             for (r, cqe) in batch.drain(..) {
                 self.on_completion(r, cqe.user_data(), cqe.result(), cqe.flags());
             }
-            backlog = self
+            *backlog = self
                 .rings
                 .iter_mut()
                 .any(|r| r.ring.submission().cq_overflow());
             self.cqes = batch;
             self.after_batch();
             self.stats.busy_ns += woke.elapsed().as_nanos() as u64;
-            if self.finished() {
-                crate::debug!("worker stopped", worker = self.id);
-                return Ok(());
-            }
+            Ok(self.finished())
         }
     }
 
@@ -495,13 +504,15 @@ fn try_push(ring: &mut IoUring, entries: &[squeue::Entry]) -> bool {
 /// on); the others register the worker's wake-up eventfd so their
 /// completions wake the thread (the primary always has a read pending on it).
 fn make_ring(id: usize, r: usize, fixed_slots: u32, wake_fd: i32) -> Result<RingIo, String> {
+    // Every slot of the table may complete in the same turn.
+    let (sq_entries, cq_entries) = crate::ring::ring_entries(fixed_slots);
     let ring = if r == 0 {
-        let (ring, mode) =
-            crate::ring::build_ring().map_err(|e| crate::ring::unavailable_message(&e))?;
+        let (ring, mode) = crate::ring::build_ring(sq_entries, cq_entries)
+            .map_err(|e| crate::ring::unavailable_message(&e))?;
         crate::debug!("worker ring", worker = id, ring_mode = format!("{mode:?}"));
         ring
     } else {
-        let ring = crate::ring::build_secondary_ring()
+        let ring = crate::ring::build_secondary_ring(sq_entries, cq_entries)
             .map_err(|e| crate::ring::unavailable_message(&e))?;
         ring.submitter()
             .register_eventfd(wake_fd)
@@ -579,7 +590,27 @@ mod tests {
         conn.start_streaming();
         worker.conns.insert(conn);
         worker.rings[0].conns = 1;
+        // Gauges as its sweep leaves them.
+        worker.conns[key as usize]
+            .sendq
+            .push(sse::encode_comment("x"), 1);
+        worker.sweep();
+        let gauges = |shared: &Shared| {
+            let m = &shared.metrics.workers[1];
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            (
+                load(&m.streams),
+                load(&m.queue_bytes),
+                m.topics_by_subscribers.iter().map(load).sum::<u64>(),
+            )
+        };
+        let (streams, queue_bytes, topics) = gauges(&shared);
+        assert_eq!((streams, topics), (1, 1));
+        assert!(queue_bytes > 0);
         drop(worker);
+        // A stopped worker reports nothing open, not its last sweep.
+        assert_eq!(gauges(&shared), (0, 0, 0));
         assert_eq!(
             shared
                 .connections_open
@@ -601,6 +632,66 @@ mod tests {
             shared.inboxes[0].take_into(&mut drained);
             drained.clear();
         }
+    }
+
+    /// Stopping cancels and waits for every op in flight (an accept, a
+    /// stream's multishot recv, a send stuck on a full socket buffer)
+    /// before the memory they point at is freed.
+    #[test]
+    fn a_stopping_worker_waits_for_its_ops_in_flight() {
+        use clap::Parser;
+        use std::io::Write;
+        let config =
+            crate::config::Config::try_parse_from(["stentor", "--queue-bytes-max", "4194304"])
+                .unwrap();
+        let shared = Arc::new(Shared::new(config, 1, 1000).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let setup = WorkerSetup {
+            id: 0,
+            listener,
+            rings: 1,
+            fixed_slots: 64,
+            connections_per_ring: 32,
+        };
+        let mut worker = Worker::new(setup, shared.clone()).unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        // Small receive window, never read: the send below stays in flight.
+        crate::sys::setsockopt_int(client.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4096)
+            .unwrap();
+        (&client)
+            .write_all(b"GET /events?topic=t HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (mut errors, mut backlog) = (0, false);
+        let started = Instant::now();
+        while worker.index.subscribers("t").is_empty() {
+            assert!(started.elapsed().as_secs() < 5, "stream never opened");
+            worker.turn(&mut errors, &mut backlog).unwrap();
+        }
+        let key = worker.index.subscribers("t")[0];
+        let frame = sse::encode_comment(&"x".repeat(400 << 10));
+        // Until the socket buffers are full and a send waits in the kernel.
+        for _ in 0..40 {
+            let conn = &worker.conns[key as usize];
+            if conn.sendq.is_sending() && conn.sendq.bytes_queued() > 0 {
+                break;
+            }
+            worker.deliver(u64::MAX, "t", &frame);
+            worker.turn(&mut errors, &mut backlog).unwrap();
+            worker.turn(&mut errors, &mut backlog).unwrap();
+        }
+        let conn = &worker.conns[key as usize];
+        assert!(
+            conn.sendq.is_sending(),
+            "the send should be stuck in flight: {} queued, {} ops",
+            conn.sendq.bytes_queued(),
+            conn.ops_in_flight
+        );
+        assert!(conn.has(flag::RECV_ARMED));
+        assert!(worker.accepts.iter().any(|a| a.armed));
+        assert_eq!(worker.quiesce(), 0, "ops left in flight");
+        drop(worker);
+        drop(client);
     }
 
     #[test]
