@@ -46,6 +46,9 @@ impl Worker {
             return;
         };
         a.armed = false;
+        let armed_on = &mut self.rings[usize::from(a.ring)].accepts_armed;
+        debug_assert!(*armed_on > 0);
+        *armed_on = armed_on.saturating_sub(1);
         if result < 0 {
             match -result {
                 libc::ECANCELED => {}

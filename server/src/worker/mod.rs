@@ -115,6 +115,10 @@ struct RingIo {
     bufs: BufRing,
     /// Connections whose fixed slot is in this ring's table.
     conns: u32,
+    /// Accepts armed on this ring: each will take a slot of its table.
+    accepts_armed: u32,
+    /// Size of its fixed-file table.
+    fixed_slots: u32,
 }
 
 /// Limits converted to ticks once.
@@ -389,15 +393,25 @@ impl Worker {
     }
 
     /// Arm accept `slot` on the ring with the fewest connections, so the
-    /// worker's rings fill evenly.
+    /// worker's rings fill evenly, and only on a ring whose table has a
+    /// free slot for it and for every accept already armed there: an
+    /// accept that finds the table full fails with ENFILE after the kernel
+    /// took the connection, which drops that client unanswered. With no
+    /// such ring the accept is parked (the client waits in the listen
+    /// backlog) until a connection is freed.
     pub(super) fn arm_accept(&mut self, slot: usize) {
         let ring = self
             .rings
             .iter()
             .enumerate()
+            .filter(|(_, r)| r.conns + r.accepts_armed < r.fixed_slots)
             .min_by_key(|(_, r)| r.conns)
-            .map(|(i, _)| i as u8)
-            .unwrap_or(0);
+            .map(|(i, _)| i as u8);
+        let Some(ring) = ring else {
+            self.accepts_parked = true;
+            return;
+        };
+        self.rings[usize::from(ring)].accepts_armed += 1;
         let a = &mut self.accepts[slot];
         debug_assert!(!a.armed);
         a.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -533,6 +547,8 @@ fn make_ring(id: usize, r: usize, fixed_slots: u32, wake_fd: i32) -> Result<Ring
         ring,
         bufs,
         conns: 0,
+        accepts_armed: 0,
+        fixed_slots,
     })
 }
 
