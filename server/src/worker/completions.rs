@@ -222,7 +222,11 @@ impl Worker {
         }
         let request_phase = conn.phase == Phase::Request;
         if !conn.sendq.is_empty() {
-            self.mark_dirty(key);
+            if request_phase {
+                self.mark_dirty(key);
+            } else {
+                self.mark_fanout(key);
+            }
         } else if conn.has(flag::CLOSE_AFTER_SEND) {
             self.close_conn(key, CloseReason::Done);
         } else if request_phase {
@@ -321,13 +325,6 @@ impl Worker {
             self.close_conn(key, reason);
         }
         self.to_close = to_close;
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for key in dirty.drain(..) {
-            if let Some(conn) = self.conns.get_mut(key as usize) {
-                conn.clear(flag::DIRTY);
-                self.start_send(key);
-            }
-        }
-        self.dirty = dirty;
+        self.start_sends();
     }
 }

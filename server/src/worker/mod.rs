@@ -65,6 +65,15 @@ pub const QUIESCE_MS: u64 = 2_000;
 pub const ENTER_ERRORS_MAX: u32 = 100;
 /// Repeated warnings of a worker are logged at most once per this many ticks.
 pub const LOG_EVERY_TICKS: u32 = 50;
+/// Stream sends started per turn (one `io_uring_enter` runs them inline,
+/// about 4 µs each here, so ~4 ms per chunk). Control work (answers,
+/// accepts, request heads) goes ahead of each chunk, so a publisher waits
+/// for at most one chunk of a broadcast, not all of it. Measured in
+/// docs/performance.md (2026-12-05): no cost in CPU per delivery.
+pub const FANOUT_SENDS_PER_SUBMIT: usize = 1024;
+/// Measurement hook (`STENTOR_FANOUT_SENDS_PER_SUBMIT=N`): another chunk
+/// size, e.g. to compare with an uncut fan-out. Unset in production.
+const FANOUT_SENDS_ENV: &str = "STENTOR_FANOUT_SENDS_PER_SUBMIT";
 /// Buffer group id of the worker's provided-buffer ring.
 const BUF_GROUP: u16 = 0;
 
@@ -176,7 +185,14 @@ struct Worker {
     /// between keep-alive requests. Streams have none, so idle subscribers
     /// cost nothing here.
     deadlines: BTreeSet<(u32, u32)>,
+    /// Connections with control sends to start (answers, stream heads):
+    /// all of them, first, at the end of the turn.
     dirty: Vec<u32>,
+    /// Streams with frames to send, oldest first, started at most
+    /// `fanout_sends_per_submit` per turn (bounded by the connections:
+    /// each is queued once, while it is marked DIRTY).
+    fanout_ready: std::collections::VecDeque<u32>,
+    fanout_sends_per_submit: usize,
     /// Connections with requests still buffered after their turn's share.
     more_requests: Vec<u32>,
     to_close: Vec<(u32, CloseReason)>,
@@ -250,6 +266,12 @@ impl Worker {
             next_sweep: 1,
             deadlines: BTreeSet::new(),
             dirty: Vec::new(),
+            fanout_ready: Default::default(),
+            fanout_sends_per_submit: std::env::var(FANOUT_SENDS_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n: &usize| n > 0)
+                .unwrap_or(FANOUT_SENDS_PER_SUBMIT),
             more_requests: Vec::new(),
             to_close: Vec::new(),
             inbox_batch: Vec::new(),
@@ -317,7 +339,9 @@ impl Worker {
             }
             // With completions still held back by an overflow, do not sleep.
             let held = self.backlog.iter().any(|b| !b.is_empty());
-            let want = usize::from(!*backlog && !held && self.more_requests.is_empty());
+            let want = usize::from(
+                !*backlog && !held && self.more_requests.is_empty() && self.fanout_ready.is_empty(),
+            );
             match crate::ring::submit_and_reap(&mut self.rings[0].ring, want) {
                 Ok(_) => *enter_errors = 0,
                 Err(e)
