@@ -319,6 +319,12 @@ impl Worker {
         if self.more_requests.is_empty() {
             self.more_requests = more;
         }
+        // This turn's answers (a publish's among them) go to the kernel in
+        // their own enter, before the inbox is fanned out into thousands of
+        // queues: the publisher does not wait for its own event's fan-out.
+        if self.start_control_sends() {
+            self.submit_now();
+        }
         self.drain_inbox();
         let mut to_close = std::mem::take(&mut self.to_close);
         for (key, reason) in to_close.drain(..) {

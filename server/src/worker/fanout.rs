@@ -55,6 +55,21 @@ impl Worker {
         }
     }
 
+    /// Start every control send (answers, stream heads) now. True when
+    /// one was started.
+    pub(super) fn start_control_sends(&mut self) -> bool {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let started = !dirty.is_empty();
+        for key in dirty.drain(..) {
+            if let Some(conn) = self.conns.get_mut(key as usize) {
+                conn.clear(flag::DIRTY);
+                self.start_send(key);
+            }
+        }
+        self.dirty = dirty;
+        started
+    }
+
     /// Stream `key` has frames to send: fan-out work, started in turn, at
     /// most `fanout_sends_per_submit` per turn.
     pub(super) fn mark_fanout(&mut self, key: u32) {
@@ -74,14 +89,7 @@ impl Worker {
     /// next request, an accept or a health check wait for every send of a
     /// broadcast; with the cut, they wait for one chunk at most.
     pub(super) fn start_sends(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for key in dirty.drain(..) {
-            if let Some(conn) = self.conns.get_mut(key as usize) {
-                conn.clear(flag::DIRTY);
-                self.start_send(key);
-            }
-        }
-        self.dirty = dirty;
+        self.start_control_sends();
         let mut budget = self.fanout_sends_per_submit;
         while budget > 0 {
             let Some(key) = self.fanout_ready.pop_front() else {

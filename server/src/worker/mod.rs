@@ -66,11 +66,11 @@ pub const ENTER_ERRORS_MAX: u32 = 100;
 /// Repeated warnings of a worker are logged at most once per this many ticks.
 pub const LOG_EVERY_TICKS: u32 = 50;
 /// Stream sends started per turn (one `io_uring_enter` runs them inline,
-/// about 4 µs each here, so ~4 ms per chunk). Control work (answers,
+/// about 4 µs each here, so ~1 ms per chunk). Control work (answers,
 /// accepts, request heads) goes ahead of each chunk, so a publisher waits
 /// for at most one chunk of a broadcast, not all of it. Measured in
 /// docs/performance.md (2026-12-05): no cost in CPU per delivery.
-pub const FANOUT_SENDS_PER_SUBMIT: usize = 1024;
+pub const FANOUT_SENDS_PER_SUBMIT: usize = 256;
 /// Measurement hook (`STENTOR_FANOUT_SENDS_PER_SUBMIT=N`): another chunk
 /// size, e.g. to compare with an uncut fan-out. Unset in production.
 const FANOUT_SENDS_ENV: &str = "STENTOR_FANOUT_SENDS_PER_SUBMIT";
@@ -395,6 +395,16 @@ impl Worker {
             && (try_push(ring, entries) || (ring.submit().is_ok() && try_push(ring, entries)));
         if !queued {
             self.backlog[r].push_back(entries.to_vec());
+        }
+    }
+
+    /// Submit what every ring holds now, without waiting (what completes
+    /// is reaped on the next turn). Errors are left to the loop's enter.
+    pub(super) fn submit_now(&mut self) {
+        for r in self.rings.iter_mut() {
+            if !r.ring.submission().is_empty() {
+                let _ = r.ring.submit();
+            }
         }
     }
 
