@@ -7,7 +7,7 @@
 //!                [--pub-addr ADDR] [--pub-path /publish]
 //!                [--pub-body '{"topic":"t","data":"{data}"}'] [--content-type application/json]
 //!                [--subscribers 10000] [--rate 10] [--seconds 10] [--payload-bytes 128]
-//!                [--pid PID] [--label NAME]
+//!                [--pid PID[,PID...]] [--label NAME]
 //! ```
 //!
 //! Event k is due at `start + k / rate`; the publisher sends it when it is
@@ -17,7 +17,7 @@
 //! round trip p50/p99/max (from the first byte written to the last byte of
 //! the answer read), deliveries counted by the subscribers (`data:` lines,
 //! so any server's framing counts the same), deliveries/s over the
-//! publishing window, and with `--pid` the server's CPU (user + system)
+//! publishing window, and with `--pid` the server processes' CPU (user + system)
 //! per delivery. Subscribers are read with epoll on one thread, 64 KiB per
 //! read. Every loop is bounded by the deadline; nothing outlives the run.
 
@@ -46,7 +46,8 @@ struct Args {
     rate: f64,
     seconds: f64,
     payload_bytes: usize,
-    pid: Option<i32>,
+    /// Server processes whose CPU is counted (nginx: master and workers).
+    pids: Vec<i32>,
     label: String,
 }
 
@@ -62,7 +63,7 @@ fn parse_args() -> Result<Args, String> {
         rate: 10.0,
         seconds: 10.0,
         payload_bytes: 128,
-        pid: None,
+        pids: Vec::new(),
         label: "server".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -80,7 +81,11 @@ fn parse_args() -> Result<Args, String> {
             "--rate" => a.rate = value()?.parse().map_err(|e| bad(&e))?,
             "--seconds" => a.seconds = value()?.parse().map_err(|e| bad(&e))?,
             "--payload-bytes" => a.payload_bytes = value()?.parse().map_err(|e| bad(&e))?,
-            "--pid" => a.pid = Some(value()?.parse().map_err(|e| bad(&e))?),
+            "--pid" => {
+                for p in value()?.split(',') {
+                    a.pids.push(p.trim().parse().map_err(|e| bad(&e))?);
+                }
+            }
             "--label" => a.label = value()?,
             "-h" | "--help" => {
                 return Err("see the doc comment of bench/src/bin/seqpub.rs".into());
@@ -250,7 +255,7 @@ fn run(args: Args) -> Result<String, String> {
         body
     )
     .into_bytes();
-    let cpu_before = args.pid.map(cpu_s).unwrap_or(0.0);
+    let cpu_before: f64 = args.pids.iter().map(|&p| cpu_s(p)).sum();
     let before = deliveries.load(Ordering::Relaxed);
     let started = Instant::now();
     let window = Duration::from_secs_f64(args.seconds);
@@ -278,7 +283,7 @@ fn run(args: Args) -> Result<String, String> {
     stop.store(true, Ordering::Relaxed);
     let _ = reader.join();
     let delivered = deliveries.load(Ordering::Relaxed) - before;
-    let cpu = args.pid.map(cpu_s).unwrap_or(0.0) - cpu_before;
+    let cpu = args.pids.iter().map(|&p| cpu_s(p)).sum::<f64>() - cpu_before;
     let published = rtts_ms.len() as u64;
     let mut sorted = rtts_ms.clone();
     sorted.sort_by(f64::total_cmp);
