@@ -99,6 +99,33 @@ pub fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<(IoUring, Ring
     Err(last_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
 }
 
+/// Build a ring with `build(cq_entries)`; when the kernel cannot find the
+/// memory for that CQ (ENOMEM, seen when many processes start rings at
+/// once on a loaded host), try again with half, down to `CQ_ENTRIES_MIN`
+/// (never below the SQ). A smaller CQ is still lossless: what overflows it
+/// is kept by the kernel (NODROP) and flushed on the next enter. Logged,
+/// since a full broadcast then overflows.
+pub fn with_smaller_cq_on_enomem<T>(
+    worker: usize,
+    cq_entries: u32,
+    mut build: impl FnMut(u32) -> io::Result<T>,
+) -> io::Result<T> {
+    let mut cq = cq_entries;
+    loop {
+        match build(cq) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && cq / 2 >= CQ_ENTRIES_MIN => {
+                cq /= 2;
+                crate::warn!(
+                    "no memory for a ring's completion queue; trying a smaller one",
+                    worker = worker,
+                    cq_entries = cq
+                );
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Submit what `ring` holds and wait for `want` completions (0: do not
 /// wait), reaping completions the kernel still holds as deferred task work.
 ///
@@ -307,6 +334,34 @@ mod chained_wake_tests {
 mod overflow_tests {
     use super::*;
     use io_uring::opcode;
+
+    #[test]
+    fn enomem_halves_the_cq_down_to_the_minimum() {
+        let mut tried = Vec::new();
+        let got = with_smaller_cq_on_enomem(0, CQ_ENTRIES_MAX, |cq| {
+            tried.push(cq);
+            Err::<(), _>(io::Error::from_raw_os_error(libc::ENOMEM))
+        });
+        assert!(got.is_err());
+        assert_eq!(tried, vec![65_536, 32_768, 16_384]);
+        let mut tried = Vec::new();
+        let got = with_smaller_cq_on_enomem(0, CQ_ENTRIES_MAX, |cq| {
+            tried.push(cq);
+            if cq > 32_768 {
+                Err(io::Error::from_raw_os_error(libc::ENOMEM))
+            } else {
+                Ok(cq)
+            }
+        });
+        assert_eq!(got.unwrap(), 32_768);
+        // Other errors are not retried.
+        let mut calls = 0;
+        let _ = with_smaller_cq_on_enomem(0, CQ_ENTRIES_MAX, |_| {
+            calls += 1;
+            Err::<(), _>(io::Error::from_raw_os_error(libc::EINVAL))
+        });
+        assert_eq!(calls, 1);
+    }
 
     #[test]
     fn the_cq_holds_a_full_broadcast_of_a_ring() {

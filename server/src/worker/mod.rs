@@ -555,13 +555,17 @@ fn make_ring(id: usize, r: usize, fixed_slots: u32, wake_fd: i32) -> Result<Ring
     // Every slot of the table may complete in the same turn.
     let (sq_entries, cq_entries) = crate::ring::ring_entries(fixed_slots);
     let ring = if r == 0 {
-        let (ring, mode) = crate::ring::build_ring(sq_entries, cq_entries)
-            .map_err(|e| crate::ring::unavailable_message(&e))?;
+        let (ring, mode) = crate::ring::with_smaller_cq_on_enomem(id, cq_entries, |cq| {
+            crate::ring::build_ring(sq_entries, cq)
+        })
+        .map_err(|e| crate::ring::unavailable_message(&e))?;
         crate::debug!("worker ring", worker = id, ring_mode = format!("{mode:?}"));
         ring
     } else {
-        let ring = crate::ring::build_secondary_ring(sq_entries, cq_entries)
-            .map_err(|e| crate::ring::unavailable_message(&e))?;
+        let ring = crate::ring::with_smaller_cq_on_enomem(id, cq_entries, |cq| {
+            crate::ring::build_secondary_ring(sq_entries, cq)
+        })
+        .map_err(|e| crate::ring::unavailable_message(&e))?;
         ring.submitter()
             .register_eventfd(wake_fd)
             .map_err(|e| format!("worker {id}: cannot register the wake-up eventfd: {e}"))?;
