@@ -40,7 +40,7 @@ bench-ceiling *ARGS:
 
 # A sequential publisher (one POST at a time, waiting for each answer) beside N subscribers,
 # stentor and the peers in PEERS_DIR (nchan/, axum-hub/ with start/stop) alternating, medians of 3,
-# e.g. `just seqpub-compare ../peers "10 128" 10 10000` (docs/performance.md, 2026-12-05).
+# e.g. `just seqpub-compare PEERS_DIR "10 128" 10 10000` (docs/performance.md, 2026-12-05).
 seqpub-compare PEERS_DIR *ARGS:
     cargo build --release --locked -p stentor -p stentor-bench --bin stentor --bin stentor-seqpub
     bash bench/scripts/seqpub-compare {{PEERS_DIR}} {{ARGS}}
