@@ -8,6 +8,15 @@ run *ARGS:
 test:
     cargo test --workspace
 
+# Release artifacts: optimized stentor and stentor-loadgen, the .deb (man page, completions,
+# systemd unit, /etc/stentor/stentor.toml) and SHA256SUMS, in target/dist/stentor-VERSION-gitREV/.
+release:
+    bash deploy/release
+
+# Build the .deb, install it with dpkg, run the installed binary, remove it (root; CI runs it).
+deb-check:
+    bash .ci/deb-check
+
 # Everything CI checks, on this machine.
 ci:
     bash .ci/run
@@ -40,7 +49,7 @@ bench-ceiling *ARGS:
 
 # A sequential publisher (one POST at a time, waiting for each answer) beside N subscribers,
 # stentor and the peers in PEERS_DIR (nchan/, axum-hub/ with start/stop) alternating, medians of 3,
-# e.g. `just seqpub-compare PEERS_DIR "10 128" 10 10000` (docs/performance.md, 2026-12-05).
+# e.g. `just seqpub-compare PEERS_DIR "10 128" 10 10000` (docs/performance.md, section 6).
 seqpub-compare PEERS_DIR *ARGS:
     cargo build --release --locked -p stentor -p stentor-bench --bin stentor --bin stentor-seqpub
     bash bench/scripts/seqpub-compare {{PEERS_DIR}} {{ARGS}}
@@ -48,3 +57,10 @@ seqpub-compare PEERS_DIR *ARGS:
 # A load run against a local stentor: 1000 subscribers, 100 events/s, 10 s.
 load *ARGS:
     cargo run --release -p stentor-loadgen -- run --url http://127.0.0.1:8080 {{ARGS}}
+
+# One million idle subscribers on one node (issue figures in docs/performance.md):
+# connects N streams from 127.0.0.2.. (20,000 per address), publishes once to all,
+# prints RSS per subscriber, kernel memory, time to connect, time and CPU for the fan-out.
+# Needs ~12 GiB of RAM and a few minutes; `just million 200000` for a smaller run.
+million N="1000000":
+    STENTOR_IDLE_SUBSCRIBERS={{N}} cargo test --release -p stentor --test dataplane idle_subscribers_memory -- --ignored --nocapture

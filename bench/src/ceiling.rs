@@ -32,58 +32,8 @@ pub const SOURCE_PORTS_PER_ADDR: u32 = 40_000;
 /// Port candidates tried past one in use (another process's) before giving up.
 pub const BIND_ATTEMPTS_MAX: u32 = 200;
 
-/// `getrusage` user + system time of `who`, in seconds.
-pub fn cpu_seconds(who: libc::c_int) -> f64 {
-    // SAFETY: getrusage writes a plain struct we own.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
-        return 0.0;
-    }
-    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
-}
-
-/// Busy and total jiffies of the whole machine (`/proc/stat` first line).
-pub fn machine_jiffies() -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = text.lines().next()?;
-    let fields: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
-    let total: u64 = fields.iter().take(8).sum();
-    Some((total - idle, total))
-}
-
-/// Share of the machine's CPU that was busy between two `machine_jiffies`.
-pub fn busy_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
-    let ((b0, t0), (b1, t1)) = (before?, after?);
-    (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64)
-}
-
-/// Raise the soft descriptor limit to the hard one; returns the soft limit now.
-pub fn raise_nofile() -> u64 {
-    // SAFETY: plain struct in, plain struct out.
-    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return raised.rlim_max;
-            }
-        }
-    }
-    limit.rlim_cur
-}
+// The system calls shared with the server and the load generator.
+pub use stentor::sys::{busy_share, cpu_seconds, machine_jiffies, raise_nofile};
 
 /// Most pairs one run can hold: each side holds one descriptor per pair.
 pub fn pairs_max(nofile: u64) -> u64 {

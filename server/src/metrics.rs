@@ -172,6 +172,7 @@ pub struct WorkerMetrics {
     // Gauges, set at each sweep.
     pub streams: AtomicU64,
     pub queue_bytes: AtomicU64,
+    pub request_buffer_bytes: AtomicU64,
     pub topics_by_subscribers: [AtomicU64; TOPIC_SLOTS],
 }
 
@@ -192,6 +193,7 @@ impl Default for WorkerMetrics {
             frames_per_send: Histogram::new(&FRAMES_PER_SEND_BOUNDS),
             streams: AtomicU64::new(0),
             queue_bytes: AtomicU64::new(0),
+            request_buffer_bytes: AtomicU64::new(0),
             topics_by_subscribers: [const { AtomicU64::new(0) }; TOPIC_SLOTS],
         }
     }
@@ -246,6 +248,11 @@ impl WorkerMetrics {
         }
         self.frames_per_send
             .owned_merge(&s.frames_per_send, s.frames_sent);
+    }
+
+    /// Set the request-buffer gauge (each sweep).
+    pub fn set_request_buffer_bytes(&self, bytes: u64) {
+        self.request_buffer_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// Set the gauges the sweep measures.
@@ -387,6 +394,13 @@ pub fn render(out: &mut String, m: &NodeMetrics, snap: &Snapshot) {
             limit::refused_total(l)
         );
     }
+    one(
+        out,
+        "access_log_suppressed_total",
+        "counter",
+        "Access-log lines left out by --access-log-lines-per-s-max.",
+        crate::log::access_suppressed_total(),
+    );
 
     one(
         out,
@@ -514,6 +528,13 @@ pub fn render(out: &mut String, m: &NodeMetrics, snap: &Snapshot) {
         "gauge",
         "Bytes waiting in send queues (as of the last sweep).",
         sum_of(m, |w| &w.queue_bytes),
+    );
+    one(
+        out,
+        "request_buffer_bytes",
+        "gauge",
+        "Bytes held by request buffers, all workers (bounded per worker by --request-buffers-bytes-max).",
+        sum_of(m, |w| &w.request_buffer_bytes),
     );
     family(
         out,

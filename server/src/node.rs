@@ -194,7 +194,7 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
         fixed_slots_per_ring = capacity.fixed_slots_per_ring,
         connections_per_ring = capacity.connections_per_ring,
         nofile_soft = capacity.nofile_soft,
-        reason = format!("{:?}", capacity.reason),
+        reason = capacity.reason,
     );
 
     // Wait for a signal; also notice workers that died on their own.

@@ -7,7 +7,11 @@
 //! - [`auth`]: bearer tokens and the rule for publishing without one;
 //! - [`cors`]: which browser origins may read our answers;
 //! - [`publish`]: the body of `POST /publish`, once authorized;
-//! - [`response`]: the bytes of an answer and of a stream's head.
+//! - [`response`]: the bytes of an answer and of a stream's head;
+//! - [`jwt`]: keys from `--jwt-key` and friends, token verification, claims;
+//! - [`token_source`]: the token of a request (header, query, cookie);
+//! - [`selector`]: exact topics, `*`, `prefix/*` and URI templates;
+//! - [`pattern_index`]: which pattern subscriptions a published topic reaches.
 //!
 //! A request that will be refused is answered from its head: its body is
 //! never read (the worker discards a small one or closes), and `100
@@ -16,8 +20,12 @@
 pub mod auth;
 pub mod client;
 pub mod cors;
+pub mod jwt;
+pub mod pattern_index;
 pub mod publish;
 pub mod response;
+pub mod selector;
+pub mod token_source;
 
 use std::net::IpAddr;
 
@@ -575,6 +583,179 @@ mod route_tests {
         let auth = format!("Authorization: bearer {TOKEN}\r\n");
         let a = route(&post(body, ct, &auth), body.as_bytes(), false, &with_token);
         assert!(matches!(a, Action::Publish { .. }), "{a:?}");
+    }
+
+    /// The tokenless publish rule, row by row: (peer, trusted proxies,
+    /// extra headers, expected status, a word of the reason).
+    #[test]
+    fn tokenless_publishing_is_for_local_tools_only() {
+        let body = r#"{"topic":"a","data":"x"}"#;
+        let ct = "application/json";
+        let rows: &[(&str, &[&str], &str, u16, &str)] = &[
+            ("127.0.0.1", &[], "", 200, ""),
+            ("::1", &[], "", 200, ""),
+            ("203.0.113.9", &[], "", 403, "loopback"),
+            // The proxy the docs used to recommend: nginx on the node.
+            (
+                "127.0.0.1",
+                &[],
+                "X-Forwarded-For: 203.0.113.9\r\n",
+                403,
+                "proxy",
+            ),
+            ("127.0.0.1", &[], "X-Real-IP: 203.0.113.9\r\n", 403, "proxy"),
+            ("127.0.0.1", &[], "Via: 1.1 nginx\r\n", 403, "proxy"),
+            (
+                "127.0.0.1",
+                &[],
+                "Forwarded: for=127.0.0.1\r\n",
+                403,
+                "proxy",
+            ),
+            // A trusted proxy names the client: only a loopback one passes.
+            (
+                "127.0.0.1",
+                &["127.0.0.1"],
+                "X-Forwarded-For: 203.0.113.9\r\n",
+                403,
+                "loopback",
+            ),
+            (
+                "127.0.0.1",
+                &["127.0.0.1"],
+                "X-Forwarded-For: 127.0.0.1\r\n",
+                200,
+                "",
+            ),
+            (
+                "10.0.0.2",
+                &["10.0.0.0/8"],
+                "Forwarded: for=\"[::1]:1234\"\r\n",
+                200,
+                "",
+            ),
+            (
+                "10.0.0.2",
+                &["10.0.0.0/8"],
+                "X-Forwarded-For: garbage\r\n",
+                403,
+                "loopback",
+            ),
+            // A page in a browser on the node: cross-site form posts.
+            (
+                "127.0.0.1",
+                &[],
+                "Origin: https://evil.example\r\n",
+                403,
+                "cross-origin",
+            ),
+            ("127.0.0.1", &[], "Origin: null\r\n", 403, "cross-origin"),
+            (
+                "127.0.0.1",
+                &[],
+                "Sec-Fetch-Site: cross-site\r\n",
+                403,
+                "cross-site",
+            ),
+            // The node's own page on a loopback host is the same origin...
+            (
+                "127.0.0.1",
+                &[],
+                "Origin: http://x\r\n",
+                403,
+                "cross-origin",
+            ),
+            // ...but a DNS-rebinding page names its own host in both.
+            (
+                "127.0.0.1",
+                &[],
+                "Origin: http://evil.example:8080\r\n",
+                403,
+                "cross-origin",
+            ),
+        ];
+        for (peer, trusted, extra, status, word) in rows {
+            let c = ApiConfig {
+                trusted_proxies: TrustedProxies::new(
+                    trusted.iter().map(|t| t.parse().unwrap()).collect(),
+                ),
+                ..cfg()
+            };
+            let h = post(body, ct, extra);
+            let peer: IpAddr = peer.parse().unwrap();
+            let got = match decide(&h, peer, &c) {
+                Decision::ReadBody(_) => 200,
+                Decision::Respond(r) => {
+                    let text = String::from_utf8_lossy(&r.body).to_string();
+                    assert!(text.contains(word), "{peer} {extra:?}: {text}");
+                    assert_eq!(r.limit, Some(Limit::Forbidden));
+                    r.status
+                }
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(got, *status, "{peer} {trusted:?} {extra:?}");
+        }
+        // The node's own page, loaded from a loopback host, may publish.
+        let own = head(&format!(
+            "POST /publish HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nOrigin: http://127.0.0.1:8080\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        ));
+        assert!(matches!(
+            decide(&own, [127, 0, 0, 1].into(), &cfg()),
+            Decision::ReadBody(_)
+        ));
+        let rebound = head(&format!(
+            "POST /publish HTTP/1.1\r\nHost: evil.example:8080\r\nOrigin: http://evil.example:8080\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        ));
+        assert!(
+            matches!(decide(&rebound, [127, 0, 0, 1].into(), &cfg()), Decision::Respond(r) if r.status == 403)
+        );
+        // A listed origin may publish from a page on the node.
+        let listed = ApiConfig {
+            cors: Cors::from_list(&["https://app.example".to_string()]),
+            ..cfg()
+        };
+        let h = post(body, ct, "Origin: https://app.example\r\n");
+        assert!(matches!(
+            decide(&h, [127, 0, 0, 1].into(), &listed),
+            Decision::ReadBody(_)
+        ));
+    }
+
+    /// A request that will be refused is decided from its head: nothing
+    /// asks for its body, however large it says it is.
+    #[test]
+    fn refusals_are_decided_before_the_body() {
+        let big = "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n";
+        let with_token = ApiConfig {
+            publish_token: Some(TOKEN.into()),
+            ..cfg()
+        };
+        let h = head(&format!("{big}Authorization: Bearer wrong\r\n\r\n"));
+        assert!(
+            matches!(decide(&h, [127, 0, 0, 1].into(), &with_token), Decision::Respond(r) if r.status == 401)
+        );
+        let h = head(&format!("{big}\r\n"));
+        assert!(
+            matches!(decide(&h, [203, 0, 113, 1].into(), &cfg()), Decision::Respond(r) if r.status == 403)
+        );
+        let h2 = head(&format!("{}\r\n", big.replace("/publish", "/nowhere")));
+        assert!(
+            matches!(decide(&h2, [127, 0, 0, 1].into(), &cfg()), Decision::Respond(r) if r.status == 404)
+        );
+        let h = head(&format!(
+            "{}\r\n",
+            big.replace("POST /publish", "PUT /publish")
+        ));
+        assert!(
+            matches!(decide(&h, [127, 0, 0, 1].into(), &cfg()), Decision::Respond(r) if r.status == 405)
+        );
+        let auth = format!("{big}Authorization: Bearer {TOKEN}\r\n\r\n");
+        assert!(matches!(
+            decide(&head(&auth), [203, 0, 113, 1].into(), &with_token),
+            Decision::ReadBody(_)
+        ));
     }
 
     #[test]

@@ -144,6 +144,8 @@ impl Worker {
         for n in self.index.topic_sizes() {
             topics[metrics::bucket_of(&metrics::TOPIC_SUBSCRIBERS_BOUNDS, n as u64)] += 1;
         }
-        self.shared.metrics.workers[self.id].set_gauges(streams, queue_bytes, &topics);
+        let metrics = &self.shared.metrics.workers[self.id];
+        metrics.set_gauges(streams, queue_bytes, &topics);
+        metrics.set_request_buffer_bytes(self.req_buf_bytes as u64);
     }
 }

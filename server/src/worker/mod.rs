@@ -58,6 +58,10 @@ pub const ANSWER_BYTES_PAUSE: u32 = 64 * 1024;
 /// Body bytes of a refused request read and thrown away to keep the
 /// connection; a larger (or chunked) body closes it after the answer.
 pub const BODY_DISCARD_BYTES_MAX: usize = 64 * 1024;
+/// A request buffer up to this size is never refused for the worker's
+/// request-buffer budget: heads and small publishes (and `/metrics`, and
+/// health checks) keep working while large uploads are turned away.
+pub const REQ_BUF_SMALL_BYTES: usize = 16 * 1024;
 /// How long a stopping worker waits for the kernel to finish with what its
 /// in-flight operations point at before freeing it.
 pub const QUIESCE_MS: u64 = 2_000;
@@ -69,7 +73,7 @@ pub const LOG_EVERY_TICKS: u32 = 50;
 /// about 4 µs each here, so ~1 ms per chunk). Control work (answers,
 /// accepts, request heads) goes ahead of each chunk, so a publisher waits
 /// for at most one chunk of a broadcast, not all of it. Measured in
-/// docs/performance.md (2026-12-05): no cost in CPU per delivery.
+/// docs/performance.md (section 6): no cost in CPU per delivery.
 pub const FANOUT_SENDS_PER_SUBMIT: usize = 256;
 /// Measurement hook (`STENTOR_FANOUT_SENDS_PER_SUBMIT=N`): another chunk
 /// size, e.g. to compare with an uncut fan-out. Unset in production.

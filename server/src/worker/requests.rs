@@ -11,7 +11,9 @@
 use bytes::Bytes;
 use io_uring::opcode;
 
-use super::{Worker, ANSWER_BYTES_PAUSE, BODY_DISCARD_BYTES_MAX, REQUESTS_PER_TURN_MAX};
+use super::{
+    Worker, ANSWER_BYTES_PAUSE, BODY_DISCARD_BYTES_MAX, REQUESTS_PER_TURN_MAX, REQ_BUF_SMALL_BYTES,
+};
 use crate::api::publish::ids_json;
 use crate::api::{self, client_key, Decision, Headers, PublishGrant, Response};
 use crate::conn::{flag, CloseReason, Deadline, Phase, DEADLINE_NONE};
@@ -64,7 +66,7 @@ impl Worker {
             self.free_req_buf(key);
             return false;
         }
-        if self.req_buf_bytes > self.req_buf_bytes_max {
+        if self.req_buf_bytes > self.req_buf_bytes_max && req.buf.capacity() > REQ_BUF_SMALL_BYTES {
             let mut r =
                 Response::text(503, "server busy: request buffers full, retry later", false);
             r.retry_after_s = Some(1);

@@ -2,6 +2,8 @@
 //! kernel-chosen loopback port, and find outside programs the tests drive.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -143,10 +145,14 @@ impl Drop for Server {
     }
 }
 
-/// `addr=127.0.0.1:PORT` in a startup log line.
+/// `addr=127.0.0.1:PORT` (logfmt) or `"addr":"127.0.0.1:PORT"` (JSON) in
+/// a startup log line.
 fn listen_addr_in(line: &str) -> Option<SocketAddr> {
     if !line.contains("listening") {
         return None;
+    }
+    if let Some(rest) = line.split("\"addr\":\"").nth(1) {
+        return rest.split('"').next().and_then(|a| a.parse().ok());
     }
     line.split_whitespace()
         .find_map(|w| w.strip_prefix("addr="))
@@ -294,4 +300,88 @@ pub fn shrink_rcvbuf(sock: &std::net::TcpStream, bytes: i32) {
         "setsockopt SO_RCVBUF: {}",
         std::io::Error::last_os_error()
     );
+}
+
+/// The value of the sample `name` (with its labels, e.g.
+/// `stentor_refusals_total{limit="forbidden"}`) in Prometheus text; 0 when
+/// the sample is absent (a labelled counter appears once it moves).
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The status code of an HTTP answer's first line (0 when there is none).
+pub fn status_of(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A real nginx reverse proxy in front of a server, the way operators run
+/// one: it adds `X-Forwarded-For` / `X-Real-IP` for the client it serves.
+/// Started on a free loopback port in its own temporary prefix, stopped by
+/// its PID when dropped.
+pub struct Nginx {
+    pub child: Child,
+    pub addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    pub fn start_proxy(upstream: SocketAddr) -> Nginx {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("stentor-nginx-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("nginx dir");
+        let d = dir.display();
+        let conf = format!(
+            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://{upstream};\n\
+             proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n\
+             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Real-IP $remote_addr;\n\
+             }}\n  }}\n}}\n"
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("nginx.conf");
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nginx");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nginx did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx { child, addr, dir }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SAFETY: signals our own child by its PID.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
