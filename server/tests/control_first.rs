@@ -19,8 +19,9 @@ const PAYLOAD_BYTES: usize = 1024;
 /// uncut fan-out of 10,000 sends takes 40-200 ms here (one worker, a debug
 /// build, a busy 2-core machine) and the publisher waited for all of it
 /// (p50 108 ms with `STENTOR_FANOUT_SENDS_PER_SUBMIT=1000000`); with chunks
-/// of 256 sends, p50 was 6-14 ms on the same busy machine.
-const RTT_MS_P50_MAX: f64 = 25.0;
+/// of 256 sends, p50 was 6-25 ms on the same busy machine (load average
+/// 6-13 on 2 cores), hence the bound at about half the uncut figure.
+const RTT_MS_P50_MAX: f64 = 50.0;
 
 fn counter(metrics: &str, name: &str) -> u64 {
     metrics
