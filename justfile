@@ -52,6 +52,13 @@ bench-quick *ARGS:
 bench-ceiling *ARGS:
     cargo run --release --locked -q -p stentor-bench --bin stentor-ceiling -- {{ARGS}}
 
+# A sequential publisher (one POST at a time, waiting for each answer) beside N subscribers,
+# stentor and the peers in PEERS_DIR (nchan/, axum-hub/ with start/stop) alternating, medians of 3,
+# e.g. `just seqpub-compare PEERS_DIR "10 128" 10 10000` (docs/performance.md, section 6).
+seqpub-compare PEERS_DIR *ARGS:
+    cargo build --release --locked -p stentor -p stentor-bench --bin stentor --bin stentor-seqpub
+    bash bench/scripts/seqpub-compare {{PEERS_DIR}} {{ARGS}}
+
 # A load run against a local stentor: 1000 subscribers, 100 events/s, 10 s.
 load *ARGS:
     cargo run --release -p stentor-loadgen -- run --url http://127.0.0.1:8080 {{ARGS}}
