@@ -171,6 +171,19 @@ pub struct RunArgs {
     )]
     pub pub_body_template: String,
 
+    /// Read the sequence number from event data with this regex (first
+    /// capture group), for servers that wrap what was published; the send
+    /// time is the group named t_ns, else the first `t_ns=DIGITS`.
+    #[arg(long = "seq-regex")]
+    pub seq_regex: Option<String>,
+
+    /// Read the sequence number from event data parsed as JSON at this RFC
+    /// 6901 pointer (e.g. /pub/data/seq for Centrifugo); payloads are then
+    /// published as JSON objects `{"seq":N,"t_ns":T,"pad":".."}` (embed
+    /// them raw with {data}), the time read from `t_ns` beside the sequence.
+    #[arg(long = "seq-json-pointer")]
+    pub seq_json_pointer: Option<String>,
+
     /// Content-Type of publish requests.
     #[arg(long = "pub-content-type", default_value = "application/json")]
     pub pub_content_type: String,
@@ -309,6 +322,8 @@ pub struct RunConfig {
     pub rate: f64,
     pub duration_s: u64,
     pub payload_bytes: usize,
+    /// Where the sequence is in event data, and the payload shape that puts it there.
+    pub seq_source: crate::seq::SeqSource,
     pub topics: Vec<String>,
     pub connect_rate: f64,
     pub source_ips: Vec<Ipv4Addr>,
@@ -557,6 +572,11 @@ impl RunArgs {
                 "--payload-bytes must be at most {PAYLOAD_BYTES_MAX}"
             ));
         }
+        let seq_source = crate::seq::SeqSource::from_flags(
+            self.seq_regex.as_deref(),
+            self.seq_json_pointer.as_deref(),
+        )
+        .map_err(UsageError)?;
         if self.topics == 0 || self.topics > self.subscribers.max(1) {
             return usage("--topics must be in 1..=--subscribers");
         }
@@ -752,6 +772,7 @@ impl RunArgs {
             rate,
             duration_s,
             payload_bytes: self.payload_bytes,
+            seq_source,
             topics,
             connect_rate: self.connect_rate,
             source_ips,

@@ -21,6 +21,7 @@ mod publisher;
 mod report;
 mod run;
 mod scenario;
+mod seq;
 mod series;
 mod shared;
 mod stats;

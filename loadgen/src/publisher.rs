@@ -21,7 +21,6 @@ use hdrhistogram::Histogram;
 
 use crate::cli::{percent_encode, PublishConfig, RunConfig};
 use crate::http::{self, Dechunker};
-use crate::payload;
 use crate::shared::Shared;
 use crate::stats::{bump, new_histogram, Counts};
 
@@ -230,7 +229,7 @@ impl Writer {
             let topic = (k % topics) as usize;
             let seq = k / topics;
             let payload_bytes = schedule.stages[stage].payload_bytes;
-            payload::encode(seq, due_ns, payload_bytes, &mut data);
+            cfg.seq_source.encode(seq, due_ns, payload_bytes, &mut data);
             build_request(
                 &self.cfg.publish[self.target],
                 &self.cfg.topics[topic],

@@ -6,7 +6,7 @@
 use stentor::wire::sse::{Item, Parser};
 
 use crate::http::{self, Dechunker, Head, HEAD_BYTES_MAX};
-use crate::payload;
+use crate::seq::SeqSource;
 use crate::stats::{bump, Stats};
 use crate::track::{Delivery, SeqTracker};
 
@@ -88,6 +88,7 @@ impl StreamReader {
         ledger: &mut SubLedger,
         stats: &mut Stats,
         items: &mut Vec<Item>,
+        seq: &SeqSource,
     ) -> Step {
         let mut step = Step::More;
         if let Phase::Head(buf) = &mut self.phase {
@@ -151,7 +152,7 @@ impl StreamReader {
         for item in items.drain(..) {
             match item {
                 Item::Comment(_) => stats.comments += 1,
-                Item::Event(ev) => record_event(&ev.data, clock, ledger, stats),
+                Item::Event(ev) => record_event(&ev.data, clock, ledger, stats, seq),
             }
         }
         if ended {
@@ -171,8 +172,14 @@ fn body_of(head: &Head) -> Body {
     }
 }
 
-fn record_event(data: &str, clock: Clock, ledger: &mut SubLedger, stats: &mut Stats) {
-    let Some((seq, t_ns)) = payload::decode(data) else {
+fn record_event(
+    data: &str,
+    clock: Clock,
+    ledger: &mut SubLedger,
+    stats: &mut Stats,
+    source: &SeqSource,
+) {
+    let Some((seq, t_ns)) = source.extract(data) else {
         stats.foreign_events += 1;
         return;
     };
@@ -212,7 +219,16 @@ mod tests {
         };
         let steps = chunks
             .iter()
-            .map(|c| r.feed(c, clock, &mut ledger, &mut stats, &mut items))
+            .map(|c| {
+                r.feed(
+                    c,
+                    clock,
+                    &mut ledger,
+                    &mut stats,
+                    &mut items,
+                    &SeqSource::Native,
+                )
+            })
             .collect();
         (stats, ledger, steps)
     }

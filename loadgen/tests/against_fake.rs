@@ -621,3 +621,56 @@ fn sequential_publisher_waits_for_each_answer() {
     assert_eq!(n(r, "events_accepted"), 50, "{r:#}");
     assert_eq!(n(r, "publish_inflight"), 2);
 }
+
+/// A server that wraps what was published (Centrifugo's
+/// `{"pub":{"data":…}}`): without being told where the sequence is, every
+/// event is foreign and all is lost; with `--seq-regex` (native payloads
+/// inside the wrapper) or `--seq-json-pointer` (JSON payloads embedded raw
+/// by the template) every delivery is counted, with its latency.
+#[test]
+fn wrapped_payloads_are_measured_with_seq_regex_or_json_pointer() {
+    let srv = FakeServer::start(Faults {
+        wrap_pub_data: true,
+        ..Faults::default()
+    });
+    let o = run_loadgen(&srv.url(), BASE);
+    let r = &o.report;
+    assert_eq!(n(r, "deliveries_received"), 0, "report: {r:#}");
+    assert_eq!(n(r, "foreign_events"), 2000, "report: {r:#}");
+
+    let ways: [&[&str]; 2] = [
+        &["--seq-regex", r"seq=(\d+)"],
+        &[
+            "--seq-json-pointer",
+            "/pub/data/seq",
+            "--pub-body-template",
+            r#"{"topic":"{topic}","data":{data}}"#,
+        ],
+    ];
+    for way in ways {
+        let mut args = BASE.to_vec();
+        args.extend(["--max-loss", "0"]);
+        args.extend(way);
+        let o = run_loadgen(&srv.url(), &args);
+        let r = &o.report;
+        assert_eq!(o.code, 0, "{way:?} stderr: {}\nreport: {r:#}", o.stderr);
+        assert_eq!(n(r, "deliveries_received"), 2000, "{way:?}");
+        assert_eq!(n(r, "loss"), 0);
+        assert_eq!(n(r, "duplicates"), 0);
+        assert_eq!(n(r, "foreign_events"), 0);
+        assert_eq!(n(r, "latency_us.count"), 2000);
+    }
+}
+
+#[test]
+fn seq_flags_are_checked_before_connecting() {
+    for bad in [
+        &["--seq-regex", r"seq=\d+"][..],
+        &["--seq-json-pointer", "pub/data/seq"],
+        &["--seq-regex", "(x)", "--seq-json-pointer", "/x"],
+    ] {
+        let o = run_loadgen("http://127.0.0.1:9", bad);
+        assert_eq!(o.code, 2, "{bad:?}: {}", o.stderr);
+        assert!(o.stderr.contains("--seq-"), "{bad:?}: {}", o.stderr);
+    }
+}

@@ -460,6 +460,7 @@ impl Engine {
                             &self.shared,
                             &mut self.nodes[node],
                             &mut self.items,
+                            &self.cfg.seq_source,
                         );
                         self.bufs.give_back(bid);
                         self.count_new(idx, step.1);
@@ -486,6 +487,7 @@ impl Engine {
                             &self.shared,
                             &mut self.nodes[node],
                             &mut self.items,
+                            &self.cfg.seq_source,
                         );
                         self.subs[idx].slow_buf = Some(buf);
                         self.count_new(idx, step.1);
@@ -824,6 +826,7 @@ fn feed(
     shared: &Shared,
     stats: &mut Stats,
     items: &mut Vec<stentor::wire::sse::Item>,
+    seq: &crate::seq::SeqSource,
 ) -> (Step, u64) {
     stats.bytes_received += data.len() as u64;
     let Some(reader) = s.reader.as_mut() else {
@@ -834,7 +837,7 @@ fn feed(
         publish_start_ns: shared.publish_start_ns.load(Ordering::Relaxed),
     };
     let before = s.ledger.tracker.unique();
-    let step = reader.feed(data, clock, &mut s.ledger, stats, items);
+    let step = reader.feed(data, clock, &mut s.ledger, stats, items, seq);
     (step, s.ledger.tracker.unique() - before)
 }
 

@@ -40,6 +40,10 @@ pub struct Faults {
     /// Status for `GET /events` (200 = stream).
     pub get_status: Option<u16>,
     pub chunked: bool,
+    /// Send each event's data wrapped the way Centrifugo does,
+    /// `{"pub":{"data":DATA}}`, where DATA is the published `data` as JSON
+    /// (a string stays a quoted string, an object stays an object).
+    pub wrap_pub_data: bool,
 }
 
 struct Sub {
@@ -163,7 +167,11 @@ fn handle(
             }
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let topic = v["topic"].as_str().unwrap_or("").to_string();
-            let data = v["data"].as_str().unwrap_or("").to_string();
+            let data = if faults.wrap_pub_data {
+                format!(r#"{{"pub":{{"data":{}}}}}"#, v["data"])
+            } else {
+                v["data"].as_str().unwrap_or("").to_string()
+            };
             let id = published.fetch_add(1, Ordering::AcqRel) + 1;
             if faults.reject_every.is_some_and(|k| id % k == 0) {
                 let resp = "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n";
