@@ -2,7 +2,7 @@
 //! [`RunConfig`] the rest of the tool trusts. Every flag error is a one-line
 //! message and exit code 2.
 
-use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,11 +143,12 @@ pub struct RunArgs {
     #[arg(long = "connect-rate", default_value_t = 10_000.0)]
     pub connect_rate: f64,
 
-    /// Comma-separated local addresses to connect from; the loadgen picks each
-    /// (address, port) pair itself. Default for a loopback server: 127.0.0.1 .. 127.0.0.K,
-    /// one address per 28000 subscribers; otherwise the kernel picks.
+    /// Comma-separated local addresses to connect from (IPv4, or IPv6 for
+    /// IPv6 nodes); the loadgen picks each (address, port) pair itself.
+    /// Default for a loopback server: 127.0.0.1 .. 127.0.0.K, one address
+    /// per 28000 subscribers, or ::1 for [::1]; otherwise the kernel picks.
     #[arg(long = "source-ips", value_delimiter = ',')]
-    pub source_ips: Vec<Ipv4Addr>,
+    pub source_ips: Vec<IpAddr>,
 
     /// Subscription path template; {topic} is replaced by the topic name (URL-encoded).
     #[arg(long = "sub-path", default_value = "/events?topic={topic}")]
@@ -326,7 +327,7 @@ pub struct RunConfig {
     pub seq_source: crate::seq::SeqSource,
     pub topics: Vec<String>,
     pub connect_rate: f64,
-    pub source_ips: Vec<Ipv4Addr>,
+    pub source_ips: Vec<IpAddr>,
     /// `source_ips` is the loopback default (may grow), not the operator's list.
     pub source_ips_default: bool,
     /// Source pairs still held toward the servers when the run began.
@@ -413,10 +414,14 @@ pub fn parse_http_url(url: &str) -> Result<HttpUrl, UsageError> {
         format!("{authority}:80")
     };
     let addr = match with_port.to_socket_addrs() {
-        Ok(mut addrs) => match addrs.find(|a| a.is_ipv4()) {
-            Some(a) => a,
-            None => return usage(format!("URL {url:?}: host has no IPv4 address")),
-        },
+        // IPv4 first when a name has both (what most clients try first).
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            match addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()) {
+                Some(a) => *a,
+                None => return usage(format!("URL {url:?}: host has no address")),
+            }
+        }
         Err(e) => return usage(format!("URL {url:?}: cannot resolve host: {e}")),
     };
     Ok(HttpUrl {
@@ -672,13 +677,32 @@ impl RunArgs {
         }
         let slots_per_thread = self.subscribers.div_ceil(threads);
 
+        // A source pair binds one family; every node must have it.
+        let v6 = bases[0].1.addr.is_ipv6();
+        let one_family = bases.iter().all(|(_, b, _)| b.addr.is_ipv6() == v6);
+        if let Some(ip) = self.source_ips.iter().find(|ip| ip.is_ipv6() != v6) {
+            return usage(format!(
+                "--source-ips {ip}: the nodes are {}; give addresses of that family",
+                if v6 { "IPv6" } else { "IPv4" }
+            ));
+        }
+        if !self.source_ips.is_empty() && !one_family {
+            return usage("--source-ips with both IPv4 and IPv6 nodes: connect from one family's nodes per run, or leave the sources to the kernel");
+        }
         let source_ips = if !self.source_ips.is_empty() {
             self.source_ips.clone()
+        } else if !one_family {
+            Vec::new()
+        } else if v6 && bases.iter().all(|(_, b, _)| b.addr.ip().is_loopback()) {
+            // IPv6 has one loopback address: ::1 gives 55k pairs.
+            vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]
         } else if bases.iter().all(|(_, b, _)| b.addr.ip().is_loopback()) {
             // Explicit source pairs even for one address: the kernel's own
             // port search is quadratic in connections (see engine::ports).
             let n = self.subscribers.div_ceil(PORTS_PER_SOURCE_IP);
-            (1..=n as u8).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect()
+            (1..=n as u8)
+                .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+                .collect()
         } else {
             Vec::new()
         };
@@ -857,9 +881,14 @@ impl RunConfig {
             let mut free = free_pairs(&self.source_ips, &busy);
             if self.source_ips_default {
                 let before = self.source_ips.len();
-                while free < 2 * need && self.source_ips.len() < DEFAULT_SOURCE_IPS_MAX {
+                // Only 127/8 has more loopback addresses to grow into.
+                while free < 2 * need
+                    && self.source_ips.len() < DEFAULT_SOURCE_IPS_MAX
+                    && self.source_ips.iter().all(IpAddr::is_ipv4)
+                {
                     let next = self.source_ips.len() as u8 + 1;
-                    self.source_ips.push(Ipv4Addr::new(127, 0, 0, next));
+                    self.source_ips
+                        .push(IpAddr::V4(Ipv4Addr::new(127, 0, 0, next)));
                     free = free_pairs(&self.source_ips, &busy);
                 }
                 if self.source_ips.len() > before {
@@ -960,7 +989,7 @@ mod tests {
 
     #[test]
     fn source_space_grows_by_default_and_refuses_a_short_list() {
-        let lo = |d: u8| Ipv4Addr::new(127, 0, 0, d);
+        let lo = |d: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, d));
         let held: BusyPairs = (10_000..60_000u16).map(|p| (lo(1), p)).collect();
         let mut c = args(&["--subscribers", "20000"]).expect("valid");
         assert_eq!(c.source_ips, vec![lo(1)]);

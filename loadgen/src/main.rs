@@ -120,14 +120,7 @@ fn real_main() -> i32 {
     };
     // Source pairs earlier connections still hold toward the server: skipped,
     // and counted against the address space before anything connects.
-    let servers: Vec<std::net::SocketAddrV4> = cfg
-        .nodes
-        .iter()
-        .filter_map(|n| match n.server {
-            std::net::SocketAddr::V4(v4) => Some(v4),
-            std::net::SocketAddr::V6(_) => None,
-        })
-        .collect();
+    let servers: Vec<std::net::SocketAddr> = cfg.nodes.iter().map(|n| n.server).collect();
     let busy = if cfg.source_ips.is_empty() {
         Default::default()
     } else {

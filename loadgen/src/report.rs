@@ -175,7 +175,7 @@ pub struct Report {
     /// 4-tuple was still taken (not errors; see docs/loadgen.md).
     pub source_pair_retries: u64,
     /// Source addresses the subscribers connected from (empty: the kernel chose).
-    pub source_ips: Vec<std::net::Ipv4Addr>,
+    pub source_ips: Vec<std::net::IpAddr>,
     /// Source pairs earlier connections still held toward the server at the start (skipped).
     pub source_pairs_busy_at_start: usize,
     pub http_statuses: Counts,

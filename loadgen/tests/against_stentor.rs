@@ -118,7 +118,17 @@ fn scenario_storm_and_churn_resume_exactly_once() {
     let srv = Stentor::start(
         &bin,
         "127.0.0.1:0",
-        &["--workers", "1", "--retry-ms", "200"],
+        // 300 subscribers resume at once from one loopback address: the
+        // per-IP resume limit (50/s by default, meant for one client IP)
+        // would answer most of them 429.
+        &[
+            "--workers",
+            "1",
+            "--retry-ms",
+            "200",
+            "--resume-rate-per-ip",
+            "100000",
+        ],
     );
     let file = std::env::temp_dir().join(format!("loadgen-scenario-{}.toml", std::process::id()));
     std::fs::write(
@@ -288,4 +298,55 @@ fn two_runs_merge_into_one_report() {
         "{m:#}"
     );
     assert!(page.contains("merged") && page.contains("<table>"));
+}
+
+/// An IPv6 node: `--url http://[::1]:PORT` connects every subscriber over
+/// IPv6 (from ::1, pairs picked by the loadgen), publishes over IPv6, and
+/// loses nothing; IPv4 source addresses for an IPv6 node are refused.
+#[test]
+fn ipv6_node_on_loopback() {
+    let Some(bin) = stentor_bin() else { return };
+    let srv = Stentor::start(&bin, "[::1]:0", &["--workers", "1"]);
+    assert!(srv.addr.is_ipv6(), "{}", srv.addr);
+    let url = srv.url();
+    assert!(url.starts_with("http://[::1]:"), "{url}");
+    let base = [
+        "run",
+        "--url",
+        &url,
+        "--subscribers",
+        "300",
+        "--rate",
+        "20",
+        "--duration-s",
+        "1",
+        "--drain-s",
+        "3",
+        "--max-loss",
+        "0",
+        "--min-connected",
+        "1",
+    ];
+    for extra in [&[][..], &["--source-ips", "::1"]] {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        let o = loadgen(&args);
+        let r = &o.report;
+        assert_eq!(o.code, 0, "{extra:?}: stderr {}\nreport {r:#}", o.stderr);
+        assert_eq!(n(r, "subscribers_connected"), 300, "{r:#}");
+        assert_eq!(n(r, "deliveries_received"), 300 * 20, "{r:#}");
+        assert_eq!(n(r, "loss"), 0);
+        assert_eq!(r["source_ips"], serde_json::json!(["::1"]), "{r:#}");
+    }
+    let o = loadgen(&[
+        "run",
+        "--url",
+        &url,
+        "--subscribers",
+        "1",
+        "--source-ips",
+        "127.0.0.1",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("IPv6"), "{}", o.stderr);
 }

@@ -16,7 +16,7 @@
 //! as busy as a live connection.
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 /// TCP states from `include/net/tcp_states.h` that matter here.
 const TCP_TIME_WAIT: u8 = 6;
@@ -28,15 +28,19 @@ const TIME_WAIT_S: f64 = 60.0;
 const TIME_WAIT_REUSE_AGE_S: f64 = 3.0;
 
 /// (source address, source port) pairs a new connection to the server must not use.
-pub type BusyPairs = HashSet<(Ipv4Addr, u16)>;
+pub type BusyPairs = HashSet<(IpAddr, u16)>;
 
-/// Read the kernel's socket table and the TIME_WAIT reuse setting. A table
-/// that cannot be read gives an empty set (the engine still retries a pair
-/// that connect() refuses).
-pub fn snapshot(servers: &[SocketAddrV4]) -> BusyPairs {
-    let Ok(text) = std::fs::read_to_string("/proc/net/tcp") else {
-        return BusyPairs::new();
-    };
+/// Read the kernel's socket tables (`/proc/net/tcp`, and `tcp6` when a
+/// server is IPv6) and the TIME_WAIT reuse setting. A table that cannot be
+/// read gives no pairs (the engine still retries a pair that connect()
+/// refuses).
+pub fn snapshot(servers: &[SocketAddr]) -> BusyPairs {
+    let mut text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    if servers.iter().any(SocketAddr::is_ipv6) {
+        // Same columns; the header line of the second table is skipped as garbage.
+        text.push('\n');
+        text.push_str(&std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default());
+    }
     let tw_reuse = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_tw_reuse")
         .ok()
         .and_then(|s| s.trim().parse::<u8>().ok())
@@ -46,8 +50,8 @@ pub fn snapshot(servers: &[SocketAddrV4]) -> BusyPairs {
     parse(&text, servers, tw_reuse, ticks_per_s)
 }
 
-/// The pure part of [`snapshot`]: lines of `/proc/net/tcp` to busy pairs.
-pub fn parse(text: &str, servers: &[SocketAddrV4], tw_reuse: u8, ticks_per_s: f64) -> BusyPairs {
+/// The pure part of [`snapshot`]: lines of `/proc/net/tcp{,6}` to busy pairs.
+pub fn parse(text: &str, servers: &[SocketAddr], tw_reuse: u8, ticks_per_s: f64) -> BusyPairs {
     let mut busy = BusyPairs::new();
     for line in text.lines().skip(1) {
         let mut f = line.split_whitespace();
@@ -66,15 +70,15 @@ pub fn parse(text: &str, servers: &[SocketAddrV4], tw_reuse: u8, ticks_per_s: f6
         if servers.contains(&remote) {
             // Our side of a connection to the server.
             let reusable = state == TCP_TIME_WAIT
-                && tw_reusable(tw_reuse, *local.ip(), *remote.ip())
+                && tw_reusable(tw_reuse, local.ip(), remote.ip())
                 && time_wait_age_s(timer, ticks_per_s) >= TIME_WAIT_REUSE_AGE_S;
             if !reusable {
-                busy.insert((*local.ip(), local.port()));
+                busy.insert((local.ip(), local.port()));
             }
         } else if servers.contains(&local) && state != TCP_TIME_WAIT && state != 10 {
             // The server's side still closing (CLOSE_WAIT, LAST_ACK): a SYN
             // from that pair would meet it. (10 = LISTEN.)
-            busy.insert((*remote.ip(), remote.port()));
+            busy.insert((remote.ip(), remote.port()));
         }
     }
     busy
@@ -82,7 +86,7 @@ pub fn parse(text: &str, servers: &[SocketAddrV4], tw_reuse: u8, ticks_per_s: f6
 
 /// Whether connect() may take over a TIME_WAIT 4-tuple (`net.ipv4.tcp_tw_reuse`:
 /// 0 never, 1 always, 2 loopback only).
-fn tw_reusable(setting: u8, local: Ipv4Addr, remote: Ipv4Addr) -> bool {
+fn tw_reusable(setting: u8, local: IpAddr, remote: IpAddr) -> bool {
     match setting {
         1 => true,
         2 => local.is_loopback() && remote.is_loopback(),
@@ -102,12 +106,29 @@ fn time_wait_age_s(timer: &str, ticks_per_s: f64) -> f64 {
     }
 }
 
-/// `0100007F:2710` (address as the kernel's u32 in host order, port) to an address.
-fn parse_addr(s: &str) -> Option<SocketAddrV4> {
+/// `0100007F:2710` (address as the kernel's u32 in host order, port) to an
+/// address; IPv6 (`tcp6`) is four such u32 words, 32 hex digits.
+fn parse_addr(s: &str) -> Option<SocketAddr> {
     let (ip, port) = s.split_once(':')?;
-    let ip = u32::from_str_radix(ip, 16).ok()?;
     let port = u16::from_str_radix(port, 16).ok()?;
-    Some(SocketAddrV4::new(Ipv4Addr::from(ip.to_ne_bytes()), port))
+    let word = |i: usize| {
+        let w = ip.get(i * 8..i * 8 + 8)?;
+        u32::from_str_radix(w, 16).ok().map(u32::to_ne_bytes)
+    };
+    let ip = match ip.len() {
+        8 => IpAddr::from(word(0)?),
+        32 => {
+            let mut b = [0u8; 16];
+            for i in 0..4 {
+                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            let v6 = Ipv6Addr::from(b);
+            // A v4-mapped peer of a dual-stack socket is the IPv4 address.
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]
@@ -124,7 +145,7 @@ mod tests {
 
     #[test]
     fn closing_and_young_time_wait_pairs_are_busy() {
-        let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080);
+        let server = SocketAddr::from(([127, 0, 0, 1], 8080));
         let s = addr([127, 0, 0, 1], 8080);
         let text = [
             "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt".into(),
@@ -148,7 +169,7 @@ mod tests {
         let busy = parse(&text, &[server], 2, 100.0);
         let mut got: Vec<_> = busy.into_iter().collect();
         got.sort();
-        let lo = |d: u8, p: u16| (Ipv4Addr::new(127, 0, 0, d), p);
+        let lo = |d: u8, p: u16| (IpAddr::from([127, 0, 0, d]), p);
         assert_eq!(
             got,
             vec![lo(1, 10_000), lo(1, 10_001), lo(2, 10_002), lo(3, 10_004)]
@@ -159,7 +180,52 @@ mod tests {
 
     #[test]
     fn garbage_lines_are_skipped() {
-        let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 80);
+        let server = SocketAddr::from(([127, 0, 0, 1], 80));
         assert!(parse("header\nnot a line\n 0: zz:zz", &[server], 2, 100.0).is_empty());
+    }
+
+    #[test]
+    fn ipv6_lines_are_read() {
+        // ::1 as /proc/net/tcp6 prints it: four u32 words in host order.
+        let lo6 = format!(
+            "{:08X}{:08X}{:08X}{:08X}",
+            0,
+            0,
+            0,
+            u32::from_ne_bytes([0, 0, 0, 1])
+        );
+        let server = SocketAddr::from((Ipv6Addr::LOCALHOST, 8080));
+        let text = [
+            "header".to_string(),
+            line(
+                format!("{lo6}:2710"),
+                format!("{lo6}:1F90"),
+                1,
+                "00:00000000",
+            ),
+            line(
+                format!("{lo6}:1F90"),
+                format!("{lo6}:2711"),
+                8,
+                "00:00000000",
+            ),
+        ]
+        .join("\n");
+        let busy = parse(&text, &[server], 2, 100.0);
+        let lo = IpAddr::from(Ipv6Addr::LOCALHOST);
+        assert!(busy.contains(&(lo, 10_000)) && busy.contains(&(lo, 10_001)));
+        assert_eq!(busy.len(), 2);
+        // A v4-mapped address is the IPv4 one.
+        let mapped = format!(
+            "{:08X}{:08X}{:08X}{:08X}:0050",
+            0,
+            0,
+            u32::from_ne_bytes([0, 0, 0xff, 0xff]),
+            u32::from_ne_bytes([127, 0, 0, 1])
+        );
+        assert_eq!(
+            parse_addr(&mapped),
+            Some(SocketAddr::from(([127, 0, 0, 1], 80)))
+        );
     }
 }

@@ -39,8 +39,8 @@ use crate::stream::{Clock, Step, StreamReader};
 use ports::PortCursor;
 use stentor::ring::bufring::BufRing;
 use sub::{State, Sub};
+use sys::open_socket;
 pub use sys::{errno_name, machine_jiffies, process_cpu_s, thread_cpu_s};
-use sys::{open_socket, sockaddr};
 
 /// Submission queue entries per ring.
 const SQ_ENTRIES: u32 = 4096;
@@ -132,7 +132,8 @@ struct Engine {
     subs: Vec<Sub>,
     /// Per node (`--url` order), the address connects go to. Never resized
     /// after setup: in-flight Connect SQEs point into it.
-    servers: Vec<libc::sockaddr_in>,
+    /// Each node's address as connect() takes it.
+    servers: Vec<(libc::sockaddr_storage, libc::socklen_t)>,
     /// Explicit source pairs, when source addresses are given.
     ports: Option<PortCursor>,
     stats: Stats,
@@ -176,16 +177,11 @@ impl Engine {
                 Sub::new(topic as u32, node as u16, channel as u32, cfg.is_slow(g))
             })
             .collect();
-        let mut servers = Vec::with_capacity(cfg.nodes.len());
-        for n in &cfg.nodes {
-            let SocketAddr::V4(v4) = n.server else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "IPv6 servers are not supported",
-                ));
-            };
-            servers.push(sockaddr(*v4.ip(), v4.port()));
-        }
+        let servers = cfg
+            .nodes
+            .iter()
+            .map(|n| stentor::sys::sockaddr_of(n.server))
+            .collect();
         let ports = (!cfg.source_ips.is_empty()).then(|| {
             PortCursor::new(
                 cfg.source_ips.clone(),
@@ -366,13 +362,15 @@ impl Engine {
         // once; the cursor moves past it for good, so the walk may cover
         // the whole cycle and still costs each port at most once per lap.
         let tries = self.ports.as_ref().map_or(1, |p| p.capacity() as usize);
+        let node = self.subs[idx].node as usize;
+        let v6 = self.cfg.nodes[node].server.is_ipv6();
         for _ in 0..tries {
             let source = match self.ports.as_mut().map(|p| p.next_pair()) {
                 Some(None) => break,
-                Some(Some(pair)) => Some(pair),
+                Some(Some((ip, port))) => Some(SocketAddr::new(ip, port)),
                 None => None,
             };
-            opened = open_socket(source, slow);
+            opened = open_socket(v6, source, slow);
             match &opened {
                 Err(k) if k == "bind_eaddrinuse" && source.is_some() => continue,
                 _ => break,
@@ -404,15 +402,11 @@ impl Engine {
         s.op = Some(ud);
         s.state = State::Connecting;
         self.pending += 1;
-        let node = self.subs[idx].node as usize;
-        let addr = &self.servers[node] as *const libc::sockaddr_in as *const libc::sockaddr;
-        let e = opcode::Connect::new(
-            Fixed(idx as u32),
-            addr,
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        )
-        .build()
-        .user_data(ud);
+        let (sa, len) = &self.servers[node];
+        let addr = sa as *const libc::sockaddr_storage as *const libc::sockaddr;
+        let e = opcode::Connect::new(Fixed(idx as u32), addr, *len)
+            .build()
+            .user_data(ud);
         self.push(e);
     }
 

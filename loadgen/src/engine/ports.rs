@@ -10,7 +10,7 @@
 //! [`super::busy`]) are skipped, so a run started right after another never
 //! meets the previous run's closing connections.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::busy::BusyPairs;
@@ -22,7 +22,7 @@ pub const PORT_MAX: u32 = 65_535;
 
 #[derive(Debug, Clone)]
 pub struct PortCursor {
-    ips: Vec<Ipv4Addr>,
+    ips: Vec<IpAddr>,
     thread: u32,
     threads: u32,
     next: u64,
@@ -30,7 +30,7 @@ pub struct PortCursor {
 }
 
 impl PortCursor {
-    pub fn new(ips: Vec<Ipv4Addr>, thread: usize, threads: usize, busy: Arc<BusyPairs>) -> Self {
+    pub fn new(ips: Vec<IpAddr>, thread: usize, threads: usize, busy: Arc<BusyPairs>) -> Self {
         assert!(!ips.is_empty() && threads > 0 && thread < threads);
         Self {
             ips,
@@ -60,7 +60,7 @@ impl PortCursor {
     /// addresses first so they fill evenly; wraps around after
     /// [`Self::capacity`] (old ports are free by then, or bind/connect say
     /// so and the caller takes the next). `None` when every pair is busy.
-    pub fn next_pair(&mut self) -> Option<(Ipv4Addr, u16)> {
+    pub fn next_pair(&mut self) -> Option<(IpAddr, u16)> {
         let cap = self.capacity();
         for _ in 0..cap {
             let i = self.next % cap;
@@ -78,7 +78,7 @@ impl PortCursor {
 }
 
 /// Pairs `ips` offer that are not busy: what a run can connect at most.
-pub fn free_pairs(ips: &[Ipv4Addr], busy: &BusyPairs) -> u64 {
+pub fn free_pairs(ips: &[IpAddr], busy: &BusyPairs) -> u64 {
     let all = (PORT_MAX - PORT_MIN + 1) as u64 * ips.len() as u64;
     let taken = busy
         .iter()
@@ -93,7 +93,11 @@ mod tests {
 
     #[test]
     fn threads_never_share_a_pair_and_ports_stay_in_range() {
-        let ips = vec![Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)];
+        use std::net::Ipv6Addr;
+        let ips = vec![
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from(Ipv6Addr::LOCALHOST),
+        ];
         let mut seen = std::collections::HashSet::new();
         for t in 0..3 {
             let mut c = PortCursor::new(ips.clone(), t, 3, Arc::default());
@@ -109,7 +113,7 @@ mod tests {
 
     #[test]
     fn busy_pairs_are_skipped_even_after_wrapping() {
-        let ip = Ipv4Addr::LOCALHOST;
+        let ip = IpAddr::from([127, 0, 0, 1]);
         let first = PORT_MIN as u16;
         let busy: BusyPairs = [(ip, first), (ip, first + 2)].into_iter().collect();
         assert_eq!(

@@ -3,7 +3,9 @@
 //! counters, and CPU accounting.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::SocketAddr;
+
+use stentor::sys::{setsockopt_int, sockaddr_of};
 
 /// Receive buffer asked for on slow subscribers, so the server sees them fall behind quickly.
 pub const SLOW_RCVBUF_BYTES: i32 = 4096;
@@ -31,23 +33,14 @@ pub fn errno_name(e: i32) -> String {
     s.to_string()
 }
 
-pub fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
-/// A TCP socket, bound to `source` when given, with a small receive buffer
-/// for slow subscribers. Errors are counter keys.
-pub fn open_socket(source: Option<(Ipv4Addr, u16)>, slow: bool) -> Result<i32, String> {
+/// A TCP socket of the server's family (IPv4 or IPv6), bound to `source`
+/// when given (same family: the caller checked), with a small receive
+/// buffer for slow subscribers. Errors are counter keys.
+pub fn open_socket(v6: bool, source: Option<SocketAddr>, slow: bool) -> Result<i32, String> {
+    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: plain socket syscalls on a descriptor we own; closed on error.
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
             return Err(format!("socket_{}", errno_name(errno())));
         }
@@ -58,21 +51,21 @@ pub fn open_socket(source: Option<(Ipv4Addr, u16)>, slow: bool) -> Result<i32, S
         };
         if slow {
             let v: libc::c_int = SLOW_RCVBUF_BYTES;
-            if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, v) != 0 {
+            if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, v).is_err() {
                 return fail("rcvbuf");
             }
         }
-        if let Some((ip, port)) = source {
+        if let Some(source) = source {
             // Reuse lets a pair whose old connection sits in TIME_WAIT be
             // bound again after the cursor wraps.
-            if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1) != 0 {
+            if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).is_err() {
                 return fail("reuseaddr");
             }
-            let sa = sockaddr(ip, port);
+            let (sa, len) = sockaddr_of(source);
             let rc = libc::bind(
                 fd,
-                &sa as *const libc::sockaddr_in as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_in>() as u32,
+                &sa as *const libc::sockaddr_storage as *const libc::sockaddr,
+                len,
             );
             if rc != 0 {
                 return fail("bind");
@@ -80,16 +73,6 @@ pub fn open_socket(source: Option<(Ipv4Addr, u16)>, slow: bool) -> Result<i32, S
         }
         Ok(fd)
     }
-}
-
-unsafe fn setsockopt_int(fd: i32, level: i32, name: i32, v: libc::c_int) -> i32 {
-    libc::setsockopt(
-        fd,
-        level,
-        name,
-        &v as *const libc::c_int as *const libc::c_void,
-        std::mem::size_of::<libc::c_int>() as u32,
-    )
 }
 
 fn errno() -> i32 {
