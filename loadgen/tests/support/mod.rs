@@ -178,3 +178,38 @@ pub fn n(r: &Value, path: &str) -> u64 {
     v.as_u64()
         .unwrap_or_else(|| panic!("{path} missing or not a count in {r:#}"))
 }
+
+/// Whether `program` is on PATH. Under CI (`CI` set) a missing one fails the
+/// test, since `.ci/install-deps` installs it; elsewhere the test is skipped
+/// with a message that says what to install.
+pub fn require_program(program: &str, install_hint: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    require(program, found, install_hint)
+}
+
+/// Whether something a test needs (`what`) is `present`, with the same rule
+/// as [`require_program`].
+pub fn require(what: &str, present: bool, install_hint: &str) -> bool {
+    if present {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} is required under CI but is not installed ({install_hint})");
+    }
+    eprintln!("SKIPPED: {what} not found; install it to run this test ({install_hint})");
+    false
+}
+
+/// A loopback port nothing listens on right now (bound to port 0 and let
+/// go), for programs that cannot report a kernel-chosen port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind loopback port 0")
+        .port()
+}
