@@ -269,6 +269,12 @@ pub struct RunArgs {
     #[arg(long = "histogram-out")]
     pub histogram_out: Option<std::path::PathBuf>,
 
+    /// Serve the live figures (deliveries, latency per second, connected,
+    /// errors by kind) in the Prometheus text format at
+    /// http://ADDR/metrics while the run goes on (e.g. 127.0.0.1:9465).
+    #[arg(long = "prometheus-listen")]
+    pub prometheus_listen: Option<SocketAddr>,
+
     /// No progress line and no human summary (errors still go to stderr).
     #[arg(long)]
     pub quiet: bool,
@@ -351,6 +357,7 @@ pub struct RunConfig {
     pub json: Option<std::path::PathBuf>,
     pub html: Option<std::path::PathBuf>,
     pub histogram_out: Option<std::path::PathBuf>,
+    pub prometheus_listen: Option<SocketAddr>,
     pub quiet: bool,
 }
 
@@ -831,6 +838,7 @@ impl RunArgs {
             json: self.json.clone(),
             html: self.html.clone(),
             histogram_out: self.histogram_out.clone(),
+            prometheus_listen: self.prometheus_listen,
             quiet: self.quiet,
         })
     }

@@ -17,6 +17,7 @@ mod html;
 mod http;
 mod merge;
 mod payload;
+mod prom;
 mod publisher;
 mod report;
 mod run;

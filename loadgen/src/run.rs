@@ -41,6 +41,13 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
         })?;
     }
     let shared = Arc::new(Shared::new(cfg.groups() * cfg.topics.len(), cfg.threads));
+    if let Some(addr) = cfg.prometheus_listen {
+        let bound = crate::prom::serve(addr, shared.clone())
+            .map_err(|e| RunError(format!("--prometheus-listen {addr}: {e}")))?;
+        if !cfg.quiet {
+            eprintln!("stentor-loadgen: live figures at http://{bound}/metrics");
+        }
+    }
     let progress = Progress::new(&cfg, shared.clone());
     let cpu_start = engine::process_cpu_s();
     let wall_start = Instant::now();

@@ -206,6 +206,8 @@ pub struct Collector {
     next_gauge_s: u32,
     gauges: BTreeMap<u32, (u64, u64)>,
     events_sent_before: u64,
+    /// Points already handed to `shared.live`.
+    live_upto: usize,
 }
 
 impl Collector {
@@ -228,6 +230,14 @@ impl Collector {
         }
         self.take_parts(shared);
         self.reduce(now_s.saturating_sub(OPEN_S));
+        if self.points.len() > self.live_upto {
+            if let Ok(mut live) = shared.live.lock() {
+                for p in &self.points[self.live_upto..] {
+                    live.add(p);
+                }
+                self.live_upto = self.points.len();
+            }
+        }
     }
 
     /// Everything left, once every thread has shipped its last part.

@@ -80,6 +80,8 @@ pub struct Shared {
     pub catchup_left: Vec<AtomicU64>,
     /// Finished seconds shipped by the subscriber threads for the `series`.
     pub series_parts: Mutex<Vec<SeriesPart>>,
+    /// Closed seconds of the series, for `--prometheus-listen`.
+    pub live: crate::prom::LiveCell,
 }
 
 impl Shared {
@@ -104,6 +106,7 @@ impl Shared {
             p99_us: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             catchup_left: (0..threads).map(|_| AtomicU64::new(NOT_STARTED)).collect(),
             series_parts: Mutex::new(Vec::new()),
+            live: Default::default(),
         }
     }
 

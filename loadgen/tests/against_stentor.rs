@@ -350,3 +350,91 @@ fn ipv6_node_on_loopback() {
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(o.stderr.contains("IPv6"), "{}", o.stderr);
 }
+
+/// `--prometheus-listen`: while a run goes on, `GET /metrics` answers the
+/// live figures in the Prometheus text format (checked by `promtool check
+/// metrics`), with the subscribers connected and deliveries growing.
+#[test]
+fn prometheus_endpoint_serves_live_figures() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let Some(bin) = stentor_bin() else { return };
+    if !support::require_program("promtool", "apt-get install prometheus") {
+        return;
+    }
+    let srv = Stentor::start(&bin, "127.0.0.1:0", &["--workers", "1"]);
+    let port = support::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stentor-loadgen"))
+        .args(["run", "--url", &srv.url(), "--subscribers", "100"])
+        .args(["--rate", "50", "--duration-s", "5", "--drain-s", "3"])
+        .args(["--quiet", "--prometheus-listen", &listen])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start stentor-loadgen");
+    let scrape = || -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    };
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    // Scrape until a closed second with fast deliveries shows up (the
+    // series trails the clock by about two seconds), within the run.
+    let started = Instant::now();
+    let mut seen = None;
+    while started.elapsed() < Duration::from_secs(8) {
+        if let Some(text) = scrape() {
+            if value(&text, "loadgen_second_deliveries{class=\"fast\"}") > 0.0 {
+                seen = Some(text);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = seen.expect("a scrape with a closed second of deliveries during the run");
+    assert_eq!(
+        value(&text, "loadgen_subscribers_connected"),
+        100.0,
+        "{text}"
+    );
+    assert!(value(&text, "loadgen_deliveries_total") > 0.0, "{text}");
+    assert!(value(&text, "loadgen_events_sent_total") > 0.0, "{text}");
+    assert!(
+        value(&text, "loadgen_second_latency_p99_seconds{class=\"fast\"}") > 0.0,
+        "{text}"
+    );
+    assert!(value(&text, "loadgen_connects_total") >= 100.0, "{text}");
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start promtool");
+    check
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let out = check.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
