@@ -477,31 +477,6 @@ fn check_header(h: &str, flag: &str) -> Result<(), UsageError> {
     }
 }
 
-/// The soft RLIMIT_NOFILE after raising it to the hard limit: the size cap of
-/// one ring's fixed-file table.
-pub fn raise_nofile_limit() -> Option<usize> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit write/read only the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return None;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    usize::try_from(lim.rlim_cur).ok()
-}
-
 /// `URL` or `URL@W` to the URL and its weight (1 when not given).
 fn split_weight(s: &str) -> Result<(&str, u32), UsageError> {
     match s.rsplit_once('@') {

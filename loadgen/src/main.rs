@@ -111,7 +111,7 @@ fn real_main() -> i32 {
         cli::Command::Run(args) => args,
         cli::Command::Merge(m) => return merge_main(&m),
     };
-    let nofile = cli::raise_nofile_limit();
+    let nofile = Some(stentor::sys::raise_nofile() as usize);
     let mut cfg = match args.validate(nofile) {
         Ok(c) => c,
         Err(e) => {

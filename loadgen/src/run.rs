@@ -117,10 +117,7 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
         std::thread::sleep(POLL);
     }
     let publish_s = shared.now_ns().saturating_sub(start_ns) as f64 / 1e9;
-    let machine_busy = match (machine_start, engine::machine_jiffies()) {
-        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => Some((b1 - b0) as f64 / (t1 - t0) as f64),
-        _ => None,
-    };
+    let machine_busy = stentor::sys::busy_share(machine_start, engine::machine_jiffies());
 
     // Verdict for slow subscribers: were they closed by the server?
     if cfg.slow_fraction > 0.0 {

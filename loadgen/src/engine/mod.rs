@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use io_uring::types::{Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
+use stentor::ring::token::{pack_raw, unpack_raw, GENERATION_MAX};
 
 use crate::cli::{RunConfig, SlowMode};
 use crate::shared::Shared;
@@ -38,9 +39,10 @@ use crate::stats::Stats;
 use crate::stream::{Clock, Step, StreamReader};
 use ports::PortCursor;
 use stentor::ring::bufring::BufRing;
+pub use stentor::sys::machine_jiffies;
 use sub::{State, Sub};
 use sys::open_socket;
-pub use sys::{errno_name, machine_jiffies, process_cpu_s, thread_cpu_s};
+pub use sys::{errno_name, process_cpu_s, thread_cpu_s};
 
 /// Submission queue entries per ring.
 const SQ_ENTRIES: u32 = 4096;
@@ -66,27 +68,29 @@ const RECONNECTS_MAX: u16 = 1000;
 const RETRY_MS_DEFAULT: u64 = 1000;
 const RETRY_MS_MAX: u64 = 5000;
 
-const OP_CONNECT: u64 = 1;
-const OP_SEND: u64 = 2;
-const OP_RECV_MULTI: u64 = 3;
-const OP_RECV_ONE: u64 = 4;
-const OP_POLL: u64 = 5;
-const OP_CLOSE: u64 = 6;
-const OP_CANCEL: u64 = 7;
-
-const GEN_MASK: u64 = 0x0FFF_FFFF;
+// Op kinds in user_data (packed by stentor's token module).
+const OP_CONNECT: u8 = 1;
+const OP_SEND: u8 = 2;
+const OP_RECV_MULTI: u8 = 3;
+const OP_RECV_ONE: u8 = 4;
+const OP_POLL: u8 = 5;
+const OP_CLOSE: u8 = 6;
+const OP_CANCEL: u8 = 7;
 
 /// Second of the run (since the epoch) `now_ns` falls in.
 fn second_of(now_ns: u64) -> u32 {
     (now_ns / 1_000_000_000) as u32
 }
 
-fn user_data(kind: u64, gen: u32, idx: u32) -> u64 {
-    (kind << 60) | ((gen as u64 & GEN_MASK) << 32) | idx as u64
+/// An op's user_data: its kind, the subscriber's attempt generation (a
+/// late completion of an earlier attempt is recognised and dropped) and
+/// the subscriber's slot.
+fn user_data(kind: u8, gen: u32, idx: u32) -> u64 {
+    pack_raw(kind, gen, idx)
 }
 
-fn split_user_data(ud: u64) -> (u64, u32, u32) {
-    (ud >> 60, ((ud >> 32) & GEN_MASK) as u32, ud as u32)
+fn split_user_data(ud: u64) -> (u8, u32, u32) {
+    unpack_raw(ud)
 }
 
 /// Start one subscriber thread; it returns its statistics when `stop` is set.
@@ -106,19 +110,10 @@ pub fn spawn(
         })
 }
 
+/// The server's ring setup (DEFER_TASKRUN where the kernel has it, with its
+/// fallbacks), with the loadgen's queue sizes.
 fn build_ring() -> io::Result<IoUring> {
-    let tuned = IoUring::builder()
-        .setup_cqsize(CQ_ENTRIES)
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .build(SQ_ENTRIES);
-    match tuned {
-        Ok(r) => Ok(r),
-        // Older kernels lack DEFER_TASKRUN; plain rings still work.
-        Err(_) => IoUring::builder()
-            .setup_cqsize(CQ_ENTRIES)
-            .build(SQ_ENTRIES),
-    }
+    stentor::ring::build_ring(SQ_ENTRIES, CQ_ENTRIES).map(|(ring, _)| ring)
 }
 
 struct Engine {
@@ -425,7 +420,7 @@ impl Engine {
             return;
         }
         let s = &mut self.subs[idx];
-        if s.gen & GEN_MASK as u32 != gen {
+        if s.gen & GENERATION_MAX != gen {
             // Cannot happen by construction (one attempt at a time per slot),
             // but a stale buffer must still go back to the kernel.
             debug_assert!(false, "stale completion kind {kind} for {idx}");
@@ -616,7 +611,7 @@ impl Engine {
     }
 
     /// A read completed (`res` bytes, 0 = EOF, < 0 = error): keep reading or end.
-    fn after_read(&mut self, idx: usize, res: i32, flags: u32, now: u64, kind: u64) {
+    fn after_read(&mut self, idx: usize, res: i32, flags: u32, now: u64, kind: u8) {
         let state = self.subs[idx].state;
         if matches!(state, State::Closing | State::CloseSent | State::Closed) {
             return;
@@ -843,15 +838,15 @@ mod tests {
     fn user_data_round_trips() {
         for (kind, gen, idx) in [
             (OP_CONNECT, 0, 0),
-            (OP_CLOSE, 0x0FFF_FFFF, u32::MAX),
+            (OP_CLOSE, GENERATION_MAX, u32::MAX),
             (OP_POLL, 12345, 99_999),
         ] {
             assert_eq!(split_user_data(user_data(kind, gen, idx)), (kind, gen, idx));
         }
-        // The generation wraps within its 28 bits, never into the kind.
+        // The generation wraps within its bits, never into the kind.
         assert_eq!(
             split_user_data(user_data(OP_SEND, u32::MAX, 7)),
-            (OP_SEND, 0x0FFF_FFFF, 7)
+            (OP_SEND, GENERATION_MAX, 7)
         );
     }
 }

@@ -1,6 +1,7 @@
-//! The few raw system calls the engine needs outside the ring: creating and
-//! binding a socket before it goes into the fixed table, errno names for
-//! counters, and CPU accounting.
+//! What only the loadgen needs outside the ring: creating and binding a
+//! client socket before it goes into the fixed table, and errno names for
+//! counters. Everything generic (socket options and addresses, rlimits,
+//! rusage, /proc/stat) is `stentor::sys`, shared with the server and bench.
 
 use std::io;
 use std::net::SocketAddr;
@@ -81,37 +82,10 @@ fn errno() -> i32 {
 
 /// CPU seconds (user + system) this thread has used.
 pub fn thread_cpu_s() -> f64 {
-    rusage_s(libc::RUSAGE_THREAD)
+    stentor::sys::cpu_seconds(libc::RUSAGE_THREAD)
 }
 
 /// CPU seconds (user + system) the whole process has used.
 pub fn process_cpu_s() -> f64 {
-    rusage_s(libc::RUSAGE_SELF)
-}
-
-/// Busy and total jiffies of the whole machine (all processes), from
-/// /proc/stat; `None` where it cannot be read.
-pub fn machine_jiffies() -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = text.lines().next()?.strip_prefix("cpu ")?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
-    Some((total - idle, total))
-}
-
-fn rusage_s(who: i32) -> f64 {
-    // SAFETY: getrusage fills the struct we own.
-    unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(who, &mut ru) != 0 {
-            return 0.0;
-        }
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        tv(ru.ru_utime) + tv(ru.ru_stime)
-    }
+    stentor::sys::cpu_seconds(libc::RUSAGE_SELF)
 }

@@ -77,21 +77,35 @@ impl Token {
     }
 
     pub fn pack(self) -> u64 {
-        (u64::from(self.kind as u8) << 56)
-            | (u64::from(self.generation & GENERATION_MAX) << 32)
-            | u64::from(self.key)
+        pack_raw(self.kind as u8, self.generation, self.key)
     }
 
     /// `None` for a user_data we never produced (a kernel or programming
     /// error: the caller logs it and drops the completion).
     pub fn unpack(user_data: u64) -> Option<Token> {
-        let kind = OpKind::from_u8((user_data >> 56) as u8)?;
+        let (kind, generation, key) = unpack_raw(user_data);
         Some(Token {
-            kind,
-            generation: ((user_data >> 32) as u32) & GENERATION_MAX,
-            key: user_data as u32,
+            kind: OpKind::from_u8(kind)?,
+            generation,
+            key,
         })
     }
+}
+
+/// The packing itself, for rings whose op kinds are not the server's
+/// [`OpKind`] (the load generator's: connect, send, recv, ...): `kind`
+/// (8 bits) | `generation` masked to [`GENERATION_BITS`] | `key`.
+pub fn pack_raw(kind: u8, generation: u32, key: u32) -> u64 {
+    (u64::from(kind) << 56) | (u64::from(generation & GENERATION_MAX) << 32) | u64::from(key)
+}
+
+/// `(kind, generation, key)` of a [`pack_raw`] user_data.
+pub fn unpack_raw(user_data: u64) -> (u8, u32, u32) {
+    (
+        (user_data >> 56) as u8,
+        ((user_data >> 32) as u32) & GENERATION_MAX,
+        user_data as u32,
+    )
 }
 
 /// The generation after `generation`, wrapping inside [`GENERATION_BITS`].
@@ -145,5 +159,19 @@ mod tests {
         let seen = Token::unpack(old.pack()).unwrap();
         assert_eq!(seen.key, 42);
         assert_ne!(seen.generation, slot_generation, "must be seen as stale");
+    }
+
+    #[test]
+    fn raw_packing_round_trips_any_kind() {
+        for kind in [0u8, 1, 7, 255] {
+            for (generation, key) in [(0, 0), (GENERATION_MAX, u32::MAX), (12, 99_999)] {
+                assert_eq!(
+                    unpack_raw(pack_raw(kind, generation, key)),
+                    (kind, generation, key)
+                );
+            }
+        }
+        // A generation past the bits wraps inside them, never into the kind.
+        assert_eq!(unpack_raw(pack_raw(3, u32::MAX, 7)), (3, GENERATION_MAX, 7));
     }
 }
