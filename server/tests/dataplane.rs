@@ -693,7 +693,16 @@ mod idle_clients {
     use io_uring::{opcode, types, IoUring};
 
     pub const SLOTS_PER_RING: u32 = 19_000;
-    pub const PER_SOURCE_ADDRESS: usize = 20_000;
+    pub const PER_SOURCE_ADDRESS: usize = 10_000;
+
+    /// The client address of connection `i`: 127.77.B.H, away from the
+    /// 127.0.0.x other tests and tools bind ports on (an explicitly bound
+    /// port is taken for every destination, so sharing addresses with a
+    /// concurrent run made connect() fail with EADDRNOTAVAIL).
+    pub fn source_address(i: usize) -> [u8; 4] {
+        let block = i / PER_SOURCE_ADDRESS;
+        [127, 77, (block / 250) as u8, (block % 250 + 1) as u8]
+    }
     const SCRATCH_BYTES: usize = 16 * 4096;
 
     pub struct Clients {
@@ -767,7 +776,7 @@ mod idle_clients {
                             .expect("client fixed table");
                         for i in r * per_ring..((r + 1) * per_ring).min(n) {
                             let slot = (i - r * per_ring) as u32;
-                            let src = [127, 0, 0, 2 + (i / PER_SOURCE_ADDRESS) as u8];
+                            let src = source_address(i);
                             let fd = connect_from(src, port, &request)
                                 .unwrap_or_else(|e| panic!("connection {i} from {src:?}: {e}"));
                             ring.submitter()
