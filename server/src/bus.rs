@@ -10,9 +10,10 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::api::jwt::Keys;
 use crate::config::Config;
 use crate::hub::id::ResumePoint;
 use crate::hub::publish::{PublishError, PublishRequest};
@@ -31,6 +32,8 @@ pub struct Delivery {
     pub id: u64,
     pub topic: Topic,
     pub frame: Frame,
+    /// For the streams whose token covers the topic only.
+    pub private: bool,
 }
 
 /// The frames waiting in one inbox and what they cost.
@@ -132,6 +135,11 @@ pub struct Shared {
     pub publish_rate: crate::limit::PublishRate,
     /// Resume token buckets per client IP (`--resume-rate-per-ip`).
     pub resume_rate: crate::limit::PublishRate,
+    /// The JWT keys in force, swapped whole on SIGHUP; workers take them
+    /// when `keys_generation` moves (checked per request, never per
+    /// delivery).
+    keys: Mutex<Option<Arc<Keys>>>,
+    keys_generation: AtomicU64,
 }
 
 /// The hub and who listens to which topic, node-wide: a topic nobody
@@ -216,6 +224,14 @@ impl Shared {
             per_ip: crate::limit::PerIp::new(config.max_connections_per_ip),
             publish_rate: crate::limit::PublishRate::new(config.publish_rate_per_s_max),
             resume_rate: crate::limit::PublishRate::new(config.resume_rate_per_ip),
+            // Validated at startup: a key that fails here failed there.
+            keys: Mutex::new(
+                Keys::load(&config.jwt_config())
+                    .ok()
+                    .flatten()
+                    .map(Arc::new),
+            ),
+            keys_generation: AtomicU64::new(1),
             connections_max,
             config,
         })
@@ -278,6 +294,7 @@ impl Shared {
                         id: p.id,
                         topic: t.clone(),
                         frame: p.frame.clone(),
+                        private: p.private,
                     });
                 }
             }
@@ -312,8 +329,20 @@ impl Shared {
         resume: &ResumePoint,
         register: impl FnOnce() -> R,
     ) -> (Replay, R) {
+        self.subscribe_for(topics, resume, &|_| false, register)
+    }
+
+    /// [`Self::subscribe`] for a stream that gets the private events of the
+    /// topics `private_ok` accepts, in its replay as live.
+    pub fn subscribe_for<R>(
+        &self,
+        topics: &[Topic],
+        resume: &ResumePoint,
+        private_ok: &dyn Fn(&str) -> bool,
+        register: impl FnOnce() -> R,
+    ) -> (Replay, R) {
         let mut state = lock(&self.hub);
-        let replay = state.hub.replay(topics, resume);
+        let replay = state.hub.replay_for(topics, resume, private_ok);
         let registered = register();
         for t in topics {
             *state.streams.entry(t.clone()).or_insert(0) += 1;
@@ -374,6 +403,23 @@ impl Shared {
         }
     }
 
+    /// Put `keys` in force (a reload): requests decided from now on use
+    /// them; open streams keep what they were granted.
+    pub fn set_keys(&self, keys: Option<Arc<Keys>>) {
+        *lock(&self.keys) = keys;
+        self.keys_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The keys in force when they changed since generation `seen`, with
+    /// their generation (one atomic load when they did not).
+    pub fn keys_if_newer(&self, seen: u64) -> Option<(u64, Option<Arc<Keys>>)> {
+        if self.keys_generation.load(Ordering::Acquire) == seen {
+            return None;
+        }
+        let keys = lock(&self.keys);
+        Some((self.keys_generation.load(Ordering::Acquire), keys.clone()))
+    }
+
     /// Flag shutdown and wake every worker so it notices.
     pub fn request_shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
@@ -402,6 +448,7 @@ mod tests {
                 data: data.into(),
                 ..Default::default()
             },
+            private: false,
         }
     }
 

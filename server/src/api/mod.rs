@@ -5,6 +5,7 @@
 //! - routes, methods and every status with its reason (here);
 //! - [`client`]: who the client is behind `--trusted-proxy` hops;
 //! - [`auth`]: bearer tokens and the rule for publishing without one;
+//! - [`authz`]: JWT rights: which topics a publisher or a stream may use;
 //! - [`cors`]: which browser origins may read our answers;
 //! - [`publish`]: the body of `POST /publish`, once authorized;
 //! - [`response`]: the bytes of an answer and of a stream's head;
@@ -18,6 +19,7 @@
 //! Continue` is sent only once the request is authorized.
 
 pub mod auth;
+pub mod authz;
 pub mod client;
 pub mod cors;
 pub mod jwt;
@@ -34,7 +36,7 @@ use crate::hub::publish::PublishRequest;
 use crate::hub::topic::Topic;
 use crate::limit::Limit;
 use crate::wire::http::{self, Method, RequestHead};
-use auth::{bearer, token_matches, unauthorized};
+use authz::{AuthzConfig, PublishRights, StreamRights};
 use client::{Client, TrustedProxies};
 use cors::{preflight, Cors};
 use publish::{parse_publish, PublishRules};
@@ -58,6 +60,10 @@ pub struct ApiConfig {
     pub cors: Cors,
     /// `--trusted-proxy`: peers whose forwarding headers name the client.
     pub trusted_proxies: TrustedProxies,
+    /// JWT keys and rules (`--jwt-key`, `--subscribe-auth`, ...). The keys
+    /// start unset here: the worker takes the node's current ones from the
+    /// bus before its first request and again after each reload.
+    pub authz: AuthzConfig,
 }
 
 impl ApiConfig {
@@ -73,6 +79,7 @@ impl ApiConfig {
             subscribe_token: config.subscribe_token.clone(),
             cors: Cors::from_list(&config.cors_origin),
             trusted_proxies: TrustedProxies::new(config.trusted_proxy.clone()),
+            authz: AuthzConfig::from_config(config, None),
         }
     }
 }
@@ -92,6 +99,8 @@ pub enum Decision {
         headers: Headers,
         /// The client, for per-IP limits (resumes, connections).
         client: Client,
+        /// What the stream's token grants (private events of its topics).
+        rights: StreamRights,
     },
     /// An authorized publish: read the body (after `100 Continue` if the
     /// client waits for it), then [`publish_body`].
@@ -106,8 +115,10 @@ pub struct PublishGrant {
     pub keep_alive: bool,
     /// Extra answer headers (CORS).
     pub headers: Headers,
-    /// The publish rate bucket: the configured token's, else the client's.
+    /// The publish rate bucket: the token's, else the client's.
     pub rate_key: u64,
+    /// The topics the publisher may publish to (checked on the body).
+    pub rights: PublishRights,
 }
 
 /// Decide what a request gets from its head. `peer` is the TCP peer (or
@@ -132,11 +143,17 @@ pub fn publish_body(
     body: &[u8],
     cfg: &ApiConfig,
 ) -> Result<Vec<PublishRequest>, Response> {
-    parse_publish(head.header("content-type"), body, &cfg.publish_rules).map_err(|e| {
-        let mut r = Response::publish_error(&e, grant.keep_alive);
-        r.headers = grant.headers.clone();
+    let requests =
+        parse_publish(head.header("content-type"), body, &cfg.publish_rules).map_err(|e| {
+            let mut r = Response::publish_error(&e, grant.keep_alive);
+            r.headers = grant.headers.clone();
+            r
+        })?;
+    authz::publish_topics(&grant.rights, &requests, grant.keep_alive).map_err(|mut r| {
+        r.headers.extend(grant.headers.iter().cloned());
         r
-    })
+    })?;
+    Ok(requests)
 }
 
 fn route(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
@@ -195,11 +212,9 @@ fn stream(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
     };
     let mut topics: Vec<Topic> = Vec::new();
     let mut last_event_id: Option<&str> = None;
-    let mut access_token: Option<&str> = None;
     for (k, v) in &pairs {
         match k.as_str() {
             "lastEventId" => last_event_id = Some(v),
-            "access_token" => access_token = Some(v),
             "topic" => {
                 if topics.iter().any(|t| t.as_str() == v) {
                     continue;
@@ -222,20 +237,17 @@ fn stream(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
             _ => {}
         }
     }
-    if let Some(expected) = &cfg.subscribe_token {
-        // EventSource cannot set headers: the query parameter is the way
-        // for browsers, the header for every other client.
-        let presented = bearer(head).or(access_token);
-        let ok = presented.is_some_and(|p| token_matches(p.as_bytes(), expected.as_bytes()));
-        if !ok {
-            return Decision::Respond(unauthorized(
-                "subscribe",
-                presented.is_some(),
-                false,
-                head.keep_alive,
-            ));
-        }
-    }
+    let names: Vec<&str> = topics.iter().map(Topic::as_str).collect();
+    let rights = match authz::stream_from_head(
+        head,
+        &pairs,
+        &names,
+        cfg.subscribe_token.as_deref(),
+        &cfg.authz,
+    ) {
+        Ok(r) => r,
+        Err(r) => return Decision::Respond(r),
+    };
     if topics.is_empty() {
         return bad_request("missing topic: use /events?topic=NAME (repeatable)");
     }
@@ -245,28 +257,24 @@ fn stream(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
         resume,
         headers: Headers::new(),
         client: *client,
+        rights,
     }
 }
 
 fn publish(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
     let keep_alive = head.keep_alive;
-    let rate_key = match &cfg.publish_token {
-        Some(expected) => {
-            let presented = bearer(head);
-            let ok = presented.is_some_and(|p| token_matches(p.as_bytes(), expected.as_bytes()));
-            if !ok {
-                return Decision::Respond(unauthorized(
-                    "publish",
-                    presented.is_some(),
-                    true,
-                    keep_alive,
-                ));
-            }
-            // Only a configured (now checked) token names a bucket: a token
-            // a client made up would buy it a fresh bucket per request.
-            crate::limit::token_key(expected.as_bytes())
-        }
-        None => {
+    let query = http::parse_query(&head.query).unwrap_or_default();
+    let settled = authz::publish_from_head(
+        head,
+        &query,
+        cfg.publish_token.as_deref(),
+        &cfg.authz,
+        &cfg.cors,
+    );
+    let (rights, rate_key) = match settled {
+        Err(r) => return Decision::Respond(r),
+        Ok(Some(granted)) => granted,
+        Ok(None) => {
             if let Some(reason) = auth::tokenless_publish_refusal(head, client, &cfg.cors) {
                 let mut r = Response::publish_error(
                     &crate::hub::publish::PublishError::new(403, None, reason),
@@ -275,13 +283,14 @@ fn publish(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
                 r.limit = Some(Limit::Forbidden);
                 return Decision::Respond(r);
             }
-            client_key(client)
+            (PublishRights::All, client_key(client))
         }
     };
     Decision::ReadBody(PublishGrant {
         keep_alive,
         headers: Headers::new(),
         rate_key,
+        rights,
     })
 }
 
@@ -292,6 +301,7 @@ pub fn client_key(client: &Client) -> u64 {
 
 #[cfg(test)]
 mod route_tests {
+    use super::auth::token_matches;
     use super::cors::{CORS_ALLOW_HEADERS, CORS_MAX_AGE_S};
     use super::*;
     use crate::wire::http::{parse_head, HeadStatus, Limits};
@@ -374,6 +384,11 @@ mod route_tests {
             subscribe_token: None,
             cors: Cors::default(),
             trusted_proxies: TrustedProxies::default(),
+            authz: AuthzConfig {
+                keys: None,
+                subscribe_auth: authz::SubscribeAuth::Off,
+                generation: 0,
+            },
         }
     }
 

@@ -27,6 +27,9 @@ pub struct HistoryLimits {
 pub struct Entry {
     pub id: u64,
     pub frame: Frame,
+    /// A private event: replayed only to streams whose token covers its
+    /// topic.
+    pub private: bool,
 }
 
 /// What one append pushed out of the ring, for the node-wide counters.
@@ -80,6 +83,11 @@ impl History {
     /// evict from the front until both bounds hold again. O(1) amortised:
     /// each entry is pushed once and popped at most once.
     pub fn push(&mut self, id: u64, frame: Frame) -> Evicted {
+        self.push_flagged(id, frame, false)
+    }
+
+    /// [`Self::push`] of an event that is private or not.
+    pub fn push_flagged(&mut self, id: u64, frame: Frame, private: bool) -> Evicted {
         assert!(
             id > self.newest_id,
             "history ids must increase: {id} after {}",
@@ -87,7 +95,7 @@ impl History {
         );
         self.newest_id = id;
         self.bytes += frame.len();
-        self.entries.push_back(Entry { id, frame });
+        self.entries.push_back(Entry { id, frame, private });
         let mut evicted = Evicted::default();
         // Bounded by the entries just counted: every turn pops one.
         while self.entries.len() > self.limits.events_max || self.bytes > self.limits.bytes_max {

@@ -61,6 +61,8 @@ pub struct HubLimits {
 pub struct Published {
     pub id: u64,
     pub frame: Frame,
+    /// For streams whose token covers the topic only.
+    pub private: bool,
 }
 
 /// Why a client may have missed events.
@@ -180,8 +182,12 @@ impl Hub {
     pub fn publish(&mut self, topic: &Topic, event: Event) -> Result<Published, PublishError> {
         let id = self.check_room(std::iter::once(topic))?;
         let frame = encode_with_id(event, id)?;
-        self.commit(topic, id, frame.clone());
-        Ok(Published { id, frame })
+        self.commit(topic, id, frame.clone(), false);
+        Ok(Published {
+            id,
+            frame,
+            private: false,
+        })
     }
 
     /// Publish a batch in order, all or nothing: every event is checked and
@@ -194,15 +200,16 @@ impl Hub {
         let mut prepared = Vec::with_capacity(requests.len());
         for (i, request) in requests.into_iter().enumerate() {
             let id = first_id + i as u64;
+            let private = request.private;
             let frame = encode_with_id(request.event, id).map_err(|e| PublishError {
                 message: format!("events[{i}]: {}", e.message),
                 ..e
             })?;
-            prepared.push((request.topic, Published { id, frame }));
+            prepared.push((request.topic, Published { id, frame, private }));
         }
         let mut published = Vec::with_capacity(prepared.len());
         for (topic, p) in prepared {
-            self.commit(&topic, p.id, p.frame.clone());
+            self.commit(&topic, p.id, p.frame.clone(), p.private);
             published.push(p);
         }
         Ok(published)
@@ -240,7 +247,7 @@ impl Hub {
     }
 
     /// Give `id` out and keep `frame` in `topic`'s history.
-    fn commit(&mut self, topic: &Topic, id: u64, frame: Frame) {
+    fn commit(&mut self, topic: &Topic, id: u64, frame: Frame, private: bool) {
         let next = self.ids.next_id();
         assert_eq!(next, Some(id), "ids are committed in the order checked");
         let frame_bytes = frame.len();
@@ -253,7 +260,7 @@ impl Hub {
                 })
             }
         };
-        let evicted = history.push(id, frame);
+        let evicted = history.push_flagged(id, frame, private);
         self.stats.published_total += 1;
         self.stats.last_id = id;
         self.stats.history_events = self.stats.history_events + 1 - evicted.events;
@@ -266,6 +273,17 @@ impl Hub {
     /// What a client subscribing to `topics` from `resume` is sent before it
     /// goes live. Duplicate topics count once. See `docs/hub.md` for each case.
     pub fn replay(&self, topics: &[Topic], resume: &ResumePoint) -> Replay {
+        self.replay_for(topics, resume, &|_| false)
+    }
+
+    /// [`Self::replay`] for a stream that gets the private events of the
+    /// topics `private_ok` accepts (and only the public ones of the others).
+    pub fn replay_for(
+        &self,
+        topics: &[Topic],
+        resume: &ResumePoint,
+        private_ok: &dyn Fn(&str) -> bool,
+    ) -> Replay {
         let through_id = self.ids.last();
         let (after, echo, mut missed) = match resume {
             ResumePoint::Live => {
@@ -288,7 +306,7 @@ impl Hub {
         distinct.dedup();
 
         // Per topic, the kept entries after `after`, walked newest first.
-        let mut ranges: Vec<(&History, usize, usize)> = Vec::with_capacity(distinct.len());
+        let mut ranges: Vec<(&History, usize, usize, bool)> = Vec::with_capacity(distinct.len());
         for name in &distinct {
             match self.topics.get(*name) {
                 Some(h) => {
@@ -297,7 +315,7 @@ impl Hub {
                     }
                     let start = h.index_after(after);
                     if start < h.len() {
-                        ranges.push((h, start, h.len()));
+                        ranges.push((h, start, h.len(), private_ok(name)));
                     }
                 }
                 None => {
@@ -335,25 +353,39 @@ impl Hub {
     /// left out. The newest are kept because the live stream continues from
     /// the newest: dropping old ones leaves one gap, before the replay, which
     /// the notice announces.
-    fn newest_within_bounds(&self, ranges: &mut [(&History, usize, usize)]) -> (Vec<Frame>, bool) {
+    /// Private entries of a range whose flag is false are passed over.
+    fn newest_within_bounds(
+        &self,
+        ranges: &mut [(&History, usize, usize, bool)],
+    ) -> (Vec<Frame>, bool) {
         // Max-heap of (id of the range's newest remaining entry, range index).
         let mut heap: BinaryHeap<(u64, usize)> = ranges
             .iter()
             .enumerate()
-            .filter_map(|(i, (h, _, end))| h.get(end - 1).map(|e| (e.id, i)))
+            .filter_map(|(i, (h, _, end, _))| h.get(end - 1).map(|e| (e.id, i)))
             .collect();
         let mut chosen: Vec<Frame> = Vec::new();
         let mut bytes = 0usize;
         let mut truncated = false;
         let mut last_id = u64::MAX;
         while let Some((id, i)) = heap.pop() {
-            let (h, start, end) = &mut ranges[i];
+            let (h, start, end, private_ok) = &mut ranges[i];
             let Some(entry) = h.get(*end - 1) else {
                 break;
             };
             debug_assert_eq!(entry.id, id);
             debug_assert!(id < last_id, "ids are unique across topics");
             last_id = id;
+            if entry.private && !*private_ok {
+                // Not this stream's: skipped, and costs it nothing.
+                *end -= 1;
+                if *end > *start {
+                    if let Some(next) = h.get(*end - 1) {
+                        heap.push((next.id, i));
+                    }
+                }
+                continue;
+            }
             if chosen.len() == self.limits.replay_events_max
                 || bytes + entry.frame.len() > self.limits.replay_bytes_max
             {
@@ -578,6 +610,7 @@ mod tests {
         let req = |topic: &str, event: Event| PublishRequest {
             topic: t(topic),
             event,
+            private: false,
         };
         let bad = vec![
             req("a", ev("1")),
@@ -621,10 +654,12 @@ mod tests {
             PublishRequest {
                 topic: t("b"),
                 event: ev("1"),
+                private: false,
             },
             PublishRequest {
                 topic: t("c"),
                 event: ev("2"),
+                private: false,
             },
         ];
         let e = hub.publish_batch(two_new).unwrap_err();
@@ -635,10 +670,12 @@ mod tests {
             PublishRequest {
                 topic: t("b"),
                 event: ev("1"),
+                private: false,
             },
             PublishRequest {
                 topic: t("b"),
                 event: ev("2"),
+                private: false,
             },
         ];
         hub.publish_batch(same_new).unwrap();

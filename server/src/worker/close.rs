@@ -42,6 +42,7 @@ impl Worker {
                 .unsubscribe(subs.iter().map(|sub| index.name(sub.topic)));
         }
         let freed = conn.start_closing();
+        self.private.close(key);
         let (fixed, ring, generation) = (conn.fixed, conn.ring, conn.generation);
         // A recv being cancelled for a pause still completes on its own;
         // cancelling it again is harmless (the cancel finds nothing).
@@ -240,7 +241,8 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.shared.inboxes[self.id].close();
         self.quiesce();
-        for (_, conn) in self.conns.iter_mut() {
+        for (key, conn) in self.conns.iter_mut() {
+            self.private.close(key as u32);
             let subs = std::mem::take(&mut conn.subs);
             if !subs.is_empty() {
                 let index = &self.index;

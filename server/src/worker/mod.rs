@@ -18,6 +18,7 @@ mod abort;
 mod close;
 mod completions;
 mod fanout;
+mod private;
 mod requests;
 
 use std::collections::BTreeSet;
@@ -150,6 +151,8 @@ struct Worker {
     wake_fd: i32,
     conns: Slab<Conn>,
     index: Index,
+    /// The streams that get each topic's private events.
+    private: private::PrivateSubs,
     generation: u32,
     connections_per_ring: u32,
     limits: Limits,
@@ -223,6 +226,7 @@ impl Worker {
             wake_fd,
             conns: Slab::new(),
             index: Index::new(),
+            private: private::PrivateSubs::default(),
             generation: 0,
             connections_per_ring: setup.connections_per_ring,
             limits: config.http_limits(),
@@ -598,6 +602,7 @@ mod tests {
                 data: "x".into(),
                 ..Default::default()
             },
+            private: false,
         };
         let mut drained = Vec::new();
         for _ in 0..=crate::bus::INBOX_FRAMES_MAX {

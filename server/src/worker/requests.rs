@@ -14,6 +14,7 @@ use io_uring::opcode;
 use super::{
     Worker, ANSWER_BYTES_PAUSE, BODY_DISCARD_BYTES_MAX, REQUESTS_PER_TURN_MAX, REQ_BUF_SMALL_BYTES,
 };
+use crate::api::authz::{private_allowed, StreamRights};
 use crate::api::publish::ids_json;
 use crate::api::{self, client_key, Decision, Headers, PublishGrant, Response};
 use crate::conn::{flag, CloseReason, Deadline, Phase, DEADLINE_NONE};
@@ -136,6 +137,7 @@ impl Worker {
             self.respond(key, r);
             return false;
         }
+        self.sync_keys();
         match api::decide(&head, peer, &self.api) {
             Decision::Respond(mut r) => {
                 self.stats.requests += 1;
@@ -155,6 +157,7 @@ impl Worker {
                 resume,
                 headers,
                 client,
+                rights,
             } => {
                 self.stats.requests += 1;
                 if head.body != BodyFraming::None {
@@ -165,7 +168,14 @@ impl Worker {
                     return false;
                 }
                 self.consume(key, head_len);
-                self.start_stream(key, &topics, &resume, &headers, client_key(&client));
+                self.start_stream(
+                    key,
+                    &topics,
+                    &resume,
+                    &headers,
+                    client_key(&client),
+                    &rights,
+                );
                 return false;
             }
             Decision::ReadBody(grant) => return self.read_publish(key, &head, head_len, grant),
@@ -208,14 +218,18 @@ impl Worker {
         self.stats.requests += 1;
         self.consume(key, head_len + consumed);
         let keep_alive = grant.keep_alive;
-        let mut r = match api::publish_body(&grant, head, &body, &self.api) {
+        // A refusal of the body carries the grant's headers already.
+        let r = match api::publish_body(&grant, head, &body, &self.api) {
             Err(r) => r,
-            Ok(requests) => match self.shared.publish(grant.rate_key, requests) {
-                Ok(ids) => Response::json(200, ids_json(&ids), keep_alive),
-                Err(e) => Response::publish_error(&e, keep_alive),
-            },
+            Ok(requests) => {
+                let mut r = match self.shared.publish(grant.rate_key, requests) {
+                    Ok(ids) => Response::json(200, ids_json(&ids), keep_alive),
+                    Err(e) => Response::publish_error(&e, keep_alive),
+                };
+                r.headers = grant.headers;
+                r
+            }
         };
-        r.headers = grant.headers;
         self.respond(key, r);
         true
     }
@@ -344,6 +358,7 @@ impl Worker {
         resume: &ResumePoint,
         headers: &Headers,
         client_key: u64,
+        rights: &StreamRights,
     ) {
         if !matches!(resume, ResumePoint::Live) {
             if let Verdict::Limited { retry_after_s } = self.shared.resume_rate.check(client_key) {
@@ -369,8 +384,14 @@ impl Worker {
             }
             self.conns[key as usize].peer_key = client_key;
         }
-        let index = &mut self.index;
-        let (replay, subs) = self.shared.subscribe(topics, resume, || {
+        let (index, private) = (&mut self.index, &mut self.private);
+        // Decided once, here: which topics' private events this stream gets.
+        let private_ok = |t: &str| private_allowed(rights, t);
+        let (replay, subs) = self.shared.subscribe_for(topics, resume, &private_ok, || {
+            private.open(
+                key,
+                topics.iter().map(Topic::as_str).filter(|t| private_ok(t)),
+            );
             topics
                 .iter()
                 .map(|t| index.subscribe(t.as_str(), key))
