@@ -366,3 +366,70 @@ fn a_bad_key_ends_startup_naming_its_flag() {
         assert!(err.contains(flag), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn pattern_subscriptions_receive_exactly_the_matching_events() {
+    if !python_ready() {
+        return;
+    }
+    let server = Server::start(&["--jwt-key", SECRET]);
+    let t = mint(&[
+        hs(json!({"publish": ["*"]})),
+        hs(json!({"subscribe": ["orders/*"]})),
+        hs(json!({"subscribe": ["orders/42"]})),
+    ]);
+    let (publisher, all_orders, one_order) = (&t[0], &t[1], &t[2]);
+    // A prefix pattern with a covering token; a URI template; a prefix
+    // pattern together with a topic it names (delivered once).
+    let mut prefix = Stream::open(&server, "/events?topic=orders/*", &bearer(all_orders));
+    let mut template = Stream::open(&server, "/events?topic=orders/{id}/items", "");
+    let mut both = Stream::open(
+        &server,
+        "/events?topic=orders/42&topic=orders/*",
+        &bearer(one_order),
+    );
+    for (topic, data, private) in [
+        ("orders/42", "a", false),
+        ("orders/42/items", "b", false),
+        ("orders", "no-prefix", false),
+        ("users/1", "other", false),
+        ("orders/7/items", "c", true),
+        ("orders/9/items", "d", false),
+        ("orders/42", "s", true),
+    ] {
+        let body = json!({"topic": topic, "data": data, "private": private}).to_string();
+        let a = publish(&server, &body, &bearer(publisher));
+        assert_eq!(status_of(&a), 200, "{a}");
+    }
+    // One event every pattern here matches marks the end of each stream.
+    let a = publish(
+        &server,
+        r#"{"topic":"orders/zz/items","data":"stop"}"#,
+        &bearer(publisher),
+    );
+    assert_eq!(status_of(&a), 200, "{a}");
+    assert_eq!(prefix.until("stop"), ["a", "b", "c", "d", "s", "stop"]);
+    assert_eq!(template.until("stop"), ["b", "d", "stop"]);
+    // The token covers orders/42 only, not the whole of orders/*: the
+    // pattern gets public events; orders/42 came through the pattern, once.
+    assert_eq!(both.until("stop"), ["a", "b", "d", "stop"]);
+
+    // Authorization applies to patterns too when a token is required:
+    // orders/42 does not cover orders/*.
+    let strict = Server::start(&["--jwt-key", SECRET, "--subscribe-auth", "required"]);
+    let a = exchange(
+        strict.addr,
+        format!(
+            "GET /events?topic=orders/* HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{}\r\n",
+            bearer(one_order)
+        )
+        .as_bytes(),
+    );
+    assert_eq!(status_of(&a), 403, "{a}");
+    assert!(a.contains("orders/*"), "{a}");
+    let a = exchange(
+        strict.addr,
+        b"GET /events?topic=orders/{+x} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&a), 400, "{a}");
+}

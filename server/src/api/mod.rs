@@ -41,6 +41,7 @@ use client::{Client, TrustedProxies};
 use cors::{preflight, Cors};
 use publish::{parse_publish, PublishRules};
 pub use response::{stream_preamble, Headers, Response, STREAM_HEADERS};
+use selector::{Pattern, PatternLimits};
 
 /// The live page served at `GET /`: self-contained, nothing fetched from
 /// elsewhere.
@@ -51,6 +52,8 @@ pub const PAGE_HTML: &str = include_str!("../page/index.html");
 pub struct ApiConfig {
     pub topics_per_stream_max: usize,
     pub topic_bytes_max: usize,
+    /// Bounds on a stream's topic patterns.
+    pub pattern_limits: PatternLimits,
     pub publish_rules: PublishRules,
     /// `--publish-token`: publishing needs `Authorization: Bearer` with it.
     /// Unset: publishing only by local tools ([`auth::tokenless_publish_refusal`]).
@@ -71,6 +74,7 @@ impl ApiConfig {
         ApiConfig {
             topics_per_stream_max: usize::from(config.topics_per_stream_max),
             topic_bytes_max: usize::from(config.topic_bytes_max),
+            pattern_limits: PatternLimits::default(),
             publish_rules: PublishRules {
                 topic_bytes_max: usize::from(config.topic_bytes_max),
                 batch_events_max: config.publish_batch_events_max as usize,
@@ -94,6 +98,9 @@ pub enum Decision {
     /// replaying from `resume` first.
     Stream {
         topics: Vec<Topic>,
+        /// Topic patterns (`orders/*`, `books/{id}`): live events of every
+        /// topic they match; not replayed on resume.
+        patterns: Vec<Pattern>,
         resume: ResumePoint,
         /// Extra head lines (CORS).
         headers: Headers,
@@ -211,19 +218,18 @@ fn stream(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
         Err(e) => return bad_request(e.reason()),
     };
     let mut topics: Vec<Topic> = Vec::new();
+    let mut patterns: Vec<Pattern> = Vec::new();
     let mut last_event_id: Option<&str> = None;
     for (k, v) in &pairs {
         match k.as_str() {
             "lastEventId" => last_event_id = Some(v),
             "topic" => {
-                if topics.iter().any(|t| t.as_str() == v) {
+                let seen = topics.iter().any(|t| t.as_str() == v)
+                    || patterns.iter().any(|p| p.as_str() == v);
+                if seen {
                     continue;
                 }
-                let topic = match Topic::parse(v, cfg.topic_bytes_max) {
-                    Ok(t) => t,
-                    Err(e) => return refused(Limit::TopicName, &format!("invalid topic: {e}")),
-                };
-                if topics.len() == cfg.topics_per_stream_max {
+                if topics.len() + patterns.len() == cfg.topics_per_stream_max {
                     return refused(
                         Limit::TopicsPerStream,
                         &format!(
@@ -232,12 +238,33 @@ fn stream(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
                         ),
                     );
                 }
+                if v.contains(['*', '{']) {
+                    // A pattern: the same grammar as token selectors.
+                    match Pattern::parse(v, &cfg.pattern_limits) {
+                        Ok(p) => patterns.push(p),
+                        Err(e) => {
+                            return refused(
+                                Limit::TopicName,
+                                &format!("invalid topic pattern: {e}"),
+                            )
+                        }
+                    }
+                    continue;
+                }
+                let topic = match Topic::parse(v, cfg.topic_bytes_max) {
+                    Ok(t) => t,
+                    Err(e) => return refused(Limit::TopicName, &format!("invalid topic: {e}")),
+                };
                 topics.push(topic);
             }
             _ => {}
         }
     }
-    let names: Vec<&str> = topics.iter().map(Topic::as_str).collect();
+    let names: Vec<&str> = topics
+        .iter()
+        .map(Topic::as_str)
+        .chain(patterns.iter().map(Pattern::as_str))
+        .collect();
     let rights = match authz::stream_from_head(
         head,
         &pairs,
@@ -248,12 +275,16 @@ fn stream(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
         Ok(r) => r,
         Err(r) => return Decision::Respond(r),
     };
-    if topics.is_empty() {
+    if topics.is_empty() && patterns.is_empty() {
         return bad_request("missing topic: use /events?topic=NAME (repeatable)");
     }
+    // A topic one of the stream's own patterns names comes through the
+    // pattern: kept in both, the stream would get its events twice.
+    topics.retain(|t| !patterns.iter().any(|p| p.matches(t.as_str())));
     let resume = ResumePoint::from_request(head.header("last-event-id"), last_event_id);
     Decision::Stream {
         topics,
+        patterns,
         resume,
         headers: Headers::new(),
         client: *client,
@@ -376,6 +407,7 @@ mod route_tests {
         ApiConfig {
             topics_per_stream_max: 2,
             topic_bytes_max: 16,
+            pattern_limits: PatternLimits::default(),
             publish_rules: PublishRules {
                 topic_bytes_max: 16,
                 batch_events_max: 3,

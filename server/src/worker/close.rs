@@ -43,6 +43,7 @@ impl Worker {
         }
         let freed = conn.start_closing();
         self.private.close(key);
+        self.patterns.close(key);
         let (fixed, ring, generation) = (conn.fixed, conn.ring, conn.generation);
         // A recv being cancelled for a pause still completes on its own;
         // cancelling it again is harmless (the cancel finds nothing).
@@ -243,6 +244,7 @@ impl Drop for Worker {
         self.quiesce();
         for (key, conn) in self.conns.iter_mut() {
             self.private.close(key as u32);
+            self.patterns.close(key as u32);
             let subs = std::mem::take(&mut conn.subs);
             if !subs.is_empty() {
                 let index = &self.index;

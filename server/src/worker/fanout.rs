@@ -29,7 +29,15 @@ impl Worker {
         } else {
             self.index.subscribers(topic)
         };
-        for &key in subscribers {
+        // Streams with a pattern naming the topic: one trie walk per event
+        // (none while the worker holds no pattern). A stream never holds a
+        // topic its own pattern names, so no key comes twice.
+        let mut hits = std::mem::take(&mut self.pattern_hits);
+        hits.clear();
+        if !self.patterns.is_empty() {
+            self.patterns.matches(topic, private, &mut hits);
+        }
+        for &key in subscribers.iter().chain(hits.iter()) {
             let conn = &mut self.conns[key as usize];
             debug_assert_eq!(conn.phase, Phase::Streaming);
             if id <= conn.live_after_id || conn.has(flag::OVER_BUDGET) {
@@ -49,6 +57,7 @@ impl Worker {
                 self.dirty.push(key);
             }
         }
+        self.pattern_hits = hits;
     }
 
     pub(super) fn mark_dirty(&mut self, key: u32) {

@@ -18,6 +18,7 @@ mod abort;
 mod close;
 mod completions;
 mod fanout;
+mod patterns;
 mod private;
 mod requests;
 
@@ -153,6 +154,10 @@ struct Worker {
     index: Index,
     /// The streams that get each topic's private events.
     private: private::PrivateSubs,
+    /// Pattern subscriptions (`orders/*`), matched once per delivery.
+    patterns: patterns::PatternSubs,
+    /// Reused by each delivery for the streams its patterns reach.
+    pattern_hits: Vec<u32>,
     generation: u32,
     connections_per_ring: u32,
     limits: Limits,
@@ -227,6 +232,8 @@ impl Worker {
             conns: Slab::new(),
             index: Index::new(),
             private: private::PrivateSubs::default(),
+            patterns: patterns::PatternSubs::default(),
+            pattern_hits: Vec::new(),
             generation: 0,
             connections_per_ring: setup.connections_per_ring,
             limits: config.http_limits(),

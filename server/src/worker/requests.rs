@@ -16,6 +16,7 @@ use super::{
 };
 use crate::api::authz::{private_allowed, StreamRights};
 use crate::api::publish::ids_json;
+use crate::api::selector::Pattern;
 use crate::api::{self, client_key, Decision, Headers, PublishGrant, Response};
 use crate::conn::{flag, CloseReason, Deadline, Phase, DEADLINE_NONE};
 use crate::hub::id::ResumePoint;
@@ -27,6 +28,14 @@ use crate::ring::token::{OpKind, Token};
 use crate::wire::http::{self, BodyFraming, BodyStatus, HeadStatus, RequestHead};
 use crate::wire::proxy::{self, ProxyStatus};
 use crate::wire::sse::Frame;
+
+/// What a stream asked for and may have: exact topics, patterns, and the
+/// rights of its token (decided from the head by `api::decide`).
+pub(super) struct Interest {
+    pub topics: Vec<Topic>,
+    pub patterns: Vec<Pattern>,
+    pub rights: StreamRights,
+}
 
 impl Worker {
     /// Handle what the connection's buffer holds, in order: a PROXY header
@@ -154,6 +163,7 @@ impl Worker {
             }
             Decision::Stream {
                 topics,
+                patterns,
                 resume,
                 headers,
                 client,
@@ -168,14 +178,12 @@ impl Worker {
                     return false;
                 }
                 self.consume(key, head_len);
-                self.start_stream(
-                    key,
-                    &topics,
-                    &resume,
-                    &headers,
-                    client_key(&client),
-                    &rights,
-                );
+                let interest = Interest {
+                    topics,
+                    patterns,
+                    rights,
+                };
+                self.start_stream(key, interest, &resume, &headers, client_key(&client));
                 return false;
             }
             Decision::ReadBody(grant) => return self.read_publish(key, &head, head_len, grant),
@@ -354,12 +362,17 @@ impl Worker {
     pub(super) fn start_stream(
         &mut self,
         key: u32,
-        topics: &[Topic],
+        interest: Interest,
         resume: &ResumePoint,
         headers: &Headers,
         client_key: u64,
-        rights: &StreamRights,
     ) {
+        let Interest {
+            topics,
+            patterns,
+            rights,
+        } = interest;
+        let (topics, rights) = (&topics[..], &rights);
         if !matches!(resume, ResumePoint::Live) {
             if let Verdict::Limited { retry_after_s } = self.shared.resume_rate.check(client_key) {
                 let mut r = Response::text(429, "resume rate limit, retry later", false);
@@ -385,12 +398,23 @@ impl Worker {
             self.conns[key as usize].peer_key = client_key;
         }
         let (index, private) = (&mut self.index, &mut self.private);
+        let by_pattern = &mut self.patterns;
         // Decided once, here: which topics' private events this stream gets.
         let private_ok = |t: &str| private_allowed(rights, t);
         let (replay, subs) = self.shared.subscribe_for(topics, resume, &private_ok, || {
             private.open(
                 key,
                 topics.iter().map(Topic::as_str).filter(|t| private_ok(t)),
+            );
+            by_pattern.open(
+                key,
+                patterns
+                    .into_iter()
+                    .map(|p| {
+                        let ok = private_ok(p.as_str());
+                        (p, ok)
+                    })
+                    .collect(),
             );
             topics
                 .iter()
