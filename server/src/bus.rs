@@ -7,6 +7,8 @@
 //! workers (which publish, subscribe and drain their inbox through it); it
 //! knows neither.
 
+pub mod presence;
+
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -140,6 +142,8 @@ pub struct Shared {
     /// delivery).
     keys: Mutex<Option<Arc<Keys>>>,
     keys_generation: AtomicU64,
+    /// Every open stream with its topics, for `GET /subscriptions`.
+    presence: Mutex<presence::Registry>,
 }
 
 /// The hub and who listens to which topic, node-wide: a topic nobody
@@ -232,6 +236,7 @@ impl Shared {
                     .map(Arc::new),
             ),
             keys_generation: AtomicU64::new(1),
+            presence: Mutex::new(presence::Registry::default()),
             connections_max,
             config,
         })
@@ -418,6 +423,26 @@ impl Shared {
         }
         let keys = lock(&self.keys);
         Some((self.keys_generation.load(Ordering::Acquire), keys.clone()))
+    }
+
+    /// A stream opened: list it for presence.
+    pub fn presence_open(&self, id: presence::StreamId, entry: presence::Entry) {
+        lock(&self.presence).open(id, entry);
+    }
+
+    /// A stream closed.
+    pub fn presence_close(&self, id: presence::StreamId) {
+        lock(&self.presence).close(id);
+    }
+
+    /// One page of `GET /subscriptions` (JSON).
+    pub fn presence_page(&self, query: &presence::Query) -> String {
+        lock(&self.presence).page_json(query)
+    }
+
+    /// Open streams listed for presence (a gauge).
+    pub fn presence_len(&self) -> usize {
+        lock(&self.presence).len()
     }
 
     /// Flag shutdown and wake every worker so it notices.

@@ -238,6 +238,15 @@ pub struct Config {
     )]
     pub subscribe_auth: Option<crate::api::authz::SubscribeAuth>,
 
+    /// Bearer token that may list every stream (GET /subscriptions) whatever its topics.
+    #[arg(
+        long,
+        env = "STENTOR_ADMIN_TOKEN",
+        hide_env_values = true,
+        help_heading = "Security"
+    )]
+    pub admin_token: Option<String>,
+
     // ---- Operations ----------------------------------------------------
     /// Time allowed on SIGTERM/SIGINT to flush queued frames before closing [0..=600000].
     #[arg(long, env = "STENTOR_SHUTDOWN_MS", default_value_t = 5_000,
@@ -298,6 +307,7 @@ impl Config {
         for (flag, token) in [
             ("--publish-token", &self.publish_token),
             ("--subscribe-token", &self.subscribe_token),
+            ("--admin-token", &self.admin_token),
         ] {
             if let Some(t) = token {
                 if t.len() < 16 || t.len() > 4096 || !t.bytes().all(|b| b.is_ascii_graphic()) {

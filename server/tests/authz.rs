@@ -433,3 +433,131 @@ fn pattern_subscriptions_receive_exactly_the_matching_events() {
     );
     assert_eq!(status_of(&a), 400, "{a}");
 }
+
+/// `GET /subscriptions` as JSON (asserting a 200).
+fn presence(server: &Server, target: &str, extra: &str) -> Value {
+    let a = exchange(
+        server.addr,
+        format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n").as_bytes(),
+    );
+    assert_eq!(status_of(&a), 200, "{a}");
+    let body = a.split_once("\r\n\r\n").expect("a body").1;
+    serde_json::from_str(body).expect("JSON")
+}
+
+/// The (topics, payload) of every stream listed, sorted.
+fn listed(page: &Value) -> Vec<(Vec<String>, Value)> {
+    let mut out: Vec<(Vec<String>, Value)> = page["subscriptions"]
+        .as_array()
+        .expect("subscriptions")
+        .iter()
+        .map(|s| {
+            let topics = s["topics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_string())
+                .collect();
+            (topics, s.get("payload").cloned().unwrap_or(Value::Null))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn presence_lists_streams_exactly_while_they_open_and_close() {
+    if !python_ready() {
+        return;
+    }
+    let admin = "an-admin-token-0123456789abcdef";
+    let server = Server::start(&["--jwt-key", SECRET, "--admin-token", admin]);
+    let t = mint(&[
+        hs(json!({"subscribe": ["users/7/*"], "payload": {"user": 7}})),
+        hs(json!({"subscribe": ["users/8/*"], "payload": {"user": 8}})),
+    ]);
+    let (user7, user8) = (&t[0], &t[1]);
+    let a7 = Stream::open(&server, "/events?topic=users/7/inbox", &bearer(user7));
+    let a8 = Stream::open(
+        &server,
+        "/events?topic=users/8/inbox&topic=news",
+        &bearer(user8),
+    );
+    let anon = Stream::open(&server, "/events?topic=news/*", "");
+    let all = presence(&server, "/subscriptions", &bearer(admin));
+    assert_eq!(all["node_local"], true);
+    assert_eq!(
+        listed(&all),
+        [
+            (vec!["news/*".to_string()], Value::Null),
+            (vec!["users/7/inbox".to_string()], json!({"user": 7})),
+            (
+                vec!["users/8/inbox".to_string(), "news".to_string()],
+                json!({"user": 8})
+            ),
+        ]
+    );
+    // A subscriber token sees the streams on topics it could subscribe
+    // to, and only those topics.
+    let own = presence(
+        &server,
+        "/subscriptions?topic=users/7/inbox",
+        &bearer(user7),
+    );
+    assert_eq!(
+        listed(&own),
+        [(vec!["users/7/inbox".to_string()], json!({"user": 7}))]
+    );
+    let mine = presence(&server, "/subscriptions", &bearer(user8));
+    assert_eq!(
+        listed(&mine),
+        [(vec!["users/8/inbox".to_string()], json!({"user": 8}))]
+    );
+    // A topic a pattern reaches lists the pattern's stream.
+    let news = presence(&server, "/subscriptions?topic=news/today", &bearer(admin));
+    assert_eq!(listed(&news), [(vec!["news/*".to_string()], Value::Null)]);
+    // Authorized like a subscribe.
+    for (target, extra, status) in [
+        ("/subscriptions?topic=users/8/inbox", bearer(user7), 403),
+        ("/subscriptions", String::new(), 401),
+        ("/subscriptions", bearer("wrong"), 401),
+        ("/subscriptions?limit=0", bearer(admin), 400),
+        ("/subscriptions?cursor=nonsense", bearer(admin), 400),
+    ] {
+        let a = exchange(
+            server.addr,
+            format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra}\r\n")
+                .as_bytes(),
+        );
+        assert_eq!(status_of(&a), status, "{target}: {a}");
+    }
+    // Pages follow the cursor.
+    let first = presence(&server, "/subscriptions?limit=2", &bearer(admin));
+    assert_eq!(first["subscriptions"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
+    let second = presence(
+        &server,
+        &format!("/subscriptions?limit=2&cursor={cursor}"),
+        &bearer(admin),
+    );
+    assert_eq!(second["subscriptions"].as_array().unwrap().len(), 1);
+    assert!(second.get("next_cursor").is_none());
+
+    // Closed streams leave the listing.
+    drop(a7);
+    drop(anon);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = listed(&presence(&server, "/subscriptions", &bearer(admin)));
+        if now.len() == 1 {
+            assert_eq!(now[0].1, json!({"user": 8}));
+            break;
+        }
+        assert!(Instant::now() < deadline, "still listed: {now:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(a8);
+}

@@ -43,6 +43,8 @@ pub enum SubscribeAuth {
 pub struct AuthzConfig {
     pub keys: Option<Arc<Keys>>,
     pub subscribe_auth: SubscribeAuth,
+    /// `--admin-token`: may list every stream (`GET /subscriptions`).
+    pub admin_token: Option<String>,
     /// The bus's keys generation `keys` came from (0: not taken yet).
     pub generation: u64,
 }
@@ -52,6 +54,7 @@ impl AuthzConfig {
         AuthzConfig {
             keys,
             subscribe_auth: config.subscribe_auth_effective(),
+            admin_token: config.admin_token.clone(),
             generation: 0,
         }
     }
@@ -268,4 +271,91 @@ fn subscribe_covers(claims: &Claims, topic: &str) -> bool {
         Ok(p) => claims.allows_pattern(&p),
         Err(_) => false,
     }
+}
+
+/// Authorize `GET /subscriptions` (presence) from its head, and read its
+/// query: `topic`, `limit` (1..=`PAGE_MAX`, default `PAGE_DEFAULT`) and
+/// `cursor`. Who sees what:
+/// - `--admin-token`: every stream;
+/// - with a subscriber key, a token: the streams on topics it could
+///   subscribe to, and only those topics of each (a `?topic=` it does not
+///   cover is a 403, as a subscribe would be);
+/// - on a node with neither, a local tool (loopback, no proxy headers):
+///   every stream, like the tokenless publish rule.
+pub fn presence_from_head(
+    head: &RequestHead,
+    client: &super::client::Client,
+    authz: &AuthzConfig,
+) -> Result<crate::bus::presence::Query, Response> {
+    use crate::bus::presence::{Query, Scope, PAGE_DEFAULT, PAGE_MAX};
+    let keep_alive = head.keep_alive;
+    let bad = |reason: String| {
+        let mut r = Response::text(400, &reason, false);
+        r.limit = Some(Limit::Malformed);
+        r
+    };
+    let pairs = crate::wire::http::parse_query(&head.query).map_err(|e| bad(e.reason().into()))?;
+    let mut query = Query {
+        topic: None,
+        limit: PAGE_DEFAULT,
+        cursor: None,
+        scope: Scope::All,
+    };
+    for (k, v) in &pairs {
+        match k.as_str() {
+            "topic" => query.topic = Some(v.clone()),
+            "limit" => {
+                query.limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=PAGE_MAX).contains(n))
+                    .ok_or_else(|| bad(format!("limit must be 1..={PAGE_MAX}")))?
+            }
+            "cursor" => {
+                query.cursor = Some(
+                    v.parse()
+                        .map_err(|_| bad("cursor must be a next_cursor value".into()))?,
+                )
+            }
+            _ => {}
+        }
+    }
+    let header = bearer(head);
+    if let Some(admin) = &authz.admin_token {
+        if header.is_some_and(|p| token_matches(p.as_bytes(), admin.as_bytes())) {
+            return Ok(query);
+        }
+    }
+    let Some(keys) = authz.keys_for(Role::Subscriber) else {
+        if authz.admin_token.is_some() {
+            return Err(unauthorized("admin", header.is_some(), false, keep_alive));
+        }
+        if client.is_loopback() && !super::client::has_proxy_headers(head) {
+            return Ok(query);
+        }
+        let mut r = Response::text(
+            403,
+            "listing subscriptions is for local tools only while neither --admin-token \
+             nor a subscriber key (--jwt-key) is set",
+            keep_alive,
+        );
+        r.limit = Some(Limit::Forbidden);
+        return Err(r);
+    };
+    let claims = match authenticate(keys, Role::Subscriber, head, &pairs, true) {
+        Err(refusal) => return Err(refusal_response(&refusal, false, keep_alive)),
+        Ok(None) => return Err(refusal_response(&Refusal::Missing, false, keep_alive)),
+        Ok(Some((claims, _))) => claims,
+    };
+    if let Some(topic) = &query.topic {
+        if !subscribe_covers(&claims, topic) {
+            let refusal = Refusal::Forbidden(super::jwt::Forbidden {
+                role: Role::Subscriber,
+                topic: topic.clone(),
+            });
+            return Err(refusal_response(&refusal, false, keep_alive));
+        }
+    }
+    query.scope = Scope::Token(Arc::new(claims));
+    Ok(query)
 }

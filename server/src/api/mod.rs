@@ -114,6 +114,12 @@ pub enum Decision {
     ReadBody(PublishGrant),
     /// The node's counters as Prometheus text.
     Metrics { keep_alive: bool, headers: Headers },
+    /// A page of the node's streams (`GET /subscriptions`), authorized.
+    Presence {
+        keep_alive: bool,
+        headers: Headers,
+        query: crate::bus::presence::Query,
+    },
 }
 
 /// A publish that passed authorization, waiting for its body.
@@ -138,6 +144,7 @@ pub fn decide(head: &RequestHead, peer: IpAddr, cfg: &ApiConfig) -> Decision {
         Decision::Respond(r) => r.headers.extend(cors),
         Decision::Stream { headers, .. }
         | Decision::Metrics { headers, .. }
+        | Decision::Presence { headers, .. }
         | Decision::ReadBody(PublishGrant { headers, .. }) => headers.extend(cors),
     }
     decision
@@ -166,7 +173,9 @@ pub fn publish_body(
 fn route(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
     let keep_alive = head.keep_alive;
     let (allow, method) = match head.path.as_str() {
-        "/events" | "/healthz" | "/metrics" | "/" => ("GET, OPTIONS", Method::Get),
+        "/events" | "/subscriptions" | "/healthz" | "/metrics" | "/" => {
+            ("GET, OPTIONS", Method::Get)
+        }
         "/publish" => ("POST, OPTIONS", Method::Post),
         _ => return Decision::Respond(Response::text(404, "not found", keep_alive)),
     };
@@ -179,6 +188,14 @@ fn route(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
     match head.path.as_str() {
         "/events" => stream(head, client, cfg),
         "/publish" => publish(head, client, cfg),
+        "/subscriptions" => match authz::presence_from_head(head, client, &cfg.authz) {
+            Ok(query) => Decision::Presence {
+                keep_alive,
+                headers: Headers::new(),
+                query,
+            },
+            Err(r) => Decision::Respond(r),
+        },
         "/healthz" => Decision::Respond(Response::text(200, "ok", keep_alive)),
         "/metrics" => Decision::Metrics {
             keep_alive,
@@ -384,6 +401,7 @@ mod route_tests {
                 keep_alive,
                 headers,
             },
+            Decision::Presence { .. } => Action::Respond(Response::text(200, "presence", true)),
             Decision::ReadBody(grant) => match publish_body(&grant, head, body, cfg) {
                 Ok(requests) => Action::Publish {
                     requests,
@@ -419,6 +437,7 @@ mod route_tests {
             authz: AuthzConfig {
                 keys: None,
                 subscribe_auth: authz::SubscribeAuth::Off,
+                admin_token: None,
                 generation: 0,
             },
         }

@@ -55,6 +55,15 @@ impl PrivateSubs {
 }
 
 impl Worker {
+    /// How presence names stream `key` of this worker.
+    pub(super) fn stream_id(&self, key: u32, generation: u32) -> crate::bus::presence::StreamId {
+        crate::bus::presence::StreamId {
+            worker: self.id as u16,
+            key,
+            generation,
+        }
+    }
+
     /// Take the node's JWT keys when they were reloaded since this worker
     /// last looked (one atomic load per request otherwise).
     pub(super) fn sync_keys(&mut self) {

@@ -18,6 +18,7 @@ use crate::api::authz::{private_allowed, StreamRights};
 use crate::api::publish::ids_json;
 use crate::api::selector::Pattern;
 use crate::api::{self, client_key, Decision, Headers, PublishGrant, Response};
+use crate::bus::presence;
 use crate::conn::{flag, CloseReason, Deadline, Phase, DEADLINE_NONE};
 use crate::hub::id::ResumePoint;
 use crate::hub::topic::Topic;
@@ -160,6 +161,17 @@ impl Worker {
                 self.stats.requests += 1;
                 let keep_alive = keep_alive && self.skip_body(key, &head, head_len);
                 self.respond(key, self.metrics_response(keep_alive, headers));
+            }
+            Decision::Presence {
+                keep_alive,
+                headers,
+                query,
+            } => {
+                self.stats.requests += 1;
+                let keep_alive = keep_alive && self.skip_body(key, &head, head_len);
+                let mut r = Response::json(200, self.shared.presence_page(&query), keep_alive);
+                r.headers = headers;
+                self.respond(key, r);
             }
             Decision::Stream {
                 topics,
@@ -347,6 +359,15 @@ impl Worker {
         let mut text = String::with_capacity(8192);
         self.shared.render_metrics(&mut text);
         render_hub_stats(&self.shared.hub_stats(), &mut text);
+        {
+            use std::fmt::Write as _;
+            let _ = write!(
+                text,
+                "# HELP stentor_presence_streams Streams listed for GET /subscriptions (node-local).\n\
+                 # TYPE stentor_presence_streams gauge\nstentor_presence_streams {}\n",
+                self.shared.presence_len()
+            );
+        }
         let mut r = Response::text(200, "", keep_alive);
         r.content_type = "text/plain; version=0.0.4; charset=utf-8";
         r.body = text.into_bytes();
@@ -397,6 +418,14 @@ impl Worker {
             }
             self.conns[key as usize].peer_key = client_key;
         }
+        let listed = presence::Entry {
+            topics: topics.into(),
+            patterns: patterns.clone().into_boxed_slice(),
+            payload: rights
+                .as_ref()
+                .and_then(|r| r.0.payload.as_ref())
+                .map(|p| p.get().into()),
+        };
         let (index, private) = (&mut self.index, &mut self.private);
         let by_pattern = &mut self.patterns;
         // Decided once, here: which topics' private events this stream gets.
@@ -421,6 +450,9 @@ impl Worker {
                 .map(|t| index.subscribe(t.as_str(), key))
                 .collect::<Box<[_]>>()
         });
+        let generation = self.conns[key as usize].generation;
+        self.shared
+            .presence_open(self.stream_id(key, generation), listed);
         self.clear_deadline(key);
         let now = self.now;
         let preamble = if headers.is_empty() {
