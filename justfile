@@ -8,6 +8,15 @@ run *ARGS:
 test:
     cargo test --workspace
 
+# Release artifacts: optimized stentor and stentor-loadgen, the .deb (man page, completions,
+# systemd unit, /etc/stentor/stentor.toml) and SHA256SUMS, in target/dist/stentor-VERSION-gitREV/.
+release:
+    bash deploy/release
+
+# Build the .deb, install it with dpkg, run the installed binary, remove it (root; CI runs it).
+deb-check:
+    bash .ci/deb-check
+
 # Everything CI checks, on this machine.
 ci:
     bash .ci/run

@@ -122,9 +122,9 @@ pub struct Shared {
     /// Connections the node holds at most (the capacity plan's answer).
     pub connections_max: u32,
     /// Ids, history and topics. Publishes fill the inboxes while holding
-    /// it, and subscribes replay and register while holding it: history
-    /// order = inbox order = id order, which is what makes the seam between
-    /// replay and live exact.
+    /// it, and subscribes cut their replay snapshot and register while
+    /// holding it: history order = inbox order = id order, which is what
+    /// makes the seam between replay and live exact.
     hub: Mutex<HubState>,
     pub inboxes: Vec<Inbox>,
     pub shutdown: AtomicBool,
@@ -323,11 +323,14 @@ impl Shared {
     }
 
     /// What a stream on `topics` resuming from `resume` is sent before it
-    /// goes live. `register` (the worker adding the stream to its index) runs
-    /// under the same lock as the replay, so no publish falls between them:
-    /// every later frame reaches the worker's inbox with an id above
+    /// goes live. The replay is cut (`Hub::replay_snapshot`: the through id,
+    /// the eviction facts and shared handles on the topics' history chunks,
+    /// O(topics)) and `register` (the worker adding the stream to its index)
+    /// runs under the same lock, so no publish falls between them: every
+    /// later frame reaches the worker's inbox with an id above
     /// `Replay::through_id`, every earlier one is in the replay or announced
-    /// by its notice.
+    /// by its notice. The replay itself is built after the lock is released,
+    /// so resumes do not stall publishes.
     pub fn subscribe<R>(
         &self,
         topics: &[Topic],
@@ -346,13 +349,19 @@ impl Shared {
         private_ok: &dyn Fn(&str) -> bool,
         register: impl FnOnce() -> R,
     ) -> (Replay, R) {
-        let mut state = lock(&self.hub);
-        let replay = state.hub.replay_for(topics, resume, private_ok);
-        let registered = register();
-        for t in topics {
-            *state.streams.entry(t.clone()).or_insert(0) += 1;
-        }
-        (replay, registered)
+        let (snapshot, registered) = {
+            let mut state = lock(&self.hub);
+            let snapshot = state.hub.replay_snapshot_for(topics, resume, private_ok);
+            let registered = register();
+            for t in topics {
+                *state.streams.entry(t.clone()).or_insert(0) += 1;
+            }
+            (snapshot, registered)
+        };
+        // The merge and the up to `--replay-events-max` frame copies run
+        // without the lock: the snapshot is immutable, so publishes that
+        // land meanwhile change neither it nor the seam.
+        (snapshot.replay(), registered)
     }
 
     /// A stream subscribed to `topics` (each once, as given to

@@ -5,21 +5,41 @@
 //! with exit code 2 and one line naming the flag and the range, never a panic.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
 
 use crate::hub::history::HistoryLimits;
 use crate::hub::HubLimits;
 use crate::wire::http::Limits;
 
+mod file;
+mod reload;
+
+pub use reload::LIVE as RELOAD_LIVE;
+
+pub use file::{default_toml, effective_toml, load, LoadError, Loaded, Source};
+
+/// `stentor --version`: the package version and the git revision it was
+/// built from (`unknown` outside a git checkout), set by build.rs.
+pub const VERSION: &str = env!("STENTOR_VERSION_LONG");
+
 /// stentor — a Server-Sent Events edge server for Linux on io_uring.
 ///
 /// Publishers POST events to topics; clients subscribe with EventSource to
 /// GET /events?topic=NAME. Every flag can also be set by the environment
-/// variable shown next to it.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "stentor", version, about, long_about = None, max_term_width = 100)]
+/// variable shown next to it, or in a `--config` TOML file (keys = flag
+/// names); a flag beats its variable, which beats the file.
+#[derive(Debug, Clone, Parser, Serialize)]
+#[command(name = "stentor", version = VERSION, about, long_about = None, max_term_width = 100)]
+#[serde(rename_all = "kebab-case")]
 pub struct Config {
+    /// `stentor config check FILE`; none = run the server.
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<Command>,
+
     // ---- Network -------------------------------------------------------
     /// Address to listen on (IPv4 or [IPv6]:port). Port 0 lets the kernel pick.
     #[arg(
@@ -253,10 +273,83 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=600_000), help_heading = "Operations")]
     pub shutdown_ms: u32,
 
-    /// Log level: error, warn, info, debug or trace (RUST_LOG is read too).
+    /// Log filter: a level (error, warn, info, debug, trace, off) or RUST_LOG-style
+    /// directives, e.g. `info,stentor::worker=debug`; RUST_LOG is read when neither
+    /// this flag nor its variable is set.
     #[arg(long, env = "STENTOR_LOG_LEVEL", default_value = "info",
-          value_parser = ["error", "warn", "info", "debug", "trace"], help_heading = "Operations")]
+          value_parser = parse_log_filter, help_heading = "Operations")]
     pub log_level: String,
+
+    /// Log line format: logfmt (`key=value`, quoted where needed) or json (one object per line).
+    #[arg(long, env = "STENTOR_LOG_FORMAT", value_enum, default_value_t = crate::log::Format::Logfmt,
+          help_heading = "Operations")]
+    pub log_format: crate::log::Format,
+
+    /// Log every non-stream request and every stream open and close (target stentor::access).
+    #[arg(long, env = "STENTOR_ACCESS_LOG", value_parser = clap::builder::BoolishValueParser::new(),
+          help_heading = "Operations")]
+    pub access_log: bool,
+
+    /// Access-log lines written per second at most; the rest are counted and summarised [1..=1000000].
+    #[arg(long, env = "STENTOR_ACCESS_LOG_LINES_PER_S_MAX", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Operations")]
+    pub access_log_lines_per_s_max: u32,
+
+    /// TOML file of settings: keys are the flag names (`max-connections` or
+    /// `max_connections`); flags and STENTOR_* variables override it.
+    #[arg(
+        long,
+        env = "STENTOR_CONFIG",
+        value_name = "FILE",
+        help_heading = "Operations"
+    )]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+/// Subcommands; without one, stentor runs the server.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a file generated from this command line's definition, so what
+    /// ships (the default config, the man page, completions) never drifts
+    /// from the flags. For packaging; hidden from --help.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+/// What `stentor generate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generated {
+    /// deploy/stentor.toml: every setting commented out at its default.
+    Config,
+    /// The man page, stentor(1), in roff.
+    Man,
+    /// Shell completions.
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate FILE and print the effective configuration (FILE, then the
+    /// STENTOR_* variables and flags over it) as TOML, secrets redacted;
+    /// exit 0 when it is valid, 2 (with one line naming the key) when not.
+    Check {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+}
+
+/// `--log-level`: checked here so a typo exits 2 like any other bad value.
+fn parse_log_filter(text: &str) -> Result<String, String> {
+    crate::log::parse_filter(text).map(|_| text.trim().to_string())
 }
 
 /// `--trusted-proxy` values: an address or a CIDR block.
@@ -277,6 +370,30 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl Config {
+    /// The command as the man page and completions describe it.
+    pub fn command_for_docs() -> clap::Command {
+        use clap::CommandFactory;
+        // The man page renderer leaves out `[env: ...]`: put each variable in
+        // the flag's text, as --help shows it.
+        let cmd = Config::command().mut_args(|arg| match arg.get_env() {
+            Some(env) => {
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let env = env.to_string_lossy().into_owned();
+                arg.long_help(format!("{help} (environment variable {env})"))
+            }
+            None => arg,
+        });
+        cmd.long_about(
+            "stentor is a Server-Sent Events edge server for Linux on io_uring. Publishers \
+             POST events to topics (POST /publish); clients subscribe with EventSource to \
+             GET /events?topic=NAME and resume with Last-Event-ID. Every setting is a flag, a \
+             STENTOR_* environment variable and a key of the --config TOML file (flag > \
+             variable > file > default). The package's default file is \
+             /etc/stentor/stentor.toml; `stentor config check FILE` validates one. See \
+             /usr/share/doc/stentor/ for operations.",
+        )
+    }
+
     /// Checks that involve more than one flag.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for origin in &self.cors_origin {
@@ -412,35 +529,72 @@ impl Config {
         Self::from_iter_or_exit(std::env::args_os())
     }
 
+    /// Like [`Config::from_args_or_exit`] over `args`. With `--config FILE`
+    /// the file fills every setting that neither a flag nor a variable set;
+    /// `stentor config check FILE` prints the effective configuration and
+    /// exits here.
     pub fn from_iter_or_exit<I, T>(args: I) -> Config
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let config = match Config::try_parse_from(args) {
-            Ok(c) => c,
-            Err(e) => {
-                use clap::error::ErrorKind;
-                if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                    let _ = e.print();
-                    std::process::exit(0);
-                }
-                // clap's message is "error: ..." then usage lines; an operator
-                // reading a journal wants the one line that names the flag.
-                let rendered = e.render().to_string();
-                let first = rendered
-                    .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("error: invalid arguments");
-                eprintln!("stentor: {}", first.trim_start_matches("error: "));
+        let loaded = match file::load(args) {
+            Ok(l) => l,
+            Err(file::LoadError::Display(e)) => {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            Err(file::LoadError::Invalid(message)) => {
+                eprintln!("stentor: {message}");
                 std::process::exit(2);
             }
         };
-        if let Err(e) = config.validate() {
-            eprintln!("stentor: {e}");
-            std::process::exit(2);
+        match &loaded.config.command {
+            Some(Command::Config(ConfigCommand::Check { .. })) => {
+                print!("{}", file::effective_toml(&loaded));
+                std::process::exit(0);
+            }
+            Some(Command::Generate { what }) => {
+                let mut out = std::io::stdout().lock();
+                let written = match what {
+                    Generated::Config => {
+                        use std::io::Write;
+                        out.write_all(file::default_toml().as_bytes())
+                    }
+                    Generated::Man => {
+                        clap_mangen::Man::new(Config::command_for_docs()).render(&mut out)
+                    }
+                    Generated::Bash | Generated::Zsh | Generated::Fish => {
+                        let shell = match what {
+                            Generated::Bash => clap_complete::Shell::Bash,
+                            Generated::Zsh => clap_complete::Shell::Zsh,
+                            _ => clap_complete::Shell::Fish,
+                        };
+                        // Into memory first: clap_complete panics on a write error
+                        // (a closed pipe), and the binary never panics on those.
+                        let mut buf = Vec::new();
+                        clap_complete::generate(
+                            shell,
+                            &mut Config::command_for_docs(),
+                            "stentor",
+                            &mut buf,
+                        );
+                        use std::io::Write;
+                        out.write_all(&buf)
+                    }
+                };
+                if let Err(e) = written {
+                    eprintln!("stentor: cannot write to stdout: {e}");
+                    std::process::exit(1);
+                }
+                std::process::exit(0);
+            }
+            None => {}
         }
-        config
+        for note in loaded.notes {
+            crate::log::defer_warning(note);
+        }
+        loaded.config
     }
 }
 

@@ -10,11 +10,14 @@
 //! - [`ring`], [`conn`], [`worker`]: the io_uring loop that moves bytes and
 //!   asks the pure layers what to do; [`node`]: the control plane that
 //!   starts and stops it; [`sys`]: the raw system calls outside the ring;
+//! - [`broker`]: the fleet mode's Redis client and its reader and publisher
+//!   threads, off the workers' rings;
 //! - [`config`], [`limit`], [`log`], [`metrics`]: every knob with its limit,
 //!   the node-wide limits, structured logs, and the counters that show each
 //!   limit biting.
 
 pub mod api;
+pub mod broker;
 pub mod bus;
 pub mod config;
 pub mod conn;

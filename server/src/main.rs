@@ -10,7 +10,8 @@ static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() {
     let config = stentor::config::Config::from_args_or_exit();
-    stentor::log::init(&config.log_level);
+    stentor::log::init(&config.log_level, config.log_format);
+    stentor::log::set_access(config.access_log, config.access_log_lines_per_s_max);
     if let Err(e) = stentor::node::run(&config) {
         eprintln!("stentor: {e}");
         std::process::exit(1);

@@ -389,6 +389,13 @@ pub fn render(out: &mut String, m: &NodeMetrics, snap: &Snapshot) {
             limit::refused_total(l)
         );
     }
+    one(
+        out,
+        "access_log_suppressed_total",
+        "counter",
+        "Access-log lines left out by --access-log-lines-per-s-max.",
+        crate::log::access_suppressed_total(),
+    );
 
     one(
         out,

@@ -185,7 +185,7 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
         fixed_slots_per_ring = capacity.fixed_slots_per_ring,
         connections_per_ring = capacity.connections_per_ring,
         nofile_soft = capacity.nofile_soft,
-        reason = format!("{:?}", capacity.reason),
+        reason = capacity.reason,
     );
     if let Ok(Some(keys)) = crate::api::jwt::Keys::load(&config.jwt_config()) {
         crate::info!(

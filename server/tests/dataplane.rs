@@ -749,35 +749,48 @@ mod idle_clients {
     }
 
     impl Clients {
+        /// Open `n` streams, `OPENERS` threads at a time (each fills whole
+        /// rings of its own, so ring order is still connection order).
         pub fn open(port: u16, n: usize, request: &[u8], deadline: Instant) -> Clients {
-            let mut rings = Vec::new();
-            for i in 0..n {
-                let slot = (i % SLOTS_PER_RING as usize) as u32;
-                if slot == 0 {
-                    let ring = IoUring::new(4096).expect("client ring");
-                    ring.submitter()
-                        .register_files_sparse(SLOTS_PER_RING)
-                        .expect("client fixed table");
-                    rings.push(ring);
-                }
-                let src = [127, 0, 0, 2 + (i / PER_SOURCE_ADDRESS) as u8];
-                let fd = connect_from(src, port, request)
-                    .unwrap_or_else(|e| panic!("connection {i} from {src:?}: {e}"));
-                let ring = rings.last().unwrap();
-                ring.submitter()
-                    .register_files_update(slot, &[fd])
-                    .expect("install into fixed table");
-                // SAFETY: the ring holds its own reference now.
-                unsafe {
-                    libc::close(fd);
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "opening took too long ({i} open)"
-                );
+            const OPENERS: usize = 4;
+            let per_ring = SLOTS_PER_RING as usize;
+            let rings_needed = n.div_ceil(per_ring);
+            let mut handles = Vec::new();
+            for t in 0..OPENERS {
+                let request = request.to_vec();
+                handles.push(std::thread::spawn(move || {
+                    let mut mine = Vec::new();
+                    for r in (t..rings_needed).step_by(OPENERS) {
+                        let ring = IoUring::new(4096).expect("client ring");
+                        ring.submitter()
+                            .register_files_sparse(SLOTS_PER_RING)
+                            .expect("client fixed table");
+                        for i in r * per_ring..((r + 1) * per_ring).min(n) {
+                            let slot = (i - r * per_ring) as u32;
+                            let src = [127, 0, 0, 2 + (i / PER_SOURCE_ADDRESS) as u8];
+                            let fd = connect_from(src, port, &request)
+                                .unwrap_or_else(|e| panic!("connection {i} from {src:?}: {e}"));
+                            ring.submitter()
+                                .register_files_update(slot, &[fd])
+                                .expect("install into fixed table");
+                            // SAFETY: the ring holds its own reference now.
+                            unsafe {
+                                libc::close(fd);
+                            }
+                            assert!(Instant::now() < deadline, "opening took too long");
+                        }
+                        mine.push((r, ring));
+                    }
+                    mine
+                }));
             }
+            let mut rings: Vec<(usize, IoUring)> = handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("opener thread"))
+                .collect();
+            rings.sort_by_key(|(r, _)| *r);
             Clients {
-                rings,
+                rings: rings.into_iter().map(|(_, ring)| ring).collect(),
                 received: vec![0; n],
                 scratch: vec![0; SCRATCH_BYTES],
             }
@@ -913,10 +926,10 @@ fn idle_subscribers_memory() {
         server.addr.port(),
         n,
         request,
-        Instant::now() + Duration::from_secs(300),
+        Instant::now() + Duration::from_secs(1800),
     );
     let opened = started.elapsed();
-    let ready = clients.receive_until(preamble as u32, Duration::from_secs(120));
+    let ready = clients.receive_until(preamble as u32, Duration::from_secs(600));
     assert_eq!(ready, n, "streams that got their preamble");
     // Let the allocator return what the connection burst used transiently
     // (request buffers, slab regrowth) before reading the steady state.
@@ -927,7 +940,7 @@ fn idle_subscribers_memory() {
     let t0 = Instant::now();
     let id = publish(&server, "idle", "x");
     let event_len = format!("id: {id}\ndata: x\n\n").len();
-    let reached = clients.receive_until((preamble + event_len) as u32, Duration::from_secs(120));
+    let reached = clients.receive_until((preamble + event_len) as u32, Duration::from_secs(600));
     let fanout = t0.elapsed();
     let cpu_after = cpu_ticks(pid);
     println!(

@@ -25,7 +25,8 @@ use crate::limit::Limit;
 use crate::wire::http::RequestHead;
 
 /// `--subscribe-auth`: what a stream's token does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SubscribeAuth {
     /// Tokens on streams are ignored: every stream gets public events only.
     Off,

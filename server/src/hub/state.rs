@@ -3,24 +3,29 @@
 //!
 //! One `Hub` per node. The data plane holds it behind a lock and calls
 //! [`Hub::publish`] / [`Hub::publish_batch`] on every publish and
-//! [`Hub::replay`] on every subscribe; both are bounded (a batch by
-//! `batch_events_max`, a replay by `replay_events_max`/`replay_bytes_max`),
-//! so the lock is never held for an unbounded time.
+//! [`Hub::replay_snapshot`] on every subscribe; both are bounded (a batch by
+//! `batch_events_max`; a snapshot is O(topics) plus fewer than
+//! `CHUNK_EVENTS` frame refcounts per topic), so the lock is never held for
+//! long. The replay itself (up to `replay_events_max` frames and a merge) is
+//! built from the snapshot after the lock is released
+//! ([`ReplaySnapshot::replay`]).
 //!
 //! # The seam between replay and live
 //!
-//! A subscriber is registered for live frames and then replayed under the
-//! same lock as publishes. `Replay::through_id` is the last id the node had
-//! handed out at that moment: every event with an id at or below it is either
-//! in the replay (if it is one of the stream's topics and still kept) or is
-//! covered by the missed notice; every event above it was published after and
-//! reaches the stream live. So the live side drops frames with
-//! `id <= through_id` (some may already sit in a worker's inbox) and the
-//! client sees each event once, in order, with no gap.
+//! A subscriber is registered for live frames and its replay is cut under
+//! the same lock as publishes. `Replay::through_id` is the last id the node
+//! had handed out at that moment: every event with an id at or below it is
+//! either in the replay (if it is one of the stream's topics and still kept)
+//! or is covered by the missed notice; every event above it was published
+//! after and reaches the stream live. The snapshot holds immutable history
+//! chunks, so building it later gives the replay of that moment. So the
+//! live side drops frames with `id <= through_id` (some may already sit in
+//! a worker's inbox) and the client sees each event once, in order, with no
+//! gap.
 
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
-use super::history::{History, HistoryLimits};
+use super::history::{Entries, History, HistoryLimits, HistoryView};
 use super::id::{wire_id, IdOrigin, IdSeq, ResumePoint};
 use super::publish::{PublishError, PublishRequest};
 use super::topic::Topic;
@@ -109,6 +114,134 @@ impl Replay {
     pub fn events(&self) -> &[Frame] {
         let skip = usize::from(self.missed.is_some());
         self.frames.get(skip..).unwrap_or(&[])
+    }
+}
+
+/// A replay cut from the hub but not yet built: see [`Hub::replay_snapshot`].
+/// Holds shared handles on the history chunks it needs, so build it soon
+/// (each one pins up to its topics' histories as they were).
+#[derive(Debug, Clone)]
+pub struct ReplaySnapshot {
+    through_id: u64,
+    /// The client's `Last-Event-ID` as it goes in the notice.
+    echo: String,
+    missed: Option<MissedReason>,
+    /// The requested topics holding events after the resume id.
+    views: Vec<HistoryView>,
+    /// Per view: whether the stream gets the topic's private events.
+    private_ok: Vec<bool>,
+    replay_events_max: usize,
+    replay_bytes_max: usize,
+    /// A subscribe without a resume id: nothing to replay.
+    live: bool,
+}
+
+impl ReplaySnapshot {
+    /// Highest id the replay will account for (see [`Replay::through_id`]).
+    pub fn through_id(&self) -> u64 {
+        self.through_id
+    }
+
+    /// Build the replay: merge the topics' entries newest first within the
+    /// replay bounds and copy their frames (a refcount each). Needs no lock.
+    pub fn replay(self) -> Replay {
+        if self.live {
+            return Replay {
+                frames: Vec::new(),
+                missed: None,
+                through_id: self.through_id,
+            };
+        }
+        let mut missed = self.missed;
+        let (events, truncated) = self.newest_within_bounds();
+        if truncated && missed.is_none() {
+            missed = Some(MissedReason::TooFarBehind);
+        }
+        let mut frames = Vec::with_capacity(events.len() + 1);
+        if let Some(reason) = missed {
+            // The notice carries an id only when no event follows it: then
+            // the client's next reconnect resumes exactly from `through_id`
+            // instead of repeating the same notice.
+            let notice_id = events.is_empty().then_some(self.through_id);
+            frames.push(missed_notice(reason, &self.echo, notice_id));
+        }
+        frames.extend(events);
+        debug_assert!(frames.len() <= self.replay_events_max + 1);
+        Replay {
+            frames,
+            missed,
+            through_id: self.through_id,
+        }
+    }
+
+    /// Merge the views newest first until either replay bound would be
+    /// passed; return the chosen frames oldest first, and whether any were
+    /// left out. The newest are kept because the live stream continues from
+    /// the newest: dropping old ones leaves one gap, before the replay, which
+    /// the notice announces.
+    fn newest_within_bounds(&self) -> (Vec<Frame>, bool) {
+        if let [view] = &self.views[..] {
+            return self.newest_of_one(view.entries(), self.private_ok[0]);
+        }
+        let mut ranges: Vec<Entries<'_>> = self.views.iter().map(HistoryView::entries).collect();
+        // Max-heap of (id of the range's newest remaining entry, range index).
+        let mut heap: BinaryHeap<(u64, usize)> = ranges
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.peek_back().map(|e| (e.id, i)))
+            .collect();
+        let mut chosen: Vec<Frame> = Vec::new();
+        let mut bytes = 0usize;
+        let mut truncated = false;
+        let mut last_id = u64::MAX;
+        while let Some((id, i)) = heap.pop() {
+            let range = &mut ranges[i];
+            let Some(entry) = range.next_back() else {
+                break;
+            };
+            debug_assert_eq!(entry.id, id);
+            debug_assert!(id < last_id, "ids are unique across topics");
+            last_id = id;
+            if entry.private && !self.private_ok[i] {
+                // Not this stream's: passed over, and costs it nothing.
+                if let Some(next) = range.peek_back() {
+                    heap.push((next.id, i));
+                }
+                continue;
+            }
+            if chosen.len() == self.replay_events_max
+                || bytes + entry.frame.len() > self.replay_bytes_max
+            {
+                truncated = true;
+                break;
+            }
+            bytes += entry.frame.len();
+            chosen.push(entry.frame.clone());
+            if let Some(next) = range.peek_back() {
+                heap.push((next.id, i));
+            }
+        }
+        chosen.reverse();
+        (chosen, truncated)
+    }
+
+    /// [`ReplaySnapshot::newest_within_bounds`] for one topic (the common
+    /// resume): no merge, so no heap.
+    fn newest_of_one(&self, entries: Entries<'_>, private_ok: bool) -> (Vec<Frame>, bool) {
+        let mut chosen: Vec<Frame> = Vec::with_capacity(entries.len().min(self.replay_events_max));
+        let mut bytes = 0usize;
+        for entry in entries.rev().filter(|e| private_ok || !e.private) {
+            if chosen.len() == self.replay_events_max
+                || bytes + entry.frame.len() > self.replay_bytes_max
+            {
+                chosen.reverse();
+                return (chosen, true);
+            }
+            bytes += entry.frame.len();
+            chosen.push(entry.frame.clone());
+        }
+        chosen.reverse();
+        (chosen, false)
     }
 }
 
@@ -272,25 +405,44 @@ impl Hub {
 
     /// What a client subscribing to `topics` from `resume` is sent before it
     /// goes live. Duplicate topics count once. See `docs/hub.md` for each case.
+    /// The same as [`Hub::replay_snapshot`] then [`ReplaySnapshot::replay`].
     pub fn replay(&self, topics: &[Topic], resume: &ResumePoint) -> Replay {
-        self.replay_for(topics, resume, &|_| false)
+        self.replay_snapshot(topics, resume).replay()
     }
 
-    /// [`Self::replay`] for a stream that gets the private events of the
-    /// topics `private_ok` accepts (and only the public ones of the others).
-    pub fn replay_for(
+    /// Everything [`Hub::replay`] needs, cut so the replay can be built after
+    /// the hub's lock is released: the through id, whether something is
+    /// missed (the eviction facts as of now), and a [`HistoryView`] per
+    /// requested topic. O(topics) plus fewer than `CHUNK_EVENTS` frame
+    /// refcounts per topic, whatever the history holds; the merge and the
+    /// up to `replay_events_max` frame copies happen in
+    /// [`ReplaySnapshot::replay`]. Publishes after this call do not change
+    /// what the snapshot replays.
+    pub fn replay_snapshot(&self, topics: &[Topic], resume: &ResumePoint) -> ReplaySnapshot {
+        self.replay_snapshot_for(topics, resume, &|_| false)
+    }
+
+    /// [`Self::replay_snapshot`] for a stream that gets the private events
+    /// of the topics `private_ok` accepts (and only the public ones of the
+    /// others).
+    pub fn replay_snapshot_for(
         &self,
         topics: &[Topic],
         resume: &ResumePoint,
         private_ok: &dyn Fn(&str) -> bool,
-    ) -> Replay {
+    ) -> ReplaySnapshot {
         let through_id = self.ids.last();
         let (after, echo, mut missed) = match resume {
             ResumePoint::Live => {
-                return Replay {
-                    frames: Vec::new(),
-                    missed: None,
+                return ReplaySnapshot {
                     through_id,
+                    echo: String::new(),
+                    missed: None,
+                    views: Vec::new(),
+                    private_ok: Vec::new(),
+                    replay_events_max: self.limits.replay_events_max,
+                    replay_bytes_max: self.limits.replay_bytes_max,
+                    live: true,
                 }
             }
             ResumePoint::After(k) => match self.ids.classify(*k) {
@@ -305,17 +457,17 @@ impl Hub {
         distinct.sort_unstable();
         distinct.dedup();
 
-        // Per topic, the kept entries after `after`, walked newest first.
-        let mut ranges: Vec<(&History, usize, usize, bool)> = Vec::with_capacity(distinct.len());
+        let mut views: Vec<HistoryView> = Vec::with_capacity(distinct.len());
+        let mut private: Vec<bool> = Vec::with_capacity(distinct.len());
         for name in &distinct {
             match self.topics.get(*name) {
                 Some(h) => {
                     if h.evicted_after(after) && missed.is_none() {
                         missed = Some(MissedReason::Evicted);
                     }
-                    let start = h.index_after(after);
-                    if start < h.len() {
-                        ranges.push((h, start, h.len(), private_ok(name)));
+                    if h.newest_id() > after && !h.is_empty() {
+                        views.push(h.view_after(after));
+                        private.push(private_ok(name));
                     }
                 }
                 None => {
@@ -325,84 +477,16 @@ impl Hub {
                 }
             }
         }
-
-        let (events, truncated) = self.newest_within_bounds(&mut ranges);
-        if truncated && missed.is_none() {
-            missed = Some(MissedReason::TooFarBehind);
-        }
-
-        let mut frames = Vec::with_capacity(events.len() + 1);
-        if let Some(reason) = missed {
-            // The notice carries an id only when no event follows it: then
-            // the client's next reconnect resumes exactly from `through_id`
-            // instead of repeating the same notice.
-            let notice_id = events.is_empty().then_some(through_id);
-            frames.push(missed_notice(reason, &echo, notice_id));
-        }
-        frames.extend(events);
-        debug_assert!(frames.len() <= self.limits.replay_events_max + 1);
-        Replay {
-            frames,
-            missed,
+        ReplaySnapshot {
             through_id,
+            echo,
+            missed,
+            views,
+            private_ok: private,
+            replay_events_max: self.limits.replay_events_max,
+            replay_bytes_max: self.limits.replay_bytes_max,
+            live: false,
         }
-    }
-
-    /// Merge `ranges` newest first until either replay bound would be
-    /// passed; return the chosen frames oldest first, and whether any were
-    /// left out. The newest are kept because the live stream continues from
-    /// the newest: dropping old ones leaves one gap, before the replay, which
-    /// the notice announces.
-    /// Private entries of a range whose flag is false are passed over.
-    fn newest_within_bounds(
-        &self,
-        ranges: &mut [(&History, usize, usize, bool)],
-    ) -> (Vec<Frame>, bool) {
-        // Max-heap of (id of the range's newest remaining entry, range index).
-        let mut heap: BinaryHeap<(u64, usize)> = ranges
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (h, _, end, _))| h.get(end - 1).map(|e| (e.id, i)))
-            .collect();
-        let mut chosen: Vec<Frame> = Vec::new();
-        let mut bytes = 0usize;
-        let mut truncated = false;
-        let mut last_id = u64::MAX;
-        while let Some((id, i)) = heap.pop() {
-            let (h, start, end, private_ok) = &mut ranges[i];
-            let Some(entry) = h.get(*end - 1) else {
-                break;
-            };
-            debug_assert_eq!(entry.id, id);
-            debug_assert!(id < last_id, "ids are unique across topics");
-            last_id = id;
-            if entry.private && !*private_ok {
-                // Not this stream's: skipped, and costs it nothing.
-                *end -= 1;
-                if *end > *start {
-                    if let Some(next) = h.get(*end - 1) {
-                        heap.push((next.id, i));
-                    }
-                }
-                continue;
-            }
-            if chosen.len() == self.limits.replay_events_max
-                || bytes + entry.frame.len() > self.limits.replay_bytes_max
-            {
-                truncated = true;
-                break;
-            }
-            bytes += entry.frame.len();
-            chosen.push(entry.frame.clone());
-            *end -= 1;
-            if *end > *start {
-                if let Some(next) = h.get(*end - 1) {
-                    heap.push((next.id, i));
-                }
-            }
-        }
-        chosen.reverse();
-        (chosen, truncated)
     }
 
     /// Drop topics nobody is subscribed to (`is_subscribed` answers for the

@@ -2,6 +2,8 @@
 //! kernel-chosen loopback port, and find outside programs the tests drive.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -136,10 +138,14 @@ impl Drop for Server {
     }
 }
 
-/// `addr=127.0.0.1:PORT` in a startup log line.
+/// `addr=127.0.0.1:PORT` (logfmt) or `"addr":"127.0.0.1:PORT"` (JSON) in
+/// a startup log line.
 fn listen_addr_in(line: &str) -> Option<SocketAddr> {
     if !line.contains("listening") {
         return None;
+    }
+    if let Some(rest) = line.split("\"addr\":\"").nth(1) {
+        return rest.split('"').next().and_then(|a| a.parse().ok());
     }
     line.split_whitespace()
         .find_map(|w| w.strip_prefix("addr="))
