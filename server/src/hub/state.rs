@@ -627,6 +627,42 @@ mod tests {
     }
 
     #[test]
+    fn private_events_are_replayed_only_where_allowed() {
+        let mut hub = Hub::new(limits(), EPOCH_MS);
+        let req = |topic: &str, data: &str, private: bool| PublishRequest {
+            topic: t(topic),
+            event: ev(data),
+            private,
+        };
+        hub.publish_batch(vec![
+            req("a", "a1", false),
+            req("a", "a2", true),
+            req("b", "b1", true),
+            req("b", "b2", false),
+        ])
+        .unwrap();
+        let data = |topics: &[Topic], ok: &dyn Fn(&str) -> bool| -> Vec<String> {
+            let replay = hub
+                .replay_snapshot_for(topics, &ResumePoint::After(1000), ok)
+                .replay();
+            assert_eq!(replay.missed, None);
+            dispatched(&replay.frames)
+                .into_iter()
+                .map(|(_, d, _)| d)
+                .collect()
+        };
+        // One topic (no merge) and two (the merge), each way.
+        assert_eq!(data(&[t("a")], &|_| false), ["a1"]);
+        assert_eq!(data(&[t("a")], &|_| true), ["a1", "a2"]);
+        assert_eq!(data(&[t("a"), t("b")], &|_| false), ["a1", "b2"]);
+        assert_eq!(data(&[t("a"), t("b")], &|t| t == "b"), ["a1", "b1", "b2"]);
+        assert_eq!(data(&[t("a"), t("b")], &|_| true), ["a1", "a2", "b1", "b2"]);
+        // The plain replay is the public one.
+        let public = hub.replay(&[t("a"), t("b")], &ResumePoint::After(1000));
+        assert_eq!(dispatched(&public.frames).len(), 2);
+    }
+
+    #[test]
     fn publish_assigns_ids_encodes_once_and_keeps_the_frame() {
         let mut hub = Hub::new(limits(), EPOCH_MS);
         assert_eq!(hub.last_id(), 1000);
