@@ -7,12 +7,15 @@
 //! workers (which publish, subscribe and drain their inbox through it); it
 //! knows neither.
 
+pub mod presence;
+
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::api::jwt::Keys;
 use crate::config::Config;
 use crate::hub::id::ResumePoint;
 use crate::hub::publish::{PublishError, PublishRequest};
@@ -31,6 +34,8 @@ pub struct Delivery {
     pub id: u64,
     pub topic: Topic,
     pub frame: Frame,
+    /// For the streams whose token covers the topic only.
+    pub private: bool,
 }
 
 /// The frames waiting in one inbox and what they cost.
@@ -132,6 +137,13 @@ pub struct Shared {
     pub publish_rate: crate::limit::PublishRate,
     /// Resume token buckets per client IP (`--resume-rate-per-ip`).
     pub resume_rate: crate::limit::PublishRate,
+    /// The JWT keys in force, swapped whole on SIGHUP; workers take them
+    /// when `keys_generation` moves (checked per request, never per
+    /// delivery).
+    keys: Mutex<Option<Arc<Keys>>>,
+    keys_generation: AtomicU64,
+    /// Every open stream with its topics, for `GET /subscriptions`.
+    presence: Mutex<presence::Registry>,
 }
 
 /// The hub and who listens to which topic, node-wide: a topic nobody
@@ -216,6 +228,15 @@ impl Shared {
             per_ip: crate::limit::PerIp::new(config.max_connections_per_ip),
             publish_rate: crate::limit::PublishRate::new(config.publish_rate_per_s_max),
             resume_rate: crate::limit::PublishRate::new(config.resume_rate_per_ip),
+            // Validated at startup: a key that fails here failed there.
+            keys: Mutex::new(
+                Keys::load(&config.jwt_config())
+                    .ok()
+                    .flatten()
+                    .map(Arc::new),
+            ),
+            keys_generation: AtomicU64::new(1),
+            presence: Mutex::new(presence::Registry::default()),
             connections_max,
             config,
         })
@@ -278,6 +299,7 @@ impl Shared {
                         id: p.id,
                         topic: t.clone(),
                         frame: p.frame.clone(),
+                        private: p.private,
                     });
                 }
             }
@@ -315,9 +337,21 @@ impl Shared {
         resume: &ResumePoint,
         register: impl FnOnce() -> R,
     ) -> (Replay, R) {
+        self.subscribe_for(topics, resume, &|_| false, register)
+    }
+
+    /// [`Self::subscribe`] for a stream that gets the private events of the
+    /// topics `private_ok` accepts, in its replay as live.
+    pub fn subscribe_for<R>(
+        &self,
+        topics: &[Topic],
+        resume: &ResumePoint,
+        private_ok: &dyn Fn(&str) -> bool,
+        register: impl FnOnce() -> R,
+    ) -> (Replay, R) {
         let (snapshot, registered) = {
             let mut state = lock(&self.hub);
-            let snapshot = state.hub.replay_snapshot(topics, resume);
+            let snapshot = state.hub.replay_snapshot_for(topics, resume, private_ok);
             let registered = register();
             for t in topics {
                 *state.streams.entry(t.clone()).or_insert(0) += 1;
@@ -383,6 +417,43 @@ impl Shared {
         }
     }
 
+    /// Put `keys` in force (a reload): requests decided from now on use
+    /// them; open streams keep what they were granted.
+    pub fn set_keys(&self, keys: Option<Arc<Keys>>) {
+        *lock(&self.keys) = keys;
+        self.keys_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The keys in force when they changed since generation `seen`, with
+    /// their generation (one atomic load when they did not).
+    pub fn keys_if_newer(&self, seen: u64) -> Option<(u64, Option<Arc<Keys>>)> {
+        if self.keys_generation.load(Ordering::Acquire) == seen {
+            return None;
+        }
+        let keys = lock(&self.keys);
+        Some((self.keys_generation.load(Ordering::Acquire), keys.clone()))
+    }
+
+    /// A stream opened: list it for presence.
+    pub fn presence_open(&self, id: presence::StreamId, entry: presence::Entry) {
+        lock(&self.presence).open(id, entry);
+    }
+
+    /// A stream closed.
+    pub fn presence_close(&self, id: presence::StreamId) {
+        lock(&self.presence).close(id);
+    }
+
+    /// One page of `GET /subscriptions` (JSON).
+    pub fn presence_page(&self, query: &presence::Query) -> String {
+        lock(&self.presence).page_json(query)
+    }
+
+    /// Open streams listed for presence (a gauge).
+    pub fn presence_len(&self) -> usize {
+        lock(&self.presence).len()
+    }
+
     /// Flag shutdown and wake every worker so it notices.
     pub fn request_shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
@@ -411,6 +482,7 @@ mod tests {
                 data: data.into(),
                 ..Default::default()
             },
+            private: false,
         }
     }
 

@@ -213,6 +213,60 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=10_000_000), help_heading = "Security")]
     pub resume_rate_per_ip: u32,
 
+    /// JWT key for both roles: an HMAC secret (32+ bytes) or @PATH to a PEM public key.
+    #[arg(
+        long,
+        env = "STENTOR_JWT_KEY",
+        hide_env_values = true,
+        help_heading = "Security"
+    )]
+    pub jwt_key: Option<String>,
+
+    /// JWT key for publishers' tokens (overrides --jwt-key for them).
+    #[arg(
+        long,
+        env = "STENTOR_JWT_PUBLISHER_KEY",
+        hide_env_values = true,
+        help_heading = "Security"
+    )]
+    pub jwt_publisher_key: Option<String>,
+
+    /// JWT key for subscribers' tokens (overrides --jwt-key for them).
+    #[arg(
+        long,
+        env = "STENTOR_JWT_SUBSCRIBER_KEY",
+        hide_env_values = true,
+        help_heading = "Security"
+    )]
+    pub jwt_subscriber_key: Option<String>,
+
+    /// JWT `iss` every token must carry; unset = not checked.
+    #[arg(long, env = "STENTOR_JWT_ISSUER", help_heading = "Security")]
+    pub jwt_issuer: Option<String>,
+
+    /// JWT `aud` every token must carry; unset = tokens with an `aud` are refused.
+    #[arg(long, env = "STENTOR_JWT_AUDIENCE", help_heading = "Security")]
+    pub jwt_audience: Option<String>,
+
+    /// Streams' tokens: off (ignored), optional (a token unlocks private events) or
+    /// required (401/403 before the stream); default optional with a subscriber key, else off.
+    #[arg(
+        long,
+        env = "STENTOR_SUBSCRIBE_AUTH",
+        value_enum,
+        help_heading = "Security"
+    )]
+    pub subscribe_auth: Option<crate::api::authz::SubscribeAuth>,
+
+    /// Bearer token that may list every stream (GET /subscriptions) whatever its topics.
+    #[arg(
+        long,
+        env = "STENTOR_ADMIN_TOKEN",
+        hide_env_values = true,
+        help_heading = "Security"
+    )]
+    pub admin_token: Option<String>,
+
     // ---- Operations ----------------------------------------------------
     /// Time allowed on SIGTERM/SIGINT to flush queued frames before closing [0..=600000].
     #[arg(long, env = "STENTOR_SHUTDOWN_MS", default_value_t = 5_000,
@@ -370,6 +424,7 @@ impl Config {
         for (flag, token) in [
             ("--publish-token", &self.publish_token),
             ("--subscribe-token", &self.subscribe_token),
+            ("--admin-token", &self.admin_token),
         ] {
             if let Some(t) = token {
                 if t.len() < 16 || t.len() > 4096 || !t.bytes().all(|b| b.is_ascii_graphic()) {
@@ -381,7 +436,50 @@ impl Config {
                 }
             }
         }
+        if self
+            .subscribe_auth
+            .is_some_and(|m| m != crate::api::authz::SubscribeAuth::Off)
+            && self.jwt_key.is_none()
+            && self.jwt_subscriber_key.is_none()
+        {
+            return Err(ConfigError {
+                message: "'--subscribe-auth optional|required' needs '--jwt-key' or '--jwt-subscriber-key'"
+                    .to_string(),
+            });
+        }
+        // Read key files now: a bad key ends startup naming its flag, not
+        // the first request.
+        if let Err(e) = crate::api::jwt::Keys::load(&self.jwt_config()) {
+            return Err(ConfigError {
+                message: e.to_string(),
+            });
+        }
         Ok(())
+    }
+
+    /// The JWT flags, for `Keys::load` (at startup and on SIGHUP).
+    pub fn jwt_config(&self) -> crate::api::jwt::JwtConfig {
+        crate::api::jwt::JwtConfig {
+            key: self.jwt_key.clone(),
+            publisher_key: self.jwt_publisher_key.clone(),
+            subscriber_key: self.jwt_subscriber_key.clone(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            limits: crate::api::jwt::TokenLimits::default(),
+        }
+    }
+
+    /// `--subscribe-auth` as it applies: optional when a subscriber key is
+    /// set and the flag is not, else off.
+    pub fn subscribe_auth_effective(&self) -> crate::api::authz::SubscribeAuth {
+        use crate::api::authz::SubscribeAuth;
+        match self.subscribe_auth {
+            Some(m) => m,
+            None if self.jwt_key.is_some() || self.jwt_subscriber_key.is_some() => {
+                SubscribeAuth::Optional
+            }
+            None => SubscribeAuth::Off,
+        }
     }
 
     /// Worker threads to start: the flag, or one per core.

@@ -560,22 +560,24 @@ fn access_summary(count: u64) {
     );
 }
 
-/// `access_token=...` in a query string, value replaced: the subscribe
-/// token must not land in logs.
+/// The query parameters that carry tokens: the shared subscribe token and
+/// a JWT (`api::token_source::QUERY_PARAM`).
+const SECRET_PARAMS: [&str; 2] = ["access_token", crate::api::token_source::QUERY_PARAM];
+
+/// `access_token=...` and `authorization=...` in a query string, values
+/// replaced: tokens must not land in logs.
 pub fn redact_query(target: &str) -> std::borrow::Cow<'_, str> {
     let Some((path, query)) = target.split_once('?') else {
         return target.into();
     };
-    if !query
-        .split('&')
-        .any(|p| p.split('=').next() == Some("access_token"))
-    {
+    let secret = |p: &str| SECRET_PARAMS.contains(&p.split('=').next().unwrap_or(""));
+    if !query.split('&').any(secret) {
         return target.into();
     }
     let redacted: Vec<String> = query
         .split('&')
         .map(|p| match p.split_once('=') {
-            Some(("access_token", _)) => "access_token=<redacted>".to_string(),
+            Some((name, _)) if SECRET_PARAMS.contains(&name) => format!("{name}=<redacted>"),
             _ => p.to_string(),
         })
         .collect();
@@ -776,5 +778,9 @@ mod tests {
             "/events?topic=a&access_token=<redacted>&x=1"
         );
         assert_eq!(redact_query("/healthz"), "/healthz");
+        assert_eq!(
+            redact_query("/events?topic=a&authorization=eyJ.x.y"),
+            "/events?topic=a&authorization=<redacted>"
+        );
     }
 }

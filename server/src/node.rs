@@ -1,6 +1,7 @@
 //! The node: the control plane only. It plans capacity, binds one
 //! SO_REUSEPORT listener per worker, creates the [`bus`](crate::bus) the
-//! workers share, starts them, waits for SIGTERM/SIGINT, then drains them.
+//! workers share, starts them, waits for SIGTERM/SIGINT (reloading the JWT
+//! keys on SIGHUP meanwhile), then drains them.
 
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -137,7 +138,7 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
         );
     }
 
-    let signals = sys::block_signals(&[libc::SIGTERM, libc::SIGINT]);
+    let signals = sys::block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
     let shared = Arc::new(
         Shared::new(config.clone(), capacity.workers, capacity.connections_max)
             .map_err(|e| NodeError::new(format!("cannot create eventfd: {e}")))?,
@@ -196,6 +197,13 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
         nofile_soft = capacity.nofile_soft,
         reason = capacity.reason,
     );
+    if let Ok(Some(keys)) = crate::api::jwt::Keys::load(&config.jwt_config()) {
+        crate::info!(
+            "jwt keys loaded",
+            keys = format!("{:?}", keys.describe()),
+            subscribe_auth = format!("{:?}", config.subscribe_auth_effective()).to_lowercase()
+        );
+    }
 
     // Wait for a signal; also notice workers that died on their own.
     // A worker that stopped (an invariant broke, or its ring kept failing)
@@ -203,8 +211,10 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
     // closed and new ones go to the other workers, which carry on.
     let mut reported = vec![false; handles.len()];
     let signal = loop {
-        if let Some(sig) = sys::wait_signal(&signals, Duration::from_millis(500)) {
-            break Some(sig);
+        match sys::wait_signal(&signals, Duration::from_millis(500)) {
+            Some(libc::SIGHUP) => reload_keys(config, &shared),
+            Some(sig) => break Some(sig),
+            None => {}
         }
         for (id, h) in handles.iter().enumerate() {
             if h.is_finished() && !reported[id] {
@@ -241,6 +251,33 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
             Err(NodeError::new(
                 "every worker stopped on an error (see the log lines above)",
             ))
+        }
+    }
+}
+
+/// SIGHUP: read the JWT key flags again (a rotated `@PATH` file) and put
+/// the new keys in force for requests from now on. Open streams keep
+/// going with what they were granted. A key that no longer loads leaves
+/// the old keys in force and says why.
+fn reload_keys(config: &Config, shared: &Shared) {
+    match crate::api::jwt::Keys::load(&config.jwt_config()) {
+        Ok(keys) => {
+            let described = keys
+                .as_ref()
+                .map_or_else(|| "none".to_string(), |k| k.describe());
+            shared.set_keys(keys.map(Arc::new));
+            crate::info!(
+                "jwt keys reloaded",
+                signal = "SIGHUP",
+                keys = format!("{described:?}")
+            );
+        }
+        Err(e) => {
+            crate::error!(
+                "jwt keys not reloaded; the previous keys stay in force",
+                signal = "SIGHUP",
+                error = format!("{:?}", e.to_string())
+            );
         }
     }
 }

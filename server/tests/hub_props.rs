@@ -64,7 +64,7 @@ struct Sent {
 
 fn publish_all(hub: &mut Hub, publishes: &[(usize, String)], sent: &mut Vec<Sent>) {
     for (t, data) in publishes {
-        let Published { id, frame } = hub
+        let Published { id, frame, .. } = hub
             .publish(
                 &topic(*t),
                 Event {

@@ -172,7 +172,7 @@ proptest! {
             match op {
                 Op::Publish(t, n) => {
                     let data = format!("{}-{}", sent.len(), "x".repeat(n));
-                    let Published { id, frame } = hub
+                    let Published { id, frame, .. } = hub
                         .publish(&topic(t), Event { data, ..Event::default() })
                         .expect("valid publish");
                     sent.push(Sent { topic: t, id, frame });

@@ -326,3 +326,82 @@ fn api_contract_tokens() {
 fn api_contract_cors() {
     api_contract("cors", &["--cors-origin", "https://app.example"]);
 }
+
+/// Whether python3 has PyJWT and cryptography, to mint the tokens.
+fn have_pyjwt() -> bool {
+    available(
+        "python3 with PyJWT and cryptography (tests/jwt/requirements.txt)",
+        runs("python3", &["-c", "import jwt, cryptography"]),
+    )
+}
+
+/// Issue 14 in a browser: a page with its token in the
+/// `stentorAuthorization` cookie gets its own private events and not
+/// another user's; its pattern stream gets exactly the matching events;
+/// presence follows its streams; a key rotation (file replaced, SIGHUP)
+/// refuses the old tokens while the page's open stream keeps receiving.
+#[test]
+fn chromium_cookie_token_private_events_patterns_presence_and_key_rotation() {
+    if !have_chromium() || !have_pyjwt() {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("interop-authz-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mint_py = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/jwt/mint.py");
+    let ok = Command::new("python3")
+        .arg(&mint_py)
+        .arg("keygen")
+        .arg(&dir)
+        .status()
+        .expect("mint.py keygen");
+    assert!(ok.success(), "mint.py keygen");
+    let live = dir.join("live.pub");
+    std::fs::copy(dir.join("p256.pub"), &live).expect("copy the live key");
+    let es = |key: &str, mercure: serde_json::Value| {
+        serde_json::json!({"alg": "ES256", "key": dir.join(key).to_string_lossy(), "exp": 3600,
+                           "claims": {"mercure": mercure}})
+    };
+    let specs = serde_json::json!([
+        es("p256.key", serde_json::json!({"publish": ["*"]})),
+        es(
+            "p256.key",
+            serde_json::json!({"subscribe": ["users/7/*", "orders/*"], "payload": {"user": 7}})
+        ),
+        es("p256-other.key", serde_json::json!({"publish": ["*"]})),
+    ]);
+    let mut child = Command::new("python3")
+        .arg(&mint_py)
+        .arg("batch")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mint.py batch");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(specs.to_string().as_bytes())
+        .expect("write specs");
+    let out = child.wait_with_output().expect("mint.py output");
+    assert!(out.status.success(), "mint.py batch");
+    let tokens: Vec<String> = serde_json::from_slice(&out.stdout).expect("tokens");
+    let admin = "interop-admin-token-0123456789";
+    let config = serde_json::json!({
+        "tokens": {"publisher": tokens[0], "user7": tokens[1], "publisher2": tokens[2]},
+        "live_key": live.to_string_lossy(),
+        "next_key": dir.join("p256-other.pub").to_string_lossy(),
+        "admin": admin,
+    });
+    let config_path = dir.join("config.json");
+    std::fs::write(&config_path, config.to_string()).expect("write config");
+    let key_flag = format!("@{}", live.display());
+    let server = start(&["--jwt-key", &key_flag, "--admin-token", admin]);
+    let port = server.addr.port().to_string();
+    let pid = server.pid().to_string();
+    run_client(
+        "node",
+        &["authz.mjs", &port, &pid, &config_path.to_string_lossy()],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -484,6 +484,7 @@ fn resumes_on_the_bus_do_not_hold_the_publish_lock() {
             data: data.into(),
             ..Default::default()
         },
+        private: false,
     };
     let mut drained = Vec::new();
     for _ in 0..HISTORY / 1000 {

@@ -5,6 +5,7 @@
 //! - routes, methods and every status with its reason (here);
 //! - [`client`]: who the client is behind `--trusted-proxy` hops;
 //! - [`auth`]: bearer tokens and the rule for publishing without one;
+//! - [`authz`]: JWT rights: which topics a publisher or a stream may use;
 //! - [`cors`]: which browser origins may read our answers;
 //! - [`publish`]: the body of `POST /publish`, once authorized;
 //! - [`response`]: the bytes of an answer and of a stream's head;
@@ -18,6 +19,7 @@
 //! Continue` is sent only once the request is authorized.
 
 pub mod auth;
+pub mod authz;
 pub mod client;
 pub mod cors;
 pub mod jwt;
@@ -34,11 +36,12 @@ use crate::hub::publish::PublishRequest;
 use crate::hub::topic::Topic;
 use crate::limit::Limit;
 use crate::wire::http::{self, Method, RequestHead};
-use auth::{bearer, token_matches, unauthorized};
+use authz::{AuthzConfig, PublishRights, StreamRights};
 use client::{Client, TrustedProxies};
 use cors::{preflight, Cors};
 use publish::{parse_publish, PublishRules};
 pub use response::{stream_preamble, Headers, Response, STREAM_HEADERS};
+use selector::{Pattern, PatternLimits};
 
 /// The live page served at `GET /`: self-contained, nothing fetched from
 /// elsewhere.
@@ -49,6 +52,8 @@ pub const PAGE_HTML: &str = include_str!("../page/index.html");
 pub struct ApiConfig {
     pub topics_per_stream_max: usize,
     pub topic_bytes_max: usize,
+    /// Bounds on a stream's topic patterns.
+    pub pattern_limits: PatternLimits,
     pub publish_rules: PublishRules,
     /// `--publish-token`: publishing needs `Authorization: Bearer` with it.
     /// Unset: publishing only by local tools ([`auth::tokenless_publish_refusal`]).
@@ -58,6 +63,10 @@ pub struct ApiConfig {
     pub cors: Cors,
     /// `--trusted-proxy`: peers whose forwarding headers name the client.
     pub trusted_proxies: TrustedProxies,
+    /// JWT keys and rules (`--jwt-key`, `--subscribe-auth`, ...). The keys
+    /// start unset here: the worker takes the node's current ones from the
+    /// bus before its first request and again after each reload.
+    pub authz: AuthzConfig,
 }
 
 impl ApiConfig {
@@ -65,6 +74,7 @@ impl ApiConfig {
         ApiConfig {
             topics_per_stream_max: usize::from(config.topics_per_stream_max),
             topic_bytes_max: usize::from(config.topic_bytes_max),
+            pattern_limits: PatternLimits::default(),
             publish_rules: PublishRules {
                 topic_bytes_max: usize::from(config.topic_bytes_max),
                 batch_events_max: config.publish_batch_events_max as usize,
@@ -73,6 +83,7 @@ impl ApiConfig {
             subscribe_token: config.subscribe_token.clone(),
             cors: Cors::from_list(&config.cors_origin),
             trusted_proxies: TrustedProxies::new(config.trusted_proxy.clone()),
+            authz: AuthzConfig::from_config(config, None),
         }
     }
 }
@@ -87,17 +98,28 @@ pub enum Decision {
     /// replaying from `resume` first.
     Stream {
         topics: Vec<Topic>,
+        /// Topic patterns (`orders/*`, `books/{id}`): live events of every
+        /// topic they match; not replayed on resume.
+        patterns: Vec<Pattern>,
         resume: ResumePoint,
         /// Extra head lines (CORS).
         headers: Headers,
         /// The client, for per-IP limits (resumes, connections).
         client: Client,
+        /// What the stream's token grants (private events of its topics).
+        rights: StreamRights,
     },
     /// An authorized publish: read the body (after `100 Continue` if the
     /// client waits for it), then [`publish_body`].
     ReadBody(PublishGrant),
     /// The node's counters as Prometheus text.
     Metrics { keep_alive: bool, headers: Headers },
+    /// A page of the node's streams (`GET /subscriptions`), authorized.
+    Presence {
+        keep_alive: bool,
+        headers: Headers,
+        query: crate::bus::presence::Query,
+    },
 }
 
 /// A publish that passed authorization, waiting for its body.
@@ -106,8 +128,10 @@ pub struct PublishGrant {
     pub keep_alive: bool,
     /// Extra answer headers (CORS).
     pub headers: Headers,
-    /// The publish rate bucket: the configured token's, else the client's.
+    /// The publish rate bucket: the token's, else the client's.
     pub rate_key: u64,
+    /// The topics the publisher may publish to (checked on the body).
+    pub rights: PublishRights,
 }
 
 /// Decide what a request gets from its head. `peer` is the TCP peer (or
@@ -120,6 +144,7 @@ pub fn decide(head: &RequestHead, peer: IpAddr, cfg: &ApiConfig) -> Decision {
         Decision::Respond(r) => r.headers.extend(cors),
         Decision::Stream { headers, .. }
         | Decision::Metrics { headers, .. }
+        | Decision::Presence { headers, .. }
         | Decision::ReadBody(PublishGrant { headers, .. }) => headers.extend(cors),
     }
     decision
@@ -132,17 +157,25 @@ pub fn publish_body(
     body: &[u8],
     cfg: &ApiConfig,
 ) -> Result<Vec<PublishRequest>, Response> {
-    parse_publish(head.header("content-type"), body, &cfg.publish_rules).map_err(|e| {
-        let mut r = Response::publish_error(&e, grant.keep_alive);
-        r.headers = grant.headers.clone();
+    let requests =
+        parse_publish(head.header("content-type"), body, &cfg.publish_rules).map_err(|e| {
+            let mut r = Response::publish_error(&e, grant.keep_alive);
+            r.headers = grant.headers.clone();
+            r
+        })?;
+    authz::publish_topics(&grant.rights, &requests, grant.keep_alive).map_err(|mut r| {
+        r.headers.extend(grant.headers.iter().cloned());
         r
-    })
+    })?;
+    Ok(requests)
 }
 
 fn route(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
     let keep_alive = head.keep_alive;
     let (allow, method) = match head.path.as_str() {
-        "/events" | "/healthz" | "/metrics" | "/" => ("GET, OPTIONS", Method::Get),
+        "/events" | "/subscriptions" | "/healthz" | "/metrics" | "/" => {
+            ("GET, OPTIONS", Method::Get)
+        }
         "/publish" => ("POST, OPTIONS", Method::Post),
         _ => return Decision::Respond(Response::text(404, "not found", keep_alive)),
     };
@@ -155,6 +188,14 @@ fn route(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
     match head.path.as_str() {
         "/events" => stream(head, client, cfg),
         "/publish" => publish(head, client, cfg),
+        "/subscriptions" => match authz::presence_from_head(head, client, &cfg.authz) {
+            Ok(query) => Decision::Presence {
+                keep_alive,
+                headers: Headers::new(),
+                query,
+            },
+            Err(r) => Decision::Respond(r),
+        },
         "/healthz" => Decision::Respond(Response::text(200, "ok", keep_alive)),
         "/metrics" => Decision::Metrics {
             keep_alive,
@@ -194,21 +235,18 @@ fn stream(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
         Err(e) => return bad_request(e.reason()),
     };
     let mut topics: Vec<Topic> = Vec::new();
+    let mut patterns: Vec<Pattern> = Vec::new();
     let mut last_event_id: Option<&str> = None;
-    let mut access_token: Option<&str> = None;
     for (k, v) in &pairs {
         match k.as_str() {
             "lastEventId" => last_event_id = Some(v),
-            "access_token" => access_token = Some(v),
             "topic" => {
-                if topics.iter().any(|t| t.as_str() == v) {
+                let seen = topics.iter().any(|t| t.as_str() == v)
+                    || patterns.iter().any(|p| p.as_str() == v);
+                if seen {
                     continue;
                 }
-                let topic = match Topic::parse(v, cfg.topic_bytes_max) {
-                    Ok(t) => t,
-                    Err(e) => return refused(Limit::TopicName, &format!("invalid topic: {e}")),
-                };
-                if topics.len() == cfg.topics_per_stream_max {
+                if topics.len() + patterns.len() == cfg.topics_per_stream_max {
                     return refused(
                         Limit::TopicsPerStream,
                         &format!(
@@ -217,56 +255,74 @@ fn stream(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
                         ),
                     );
                 }
+                if v.contains(['*', '{']) {
+                    // A pattern: the same grammar as token selectors.
+                    match Pattern::parse(v, &cfg.pattern_limits) {
+                        Ok(p) => patterns.push(p),
+                        Err(e) => {
+                            return refused(
+                                Limit::TopicName,
+                                &format!("invalid topic pattern: {e}"),
+                            )
+                        }
+                    }
+                    continue;
+                }
+                let topic = match Topic::parse(v, cfg.topic_bytes_max) {
+                    Ok(t) => t,
+                    Err(e) => return refused(Limit::TopicName, &format!("invalid topic: {e}")),
+                };
                 topics.push(topic);
             }
             _ => {}
         }
     }
-    if let Some(expected) = &cfg.subscribe_token {
-        // EventSource cannot set headers: the query parameter is the way
-        // for browsers, the header for every other client.
-        let presented = bearer(head).or(access_token);
-        let ok = presented.is_some_and(|p| token_matches(p.as_bytes(), expected.as_bytes()));
-        if !ok {
-            return Decision::Respond(unauthorized(
-                "subscribe",
-                presented.is_some(),
-                false,
-                head.keep_alive,
-            ));
-        }
-    }
-    if topics.is_empty() {
+    let names: Vec<&str> = topics
+        .iter()
+        .map(Topic::as_str)
+        .chain(patterns.iter().map(Pattern::as_str))
+        .collect();
+    let rights = match authz::stream_from_head(
+        head,
+        &pairs,
+        &names,
+        cfg.subscribe_token.as_deref(),
+        &cfg.authz,
+    ) {
+        Ok(r) => r,
+        Err(r) => return Decision::Respond(r),
+    };
+    if topics.is_empty() && patterns.is_empty() {
         return bad_request("missing topic: use /events?topic=NAME (repeatable)");
     }
+    // A topic one of the stream's own patterns names comes through the
+    // pattern: kept in both, the stream would get its events twice.
+    topics.retain(|t| !patterns.iter().any(|p| p.matches(t.as_str())));
     let resume = ResumePoint::from_request(head.header("last-event-id"), last_event_id);
     Decision::Stream {
         topics,
+        patterns,
         resume,
         headers: Headers::new(),
         client: *client,
+        rights,
     }
 }
 
 fn publish(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
     let keep_alive = head.keep_alive;
-    let rate_key = match &cfg.publish_token {
-        Some(expected) => {
-            let presented = bearer(head);
-            let ok = presented.is_some_and(|p| token_matches(p.as_bytes(), expected.as_bytes()));
-            if !ok {
-                return Decision::Respond(unauthorized(
-                    "publish",
-                    presented.is_some(),
-                    true,
-                    keep_alive,
-                ));
-            }
-            // Only a configured (now checked) token names a bucket: a token
-            // a client made up would buy it a fresh bucket per request.
-            crate::limit::token_key(expected.as_bytes())
-        }
-        None => {
+    let query = http::parse_query(&head.query).unwrap_or_default();
+    let settled = authz::publish_from_head(
+        head,
+        &query,
+        cfg.publish_token.as_deref(),
+        &cfg.authz,
+        &cfg.cors,
+    );
+    let (rights, rate_key) = match settled {
+        Err(r) => return Decision::Respond(r),
+        Ok(Some(granted)) => granted,
+        Ok(None) => {
             if let Some(reason) = auth::tokenless_publish_refusal(head, client, &cfg.cors) {
                 let mut r = Response::publish_error(
                     &crate::hub::publish::PublishError::new(403, None, reason),
@@ -275,13 +331,14 @@ fn publish(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
                 r.limit = Some(Limit::Forbidden);
                 return Decision::Respond(r);
             }
-            client_key(client)
+            (PublishRights::All, client_key(client))
         }
     };
     Decision::ReadBody(PublishGrant {
         keep_alive,
         headers: Headers::new(),
         rate_key,
+        rights,
     })
 }
 
@@ -292,6 +349,7 @@ pub fn client_key(client: &Client) -> u64 {
 
 #[cfg(test)]
 mod route_tests {
+    use super::auth::token_matches;
     use super::cors::{CORS_ALLOW_HEADERS, CORS_MAX_AGE_S};
     use super::*;
     use crate::wire::http::{parse_head, HeadStatus, Limits};
@@ -343,6 +401,7 @@ mod route_tests {
                 keep_alive,
                 headers,
             },
+            Decision::Presence { .. } => Action::Respond(Response::text(200, "presence", true)),
             Decision::ReadBody(grant) => match publish_body(&grant, head, body, cfg) {
                 Ok(requests) => Action::Publish {
                     requests,
@@ -366,6 +425,7 @@ mod route_tests {
         ApiConfig {
             topics_per_stream_max: 2,
             topic_bytes_max: 16,
+            pattern_limits: PatternLimits::default(),
             publish_rules: PublishRules {
                 topic_bytes_max: 16,
                 batch_events_max: 3,
@@ -374,6 +434,12 @@ mod route_tests {
             subscribe_token: None,
             cors: Cors::default(),
             trusted_proxies: TrustedProxies::default(),
+            authz: AuthzConfig {
+                keys: None,
+                subscribe_auth: authz::SubscribeAuth::Off,
+                admin_token: None,
+                generation: 0,
+            },
         }
     }
 

@@ -13,6 +13,8 @@
 //! CR, LF or NUL and must not start with `stentor.` (reserved for server
 //! notices such as `stentor.missed`); an empty `event` means the default
 //! type `message`. `retry` is a non-negative integer (JSON number or digits).
+//! `private` (JSON `true`/`false`, form `on`/`off`) keeps the event from
+//! streams whose token does not cover its topic (see `api::authz`).
 //! A JSON `null` is the same as an absent field. `id` is refused: the server
 //! assigns ids (see `hub::id`). Unknown and duplicate fields are refused, so
 //! a typo never silently drops a field. Any bad element refuses the whole
@@ -123,6 +125,8 @@ struct JsonEvent<'a> {
     retry: Option<&'a RawValue>,
     #[serde(borrow, default)]
     id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    private: Option<&'a RawValue>,
 }
 
 fn invalid_json(e: serde_json::Error) -> PublishError {
@@ -204,6 +208,16 @@ fn json_element(text: &str, rules: &PublishRules) -> Result<PublishRequest, Publ
         None => None,
         Some(r) => Some(json_retry(r)?),
     };
+    let private = match raw.private.map(|r| r.get()) {
+        None | Some("null") | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(PublishError::bad(
+                "private",
+                "`private` must be true or false",
+            ))
+        }
+    };
     Ok(PublishRequest {
         topic,
         event: Event {
@@ -212,6 +226,7 @@ fn json_element(text: &str, rules: &PublishRules) -> Result<PublishRequest, Publ
             data,
             retry,
         },
+        private,
     })
 }
 
@@ -312,18 +327,20 @@ fn parse_form_body(body: &[u8], rules: &PublishRules) -> Result<PublishRequest, 
     let mut data: Option<String> = None;
     let mut event: Option<String> = None;
     let mut retry: Option<String> = None;
+    let mut private: Option<String> = None;
     for (key, value) in pairs {
         let (slot, field) = match key.as_str() {
             "topic" => (&mut topic, "topic"),
             "data" => (&mut data, "data"),
             "event" => (&mut event, "event"),
             "retry" => (&mut retry, "retry"),
+            "private" => (&mut private, "private"),
             "id" => return Err(id_refused()),
             _ => {
                 return Err(PublishError::new(
                     400,
                     None,
-                    format!("unknown field {key:?}; expected topic, data, event, retry"),
+                    format!("unknown field {key:?}; expected topic, data, event, retry, private"),
                 ))
             }
         };
@@ -350,6 +367,12 @@ fn parse_form_body(body: &[u8], rules: &PublishRules) -> Result<PublishRequest, 
         None => None,
         Some(s) => Some(text_retry(&s)?),
     };
+    // `private=on` is what an HTML checkbox sends.
+    let private = match private.as_deref() {
+        None | Some("off") | Some("false") | Some("0") => false,
+        Some("on") | Some("true") | Some("1") => true,
+        Some(_) => return Err(PublishError::bad("private", "`private` must be on or off")),
+    };
     Ok(PublishRequest {
         topic,
         event: Event {
@@ -358,6 +381,7 @@ fn parse_form_body(body: &[u8], rules: &PublishRules) -> Result<PublishRequest, 
             data,
             retry,
         },
+        private,
     })
 }
 

@@ -177,15 +177,15 @@ pub struct BrokerEvent {
 }
 
 impl NewEvent {
-    /// A validated publish, as the broker stores it. `private` is for the
-    /// caller to set (nothing in a publish body sets it yet).
+    /// A validated publish, as the broker stores it, private flag included
+    /// (`"private": true` in the publish body).
     pub fn from_request(req: &crate::hub::publish::PublishRequest) -> NewEvent {
         NewEvent {
             topic: req.topic.as_str().to_string(),
             event: req.event.event.clone(),
             data: req.event.data.clone(),
             retry: req.event.retry,
-            private: false,
+            private: req.private,
         }
     }
 }

@@ -568,11 +568,21 @@ mod tests {
             .collect();
         let f = TempFile::new("uncommented.toml", &uncommented);
         let l = load_args(&["--config", &f.arg()]);
-        // Empty tokens are not valid tokens: without them the file loads to the defaults.
-        assert!(l.unwrap_err().contains("token"));
+        // Empty tokens, keys and modes are not valid values: without them
+        // the file loads to the defaults.
+        let secret_or_key = |l: &str| {
+            l.contains("token") || l.starts_with("jwt-") || l.starts_with("subscribe-auth")
+        };
+        let e = l.unwrap_err();
+        assert!(
+            ["token", "jwt", "subscribe-auth"]
+                .iter()
+                .any(|w| e.contains(w)),
+            "{e}"
+        );
         let without_tokens: String = uncommented
             .lines()
-            .filter(|l| !l.contains("token"))
+            .filter(|l| !secret_or_key(l))
             .map(|l| format!("{l}\n"))
             .collect();
         let f = TempFile::new("defaults.toml", &without_tokens);

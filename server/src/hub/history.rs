@@ -54,6 +54,9 @@ pub struct HistoryLimits {
 pub struct Entry {
     pub id: u64,
     pub frame: Frame,
+    /// A private event: replayed only to streams whose token covers its
+    /// topic.
+    pub private: bool,
 }
 
 /// What one append pushed out of the ring, for the node-wide counters.
@@ -135,6 +138,11 @@ impl History {
     /// [`CHUNK_BYTES`]), and the chunk list is copied only when a view still
     /// holds it.
     pub fn push(&mut self, id: u64, frame: Frame) -> Evicted {
+        self.push_flagged(id, frame, false)
+    }
+
+    /// [`Self::push`] of an event that is private or not.
+    pub fn push_flagged(&mut self, id: u64, frame: Frame, private: bool) -> Evicted {
         assert!(
             id > self.newest_id,
             "history ids must increase: {id} after {}",
@@ -148,7 +156,7 @@ impl History {
         if self.tail.capacity() == 0 {
             self.new_tail();
         }
-        self.tail.push(Entry { id, frame });
+        self.tail.push(Entry { id, frame, private });
         let evicted = if self.len > self.limits.events_max || self.bytes > self.limits.bytes_max {
             self.evict()
         } else {

@@ -14,6 +14,9 @@ pub struct PublishRequest {
     pub topic: Topic,
     /// `id` is always `None`: the hub assigns it.
     pub event: Event,
+    /// Delivered (live and on replay) only to streams whose token's
+    /// `subscribe` selectors cover the topic.
+    pub private: bool,
 }
 
 /// Why a publish is refused: the HTTP status, the field at fault (when one

@@ -66,6 +66,8 @@ pub struct HubLimits {
 pub struct Published {
     pub id: u64,
     pub frame: Frame,
+    /// For streams whose token covers the topic only.
+    pub private: bool,
 }
 
 /// Why a client may have missed events.
@@ -126,6 +128,8 @@ pub struct ReplaySnapshot {
     missed: Option<MissedReason>,
     /// The requested topics holding events after the resume id.
     views: Vec<HistoryView>,
+    /// Per view: whether the stream gets the topic's private events.
+    private_ok: Vec<bool>,
     replay_events_max: usize,
     replay_bytes_max: usize,
     /// A subscribe without a resume id: nothing to replay.
@@ -177,7 +181,7 @@ impl ReplaySnapshot {
     /// the notice announces.
     fn newest_within_bounds(&self) -> (Vec<Frame>, bool) {
         if let [view] = &self.views[..] {
-            return self.newest_of_one(view.entries());
+            return self.newest_of_one(view.entries(), self.private_ok[0]);
         }
         let mut ranges: Vec<Entries<'_>> = self.views.iter().map(HistoryView::entries).collect();
         // Max-heap of (id of the range's newest remaining entry, range index).
@@ -198,6 +202,13 @@ impl ReplaySnapshot {
             debug_assert_eq!(entry.id, id);
             debug_assert!(id < last_id, "ids are unique across topics");
             last_id = id;
+            if entry.private && !self.private_ok[i] {
+                // Not this stream's: passed over, and costs it nothing.
+                if let Some(next) = range.peek_back() {
+                    heap.push((next.id, i));
+                }
+                continue;
+            }
             if chosen.len() == self.replay_events_max
                 || bytes + entry.frame.len() > self.replay_bytes_max
             {
@@ -216,10 +227,10 @@ impl ReplaySnapshot {
 
     /// [`ReplaySnapshot::newest_within_bounds`] for one topic (the common
     /// resume): no merge, so no heap.
-    fn newest_of_one(&self, entries: Entries<'_>) -> (Vec<Frame>, bool) {
+    fn newest_of_one(&self, entries: Entries<'_>, private_ok: bool) -> (Vec<Frame>, bool) {
         let mut chosen: Vec<Frame> = Vec::with_capacity(entries.len().min(self.replay_events_max));
         let mut bytes = 0usize;
-        for entry in entries.rev() {
+        for entry in entries.rev().filter(|e| private_ok || !e.private) {
             if chosen.len() == self.replay_events_max
                 || bytes + entry.frame.len() > self.replay_bytes_max
             {
@@ -304,8 +315,12 @@ impl Hub {
     pub fn publish(&mut self, topic: &Topic, event: Event) -> Result<Published, PublishError> {
         let id = self.check_room(std::iter::once(topic))?;
         let frame = encode_with_id(event, id)?;
-        self.commit(topic, id, frame.clone());
-        Ok(Published { id, frame })
+        self.commit(topic, id, frame.clone(), false);
+        Ok(Published {
+            id,
+            frame,
+            private: false,
+        })
     }
 
     /// Publish a batch in order, all or nothing: every event is checked and
@@ -318,15 +333,16 @@ impl Hub {
         let mut prepared = Vec::with_capacity(requests.len());
         for (i, request) in requests.into_iter().enumerate() {
             let id = first_id + i as u64;
+            let private = request.private;
             let frame = encode_with_id(request.event, id).map_err(|e| PublishError {
                 message: format!("events[{i}]: {}", e.message),
                 ..e
             })?;
-            prepared.push((request.topic, Published { id, frame }));
+            prepared.push((request.topic, Published { id, frame, private }));
         }
         let mut published = Vec::with_capacity(prepared.len());
         for (topic, p) in prepared {
-            self.commit(&topic, p.id, p.frame.clone());
+            self.commit(&topic, p.id, p.frame.clone(), p.private);
             published.push(p);
         }
         Ok(published)
@@ -364,7 +380,7 @@ impl Hub {
     }
 
     /// Give `id` out and keep `frame` in `topic`'s history.
-    fn commit(&mut self, topic: &Topic, id: u64, frame: Frame) {
+    fn commit(&mut self, topic: &Topic, id: u64, frame: Frame, private: bool) {
         let next = self.ids.next_id();
         assert_eq!(next, Some(id), "ids are committed in the order checked");
         let frame_bytes = frame.len();
@@ -377,7 +393,7 @@ impl Hub {
                 })
             }
         };
-        let evicted = history.push(id, frame);
+        let evicted = history.push_flagged(id, frame, private);
         self.stats.published_total += 1;
         self.stats.last_id = id;
         self.stats.history_events = self.stats.history_events + 1 - evicted.events;
@@ -403,6 +419,18 @@ impl Hub {
     /// [`ReplaySnapshot::replay`]. Publishes after this call do not change
     /// what the snapshot replays.
     pub fn replay_snapshot(&self, topics: &[Topic], resume: &ResumePoint) -> ReplaySnapshot {
+        self.replay_snapshot_for(topics, resume, &|_| false)
+    }
+
+    /// [`Self::replay_snapshot`] for a stream that gets the private events
+    /// of the topics `private_ok` accepts (and only the public ones of the
+    /// others).
+    pub fn replay_snapshot_for(
+        &self,
+        topics: &[Topic],
+        resume: &ResumePoint,
+        private_ok: &dyn Fn(&str) -> bool,
+    ) -> ReplaySnapshot {
         let through_id = self.ids.last();
         let (after, echo, mut missed) = match resume {
             ResumePoint::Live => {
@@ -411,6 +439,7 @@ impl Hub {
                     echo: String::new(),
                     missed: None,
                     views: Vec::new(),
+                    private_ok: Vec::new(),
                     replay_events_max: self.limits.replay_events_max,
                     replay_bytes_max: self.limits.replay_bytes_max,
                     live: true,
@@ -429,6 +458,7 @@ impl Hub {
         distinct.dedup();
 
         let mut views: Vec<HistoryView> = Vec::with_capacity(distinct.len());
+        let mut private: Vec<bool> = Vec::with_capacity(distinct.len());
         for name in &distinct {
             match self.topics.get(*name) {
                 Some(h) => {
@@ -437,6 +467,7 @@ impl Hub {
                     }
                     if h.newest_id() > after && !h.is_empty() {
                         views.push(h.view_after(after));
+                        private.push(private_ok(name));
                     }
                 }
                 None => {
@@ -451,6 +482,7 @@ impl Hub {
             echo,
             missed,
             views,
+            private_ok: private,
             replay_events_max: self.limits.replay_events_max,
             replay_bytes_max: self.limits.replay_bytes_max,
             live: false,
@@ -595,6 +627,42 @@ mod tests {
     }
 
     #[test]
+    fn private_events_are_replayed_only_where_allowed() {
+        let mut hub = Hub::new(limits(), EPOCH_MS);
+        let req = |topic: &str, data: &str, private: bool| PublishRequest {
+            topic: t(topic),
+            event: ev(data),
+            private,
+        };
+        hub.publish_batch(vec![
+            req("a", "a1", false),
+            req("a", "a2", true),
+            req("b", "b1", true),
+            req("b", "b2", false),
+        ])
+        .unwrap();
+        let data = |topics: &[Topic], ok: &dyn Fn(&str) -> bool| -> Vec<String> {
+            let replay = hub
+                .replay_snapshot_for(topics, &ResumePoint::After(1000), ok)
+                .replay();
+            assert_eq!(replay.missed, None);
+            dispatched(&replay.frames)
+                .into_iter()
+                .map(|(_, d, _)| d)
+                .collect()
+        };
+        // One topic (no merge) and two (the merge), each way.
+        assert_eq!(data(&[t("a")], &|_| false), ["a1"]);
+        assert_eq!(data(&[t("a")], &|_| true), ["a1", "a2"]);
+        assert_eq!(data(&[t("a"), t("b")], &|_| false), ["a1", "b2"]);
+        assert_eq!(data(&[t("a"), t("b")], &|t| t == "b"), ["a1", "b1", "b2"]);
+        assert_eq!(data(&[t("a"), t("b")], &|_| true), ["a1", "a2", "b1", "b2"]);
+        // The plain replay is the public one.
+        let public = hub.replay(&[t("a"), t("b")], &ResumePoint::After(1000));
+        assert_eq!(dispatched(&public.frames).len(), 2);
+    }
+
+    #[test]
     fn publish_assigns_ids_encodes_once_and_keeps_the_frame() {
         let mut hub = Hub::new(limits(), EPOCH_MS);
         assert_eq!(hub.last_id(), 1000);
@@ -662,6 +730,7 @@ mod tests {
         let req = |topic: &str, event: Event| PublishRequest {
             topic: t(topic),
             event,
+            private: false,
         };
         let bad = vec![
             req("a", ev("1")),
@@ -705,10 +774,12 @@ mod tests {
             PublishRequest {
                 topic: t("b"),
                 event: ev("1"),
+                private: false,
             },
             PublishRequest {
                 topic: t("c"),
                 event: ev("2"),
+                private: false,
             },
         ];
         let e = hub.publish_batch(two_new).unwrap_err();
@@ -719,10 +790,12 @@ mod tests {
             PublishRequest {
                 topic: t("b"),
                 event: ev("1"),
+                private: false,
             },
             PublishRequest {
                 topic: t("b"),
                 event: ev("2"),
+                private: false,
             },
         ];
         hub.publish_batch(same_new).unwrap();

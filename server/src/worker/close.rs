@@ -41,7 +41,16 @@ impl Worker {
             self.shared
                 .unsubscribe(subs.iter().map(|sub| index.name(sub.topic)));
         }
+        if conn.phase == Phase::Streaming {
+            self.shared.presence_close(crate::bus::presence::StreamId {
+                worker: self.id as u16,
+                key,
+                generation: conn.generation,
+            });
+        }
         let freed = conn.start_closing();
+        self.private.close(key);
+        self.patterns.close(key);
         let (fixed, ring, generation) = (conn.fixed, conn.ring, conn.generation);
         // A recv being cancelled for a pause still completes on its own;
         // cancelling it again is harmless (the cancel finds nothing).
@@ -243,7 +252,17 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.shared.inboxes[self.id].close();
         let left = self.quiesce();
-        for (_, conn) in self.conns.iter_mut() {
+        for (key, conn) in self.conns.iter_mut() {
+            self.private.close(key as u32);
+            if conn.phase == Phase::Streaming {
+                let id = crate::bus::presence::StreamId {
+                    worker: self.id as u16,
+                    key: key as u32,
+                    generation: conn.generation,
+                };
+                self.shared.presence_close(id);
+            }
+            self.patterns.close(key as u32);
             let subs = std::mem::take(&mut conn.subs);
             if !subs.is_empty() {
                 let index = &self.index;

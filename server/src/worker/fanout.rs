@@ -12,18 +12,32 @@ impl Worker {
         let mut batch = std::mem::take(&mut self.inbox_batch);
         self.shared.inboxes[self.id].take_into(&mut batch);
         for d in batch.drain(..) {
-            self.deliver(d.id, d.topic.as_str(), &d.frame);
+            self.deliver(d.id, d.topic.as_str(), d.private, &d.frame);
         }
         self.inbox_batch = batch;
     }
 
     /// Queue `frame` (a refcount, not a copy) for every local subscriber
-    /// whose replay did not already cover event `id`. A subscriber whose
+    /// whose replay did not already cover event `id` (of a private event:
+    /// every subscriber whose token covered the topic at open). A subscriber whose
     /// queue passes its budget is marked at once and gets nothing more: its
     /// close is on the way, and until then it costs no more memory.
-    pub(super) fn deliver(&mut self, id: u64, topic: &str, frame: &Frame) {
+    pub(super) fn deliver(&mut self, id: u64, topic: &str, private: bool, frame: &Frame) {
         let now = self.now;
-        for &key in self.index.subscribers(topic) {
+        let subscribers = if private {
+            self.private.index.subscribers(topic)
+        } else {
+            self.index.subscribers(topic)
+        };
+        // Streams with a pattern naming the topic: one trie walk per event
+        // (none while the worker holds no pattern). A stream never holds a
+        // topic its own pattern names, so no key comes twice.
+        let mut hits = std::mem::take(&mut self.pattern_hits);
+        hits.clear();
+        if !self.patterns.is_empty() {
+            self.patterns.matches(topic, private, &mut hits);
+        }
+        for &key in subscribers.iter().chain(hits.iter()) {
             let conn = &mut self.conns[key as usize];
             debug_assert_eq!(conn.phase, Phase::Streaming);
             if id <= conn.live_after_id || conn.has(flag::OVER_BUDGET) {
@@ -43,6 +57,7 @@ impl Worker {
                 self.fanout_ready.push_back(key);
             }
         }
+        self.pattern_hits = hits;
     }
 
     /// `key` has an answer (or a stream's first bytes) to send: control

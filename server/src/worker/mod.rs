@@ -18,6 +18,8 @@ mod abort;
 mod close;
 mod completions;
 mod fanout;
+mod patterns;
+mod private;
 mod requests;
 
 use std::collections::BTreeSet;
@@ -163,6 +165,12 @@ struct Worker {
     wake_fd: i32,
     conns: Slab<Conn>,
     index: Index,
+    /// The streams that get each topic's private events.
+    private: private::PrivateSubs,
+    /// Pattern subscriptions (`orders/*`), matched once per delivery.
+    patterns: patterns::PatternSubs,
+    /// Reused by each delivery for the streams its patterns reach.
+    pattern_hits: Vec<u32>,
     generation: u32,
     connections_per_ring: u32,
     limits: Limits,
@@ -243,6 +251,9 @@ impl Worker {
             wake_fd,
             conns: Slab::new(),
             index: Index::new(),
+            private: private::PrivateSubs::default(),
+            patterns: patterns::PatternSubs::default(),
+            pattern_hits: Vec::new(),
             generation: 0,
             connections_per_ring: setup.connections_per_ring,
             limits: config.http_limits(),
@@ -683,6 +694,7 @@ mod tests {
                 data: "x".into(),
                 ..Default::default()
             },
+            private: false,
         };
         let mut drained = Vec::new();
         for _ in 0..=crate::bus::INBOX_FRAMES_MAX {
@@ -734,7 +746,7 @@ mod tests {
             if conn.sendq.is_sending() && conn.sendq.bytes_queued() > 0 {
                 break;
             }
-            worker.deliver(u64::MAX, "t", &frame);
+            worker.deliver(u64::MAX, "t", false, &frame);
             worker.turn(&mut errors, &mut backlog).unwrap();
             worker.turn(&mut errors, &mut backlog).unwrap();
         }
@@ -788,7 +800,7 @@ mod tests {
         let big = open(&mut worker);
         let frame = Frame::from(vec![b'x'; 1000]);
         for id in 1..=100 {
-            worker.deliver(id, "t", &frame);
+            worker.deliver(id, "t", false, &frame);
         }
         let queued = worker.conns[big as usize].sendq.frames_len();
         assert_eq!(
@@ -801,7 +813,7 @@ mod tests {
         let tiny = open(&mut worker);
         let one = Frame::from(vec![b'y'; 1]);
         for id in 101..=10_000 {
-            worker.deliver(id, "t", &one);
+            worker.deliver(id, "t", false, &one);
         }
         let per_entry = crate::ring::sendq::QUEUE_ENTRY_BYTES as usize;
         let queued = worker.conns[tiny as usize].sendq.frames_len();

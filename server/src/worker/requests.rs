@@ -14,8 +14,11 @@ use io_uring::opcode;
 use super::{
     Worker, ANSWER_BYTES_PAUSE, BODY_DISCARD_BYTES_MAX, REQUESTS_PER_TURN_MAX, REQ_BUF_SMALL_BYTES,
 };
+use crate::api::authz::{private_allowed, StreamRights};
 use crate::api::publish::ids_json;
+use crate::api::selector::Pattern;
 use crate::api::{self, client_key, Decision, Headers, PublishGrant, Response};
+use crate::bus::presence;
 use crate::conn::{flag, CloseReason, Deadline, Phase, DEADLINE_NONE};
 use crate::hub::id::ResumePoint;
 use crate::hub::topic::Topic;
@@ -26,6 +29,14 @@ use crate::ring::token::{OpKind, Token};
 use crate::wire::http::{self, BodyFraming, BodyStatus, HeadStatus, RequestHead};
 use crate::wire::proxy::{self, ProxyStatus};
 use crate::wire::sse::Frame;
+
+/// What a stream asked for and may have: exact topics, patterns, and the
+/// rights of its token (decided from the head by `api::decide`).
+pub(super) struct Interest {
+    pub topics: Vec<Topic>,
+    pub patterns: Vec<Pattern>,
+    pub rights: StreamRights,
+}
 
 impl Worker {
     /// Handle what the connection's buffer holds, in order: a PROXY header
@@ -136,6 +147,7 @@ impl Worker {
             self.respond(key, r);
             return false;
         }
+        self.sync_keys();
         match api::decide(&head, peer, &self.api) {
             Decision::Respond(mut r) => {
                 self.stats.requests += 1;
@@ -150,11 +162,24 @@ impl Worker {
                 let keep_alive = keep_alive && self.skip_body(key, &head, head_len);
                 self.respond(key, self.metrics_response(keep_alive, headers));
             }
+            Decision::Presence {
+                keep_alive,
+                headers,
+                query,
+            } => {
+                self.stats.requests += 1;
+                let keep_alive = keep_alive && self.skip_body(key, &head, head_len);
+                let mut r = Response::json(200, self.shared.presence_page(&query), keep_alive);
+                r.headers = headers;
+                self.respond(key, r);
+            }
             Decision::Stream {
                 topics,
+                patterns,
                 resume,
                 headers,
                 client,
+                rights,
             } => {
                 self.stats.requests += 1;
                 if head.body != BodyFraming::None {
@@ -165,7 +190,12 @@ impl Worker {
                     return false;
                 }
                 self.consume(key, head_len);
-                self.start_stream(key, &topics, &resume, &headers, client_key(&client));
+                let interest = Interest {
+                    topics,
+                    patterns,
+                    rights,
+                };
+                self.start_stream(key, interest, &resume, &headers, client_key(&client));
                 return false;
             }
             Decision::ReadBody(grant) => return self.read_publish(key, &head, head_len, grant),
@@ -208,14 +238,18 @@ impl Worker {
         self.stats.requests += 1;
         self.consume(key, head_len + consumed);
         let keep_alive = grant.keep_alive;
-        let mut r = match api::publish_body(&grant, head, &body, &self.api) {
+        // A refusal of the body carries the grant's headers already.
+        let r = match api::publish_body(&grant, head, &body, &self.api) {
             Err(r) => r,
-            Ok(requests) => match self.shared.publish(grant.rate_key, requests) {
-                Ok(ids) => Response::json(200, ids_json(&ids), keep_alive),
-                Err(e) => Response::publish_error(&e, keep_alive),
-            },
+            Ok(requests) => {
+                let mut r = match self.shared.publish(grant.rate_key, requests) {
+                    Ok(ids) => Response::json(200, ids_json(&ids), keep_alive),
+                    Err(e) => Response::publish_error(&e, keep_alive),
+                };
+                r.headers = grant.headers;
+                r
+            }
         };
-        r.headers = grant.headers;
         self.respond(key, r);
         true
     }
@@ -325,6 +359,15 @@ impl Worker {
         let mut text = String::with_capacity(8192);
         self.shared.render_metrics(&mut text);
         render_hub_stats(&self.shared.hub_stats(), &mut text);
+        {
+            use std::fmt::Write as _;
+            let _ = write!(
+                text,
+                "# HELP stentor_presence_streams Streams listed for GET /subscriptions (node-local).\n\
+                 # TYPE stentor_presence_streams gauge\nstentor_presence_streams {}\n",
+                self.shared.presence_len()
+            );
+        }
         let mut r = Response::text(200, "", keep_alive);
         r.content_type = "text/plain; version=0.0.4; charset=utf-8";
         r.body = text.into_bytes();
@@ -340,11 +383,17 @@ impl Worker {
     pub(super) fn start_stream(
         &mut self,
         key: u32,
-        topics: &[Topic],
+        interest: Interest,
         resume: &ResumePoint,
         headers: &Headers,
         client_key: u64,
     ) {
+        let Interest {
+            topics,
+            patterns,
+            rights,
+        } = interest;
+        let (topics, rights) = (&topics[..], &rights);
         if !matches!(resume, ResumePoint::Live) {
             if let Verdict::Limited { retry_after_s } = self.shared.resume_rate.check(client_key) {
                 let mut r = Response::text(429, "resume rate limit, retry later", false);
@@ -369,13 +418,41 @@ impl Worker {
             }
             self.conns[key as usize].peer_key = client_key;
         }
-        let index = &mut self.index;
-        let (replay, subs) = self.shared.subscribe(topics, resume, || {
+        let listed = presence::Entry {
+            topics: topics.into(),
+            patterns: patterns.clone().into_boxed_slice(),
+            payload: rights
+                .as_ref()
+                .and_then(|r| r.0.payload.as_ref())
+                .map(|p| p.get().into()),
+        };
+        let (index, private) = (&mut self.index, &mut self.private);
+        let by_pattern = &mut self.patterns;
+        // Decided once, here: which topics' private events this stream gets.
+        let private_ok = |t: &str| private_allowed(rights, t);
+        let (replay, subs) = self.shared.subscribe_for(topics, resume, &private_ok, || {
+            private.open(
+                key,
+                topics.iter().map(Topic::as_str).filter(|t| private_ok(t)),
+            );
+            by_pattern.open(
+                key,
+                patterns
+                    .into_iter()
+                    .map(|p| {
+                        let ok = private_ok(p.as_str());
+                        (p, ok)
+                    })
+                    .collect(),
+            );
             topics
                 .iter()
                 .map(|t| index.subscribe(t.as_str(), key))
                 .collect::<Box<[_]>>()
         });
+        let generation = self.conns[key as usize].generation;
+        self.shared
+            .presence_open(self.stream_id(key, generation), listed);
         self.clear_deadline(key);
         let now = self.now;
         let preamble = if headers.is_empty() {
