@@ -116,6 +116,10 @@ pub struct ReqState {
     pub discard_bytes: usize,
     /// What the current deadline stands for.
     pub deadline: Deadline,
+    /// Fleet mode: a publish of this connection is with the broker; its
+    /// answer's headers and keep-alive wait here. No further (pipelined)
+    /// request is handled until it is answered, so answers stay in order.
+    pub awaiting_answer: Option<(crate::api::Headers, bool)>,
 }
 
 impl ReqState {
@@ -127,6 +131,7 @@ impl ReqState {
             continue_sent: false,
             discard_bytes: 0,
             deadline: Deadline::Request,
+            awaiting_answer: None,
         }
     }
 }

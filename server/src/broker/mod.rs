@@ -16,6 +16,7 @@
 //! workers hand it. Neither ever runs on a worker ring: the fan-out hot path
 //! makes no broker call.
 
+pub mod node;
 pub mod redis;
 
 use std::fmt;

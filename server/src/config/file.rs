@@ -305,6 +305,11 @@ pub fn effective_toml(loaded: &Loaded) -> String {
             .name();
         match values.get(&long) {
             None => out.push_str(&format!("# {long} is not set ({source})\n")),
+            // The broker URL serialises without its password: the host is
+            // worth seeing.
+            Some(value) if secret && long == "broker" => {
+                out.push_str(&format!("{long} = {value}  # {source}\n"));
+            }
             Some(_) if secret => {
                 out.push_str(&format!("{long} = \"<redacted>\"  # {source}\n"));
             }

@@ -10,11 +10,23 @@ use crate::wire::sse::Frame;
 impl Worker {
     pub(super) fn drain_inbox(&mut self) {
         let mut batch = std::mem::take(&mut self.inbox_batch);
-        self.shared.inboxes[self.id].take_into(&mut batch);
-        for d in batch.drain(..) {
+        // Fleet mode only: both stay empty (no allocation) otherwise.
+        let (mut notices, mut answers) = (Vec::new(), Vec::new());
+        self.shared.inboxes[self.id].take_all(&mut batch, &mut notices, &mut answers);
+        let mut notices = notices.into_iter().peekable();
+        for (i, d) in batch.drain(..).enumerate() {
+            while let Some((_, notice)) = notices.next_if(|(at, _)| *at <= i) {
+                self.notify_streams(&notice);
+            }
             self.deliver(d.id, d.topic.as_str(), &d.frame);
         }
+        for (_, notice) in notices {
+            self.notify_streams(&notice);
+        }
         self.inbox_batch = batch;
+        if !answers.is_empty() {
+            self.answer_publishes(answers);
+        }
     }
 
     /// Queue `frame` (a refcount, not a copy) for every local subscriber

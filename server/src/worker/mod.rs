@@ -15,6 +15,7 @@
 //! heartbeats, queue ages) and [`close`] (closing, draining, stopping).
 
 mod abort;
+mod answers;
 mod close;
 mod completions;
 mod fanout;

@@ -62,6 +62,9 @@ impl Worker {
         let Some(req) = conn.req.as_mut() else {
             return false;
         };
+        if req.awaiting_answer.is_some() {
+            return false; // fleet mode: its publish's answer comes first
+        }
         if req.buf.is_empty() {
             self.free_req_buf(key);
             return false;
@@ -150,6 +153,16 @@ impl Worker {
                 let keep_alive = keep_alive && self.skip_body(key, &head, head_len);
                 self.respond(key, self.metrics_response(keep_alive, headers));
             }
+            Decision::Ready {
+                keep_alive,
+                headers,
+            } => {
+                self.stats.requests += 1;
+                let keep_alive = keep_alive && self.skip_body(key, &head, head_len);
+                let mut r = api::readiness_response(self.shared.readiness(), keep_alive);
+                r.headers = headers;
+                self.respond(key, r);
+            }
             Decision::Stream {
                 topics,
                 resume,
@@ -210,6 +223,16 @@ impl Worker {
         let keep_alive = grant.keep_alive;
         let mut r = match api::publish_body(&grant, head, &body, &self.api) {
             Err(r) => r,
+            Ok(requests) if self.shared.broker.is_some() => {
+                let headers = grant.headers;
+                match self.publish_via_broker(key, grant.rate_key, &requests, headers, keep_alive) {
+                    None => return false, // answered when the broker has stored it
+                    Some(r) => {
+                        self.respond(key, r);
+                        return true;
+                    }
+                }
+            }
             Ok(requests) => match self.shared.publish(grant.rate_key, requests) {
                 Ok(ids) => Response::json(200, ids_json(&ids), keep_alive),
                 Err(e) => Response::publish_error(&e, keep_alive),
@@ -422,6 +445,7 @@ impl Worker {
         if conn.phase != Phase::Request
             || conn.has(flag::CLOSE_AFTER_SEND)
             || !conn.sendq.is_empty()
+            || req.awaiting_answer.is_some()
         {
             return;
         }
