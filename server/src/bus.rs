@@ -44,6 +44,15 @@ pub struct Answer {
     pub result: Result<Vec<u64>, PublishError>,
 }
 
+/// What Redis holds for a stream that resumed from an id the node's memory
+/// does not cover, for the connection that asked (see [`Answer`]).
+#[derive(Debug)]
+pub struct RangeAnswer {
+    pub key: u32,
+    pub generation: u32,
+    pub result: Result<crate::broker::RangeResult, crate::broker::BrokerError>,
+}
+
 /// The frames waiting in one inbox and what they cost.
 #[derive(Default)]
 struct InboxQueue {
@@ -54,6 +63,8 @@ struct InboxQueue {
     notices: Vec<(usize, Frame)>,
     /// Fleet mode: publish answers for this worker's connections.
     answers: Vec<Answer>,
+    /// Fleet mode: resume replays read from Redis.
+    ranges: Vec<RangeAnswer>,
     /// Frame bytes plus entry size of every item (frames are shared with
     /// history and other inboxes: this is what the node would hold for
     /// this worker alone if it fell behind).
@@ -118,6 +129,7 @@ impl Inbox {
         out: &mut Vec<Delivery>,
         notices: &mut Vec<(usize, Frame)>,
         answers: &mut Vec<Answer>,
+        ranges: &mut Vec<RangeAnswer>,
     ) {
         debug_assert!(out.is_empty());
         let mut events = lock(&self.events);
@@ -125,6 +137,20 @@ impl Inbox {
         std::mem::swap(&mut events.items, out);
         notices.append(&mut events.notices);
         answers.append(&mut events.answers);
+        ranges.append(&mut events.ranges);
+    }
+
+    /// Hand a resume's Redis range to this inbox's worker and wake it.
+    pub fn post_range(&self, range: RangeAnswer) {
+        {
+            let mut events = lock(&self.events);
+            if self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            events.ranges.push(range);
+        }
+        // Rare (one per resume from Redis): always wake.
+        self.wake();
     }
 
     /// Hand a publish answer to this inbox's worker and wake it.

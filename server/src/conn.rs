@@ -167,6 +167,24 @@ pub struct Conn {
     pub flags: u8,
 }
 
+/// Fleet mode: a stream waiting for its replay from Redis (see
+/// `worker::answers`); until it arrives, its live frames wait here instead
+/// of its send queue. Kept by the worker, by slab key, outside [`Conn`] so
+/// an idle connection stays small.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// The connection's generation: a slot reused meanwhile is not it.
+    pub generation: u32,
+    /// Live frames delivered meanwhile, with their ids, in order.
+    pub live: Vec<(u64, crate::wire::sse::Frame)>,
+    pub live_bytes: usize,
+    /// What the node's memory had (notice first): sent if Redis cannot do
+    /// better.
+    pub fallback: Vec<crate::wire::sse::Frame>,
+    /// The client's `Last-Event-ID`.
+    pub after_id: u64,
+}
+
 impl Conn {
     pub fn new(fixed: u32, ring: u8, generation: u32, req: ReqState) -> Conn {
         Conn {

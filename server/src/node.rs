@@ -132,15 +132,15 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
         .map_err(|e| NodeError::new(format!("cannot create eventfd: {e}")))?;
     // Fleet mode: the hub follows the broker's ids instead of giving its own
     // (see `broker::node`); the threads start once the bus is shared.
-    let mut publish_jobs = None;
+    let mut broker_queues = None;
     if let Some(url) = config.broker_url() {
         let (link, rx) =
             crate::broker::node::link(url, &config.broker_options()).map_err(NodeError::new)?;
         bus = bus.for_broker(link);
-        publish_jobs = Some(rx);
+        broker_queues = Some(rx);
     }
     let shared = Arc::new(bus);
-    let broker_threads = match (config.broker_url(), publish_jobs) {
+    let broker_threads = match (config.broker_url(), broker_queues) {
         (Some(url), Some(rx)) => Some(
             crate::broker::node::start(url, config.broker_options(), &shared, rx)
                 .map_err(NodeError::new)?,

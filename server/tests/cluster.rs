@@ -570,3 +570,63 @@ fn ten_thousand_topics_published_at_random_reach_their_subscribers() {
     let got: BTreeSet<u64> = s.ids().into_iter().collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_resume_from_before_a_node_started_is_served_from_redis() {
+    if !require_redis() {
+        return;
+    }
+    let dir = TempDir::new("cluster-range");
+    let redis = Redis::start(&dir.0);
+    let old = node(&redis, &[]);
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        sent.extend(publish(
+            &old,
+            &format!(r#"[{{"topic":"m","data":"m{i}"}},{{"topic":"n","data":"n{i}"}},{{"topic":"o","data":"o{i}"}}]"#),
+        ));
+    }
+    // A node that started after every one of these: its memory has none.
+    let young = node(&redis, &[]);
+    let resume_from = sent[4];
+    let mut s = Stream::open(
+        &young,
+        "/events?topic=m&topic=n",
+        &format!("Last-Event-ID: {resume_from}\r\n"),
+    );
+    // Live events published meanwhile come after the replay, once.
+    let live = publish(
+        &old,
+        r#"[{"topic":"n","data":"live"},{"topic":"m","data":"live2"}]"#,
+    );
+    s.wait_for_id(live[1]);
+    let want: Vec<u64> = sent
+        .iter()
+        .enumerate()
+        .filter(|(i, id)| **id > resume_from && i % 3 != 2)
+        .map(|(_, id)| *id)
+        .chain(live.iter().copied())
+        .collect();
+    assert_eq!(s.ids(), want, "the replay from Redis, then live, each once");
+    assert!(s.notices().is_empty(), "{:?}", s.notices());
+    let m = support::scrape(young.addr);
+    assert_eq!(
+        support::metric(&m, "stentor_broker_resumes_total"),
+        1.0,
+        "{m}"
+    );
+    // From before Redis's retention: the notice, then what Redis keeps.
+    let trimmed = node(&redis, &["--history-events-max", "2"]);
+    for i in 0..20 {
+        publish_one(&trimmed, "q", &format!("{i}"));
+    }
+    let newest = publish_one(&trimmed, "q", "newest");
+    let fresh = node(&redis, &["--history-events-max", "2"]);
+    let mut late = Stream::open(
+        &fresh,
+        "/events?topic=q",
+        &format!("Last-Event-ID: {}\r\n", sent[0]),
+    );
+    late.wait_for_id(newest);
+    assert_eq!(late.notices(), ["evicted"]);
+}

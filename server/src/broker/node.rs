@@ -28,6 +28,11 @@ use crate::metrics::{family, histogram, one, Histogram};
 /// that is slow: each job holds its parsed batch in memory.
 pub const PUBLISH_JOBS_MAX: usize = 4_096;
 
+/// Resumes waiting for the range thread, node-wide. Past it a resume the
+/// node's memory does not cover gets what memory has (with its notice)
+/// instead of waiting: a resume storm must not queue without bound.
+pub const RANGE_JOBS_MAX: usize = 1_024;
+
 /// Upper bounds of the publish round-trip histogram, in microseconds.
 pub const PUBLISH_RTT_US_BOUNDS: [u64; 12] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000, 10_000_000,
@@ -52,6 +57,11 @@ pub struct BrokerMetrics {
     pub resets_total: AtomicU64,
     /// Publishes refused because the job queue was full.
     pub publish_queue_full_total: AtomicU64,
+    /// Resumes served from Redis (the node's memory did not cover them).
+    pub resumes_from_redis_total: AtomicU64,
+    /// Resumes that wanted Redis but got the node's memory (range queue
+    /// full, or Redis failed).
+    pub resumes_fallback_total: AtomicU64,
     /// Round trip of a publish to Redis, from the worker's hand-off to the
     /// publisher's reply, in microseconds.
     pub publish_rtt_us: Histogram,
@@ -68,6 +78,8 @@ pub static METRICS: std::sync::LazyLock<BrokerMetrics> =
         gaps_total: AtomicU64::new(0),
         resets_total: AtomicU64::new(0),
         publish_queue_full_total: AtomicU64::new(0),
+        resumes_from_redis_total: AtomicU64::new(0),
+        resumes_fallback_total: AtomicU64::new(0),
         publish_rtt_us: Histogram::new(&PUBLISH_RTT_US_BOUNDS),
     });
 
@@ -82,6 +94,7 @@ fn count_error(kind: BrokerErrorKind) {
 pub struct BrokerLink {
     pub state: Arc<BrokerShared>,
     jobs: SyncSender<PublishJob>,
+    ranges: SyncSender<RangeJob>,
     /// The URL without its password, for logs.
     pub url_redacted: String,
 }
@@ -94,17 +107,90 @@ impl BrokerLink {
     }
 }
 
-/// The link for the bus and the publisher's end of the job queue, for
+/// A resume for the range thread: the connection `(key, generation)` of
+/// worker `worker` wants the events of `topics` after `after_id`.
+pub struct RangeJob {
+    pub worker: usize,
+    pub key: u32,
+    pub generation: u32,
+    pub topics: Vec<String>,
+    pub after_id: u64,
+    pub count_max: usize,
+}
+
+/// The threads' ends of the queues the bus's link feeds, for [`start`].
+pub struct Queues {
+    publish: Receiver<PublishJob>,
+    range: Receiver<RangeJob>,
+}
+
+/// The link for the bus and the threads' ends of its queues, for
 /// [`start`]. Checks the URL and options without connecting.
-pub fn link(url: &str, opts: &BrokerOptions) -> Result<(BrokerLink, Receiver<PublishJob>), String> {
+pub fn link(url: &str, opts: &BrokerOptions) -> Result<(BrokerLink, Queues), String> {
     super::redis::RedisBroker::new(url, opts.clone()).map_err(|e| e.to_string())?;
-    let (jobs, rx) = sync_channel(PUBLISH_JOBS_MAX);
+    let (jobs, publish) = sync_channel(PUBLISH_JOBS_MAX);
+    let (ranges, range) = sync_channel(RANGE_JOBS_MAX);
     let link = BrokerLink {
         state: Arc::new(BrokerShared::default()),
         jobs,
+        ranges,
         url_redacted: super::redis::redact_url(url),
     };
-    Ok((link, rx))
+    Ok((link, Queues { publish, range }))
+}
+
+/// Ask the range thread for a resume's events; false when its queue is
+/// full (the caller serves what memory has).
+pub fn request_range(link: &BrokerLink, job: RangeJob) -> bool {
+    match link.ranges.try_send(job) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            METRICS
+                .resumes_fallback_total
+                .fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
+/// The range thread: one more Redis connection, serving resumes in order.
+/// A failure answers the job with the error (the stream gets what memory
+/// has) and drops the connection; the next job reconnects.
+fn spawn_ranger(
+    url: &str,
+    opts: BrokerOptions,
+    state: Arc<BrokerShared>,
+    shared: Arc<Shared>,
+    rx: Receiver<RangeJob>,
+) -> Result<JoinHandle<()>, String> {
+    let mut broker = super::redis::RedisBroker::new(url, opts).map_err(|e| e.to_string())?;
+    let spawned = std::thread::Builder::new()
+        .name("broker-range".into())
+        .spawn(move || {
+            super::redis::block_async_signals();
+            while !state.stopping() {
+                let job = match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                    Ok(job) => job,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                };
+                let topics: Vec<&str> = job.topics.iter().map(String::as_str).collect();
+                let result = broker
+                    .ensure_connected()
+                    .and_then(|()| broker.range(&topics, job.after_id, job.count_max));
+                if let Err(e) = &result {
+                    count_error(e.kind);
+                }
+                if let Some(inbox) = shared.inboxes.get(job.worker) {
+                    inbox.post_range(crate::bus::RangeAnswer {
+                        key: job.key,
+                        generation: job.generation,
+                        result,
+                    });
+                }
+            }
+        });
+    spawned.map_err(|e| format!("cannot start the broker range thread: {e}"))
 }
 
 /// The broker threads of a running node.
@@ -132,8 +218,9 @@ pub fn start(
     url: &str,
     opts: BrokerOptions,
     shared: &Arc<Shared>,
-    rx: Receiver<PublishJob>,
+    queues: Queues,
 ) -> Result<Threads, String> {
+    let Queues { publish: rx, range } = queues;
     let Some(link) = &shared.broker else {
         return Err("fleet mode without a broker link".to_string());
     };
@@ -144,7 +231,7 @@ pub fn start(
         on_reader_msg(&for_reader, &mut connected_before, msg)
     })
     .map_err(|e| e.to_string())?;
-    let publisher = match super::redis::spawn_publisher(url, opts, state.clone(), rx) {
+    let publisher = match super::redis::spawn_publisher(url, opts.clone(), state.clone(), rx) {
         Ok(h) => h,
         Err(e) => {
             Threads {
@@ -155,10 +242,18 @@ pub fn start(
             return Err(e.to_string());
         }
     };
-    Ok(Threads {
-        state,
+    let mut threads = Threads {
+        state: state.clone(),
         handles: vec![reader, publisher],
-    })
+    };
+    match spawn_ranger(url, opts, state, shared.clone(), range) {
+        Ok(h) => threads.handles.push(h),
+        Err(e) => {
+            threads.stop();
+            return Err(e);
+        }
+    }
+    Ok(threads)
 }
 
 /// What the reader thread reports, applied to the bus (on the reader
@@ -346,6 +441,18 @@ pub fn render(out: &mut String, link: &BrokerLink) {
             "counter",
             "Times Redis lost its data.",
             get(&m.resets_total),
+        ),
+        (
+            "broker_resumes_total",
+            "counter",
+            "Resumes served from Redis (the node's memory did not cover the id).",
+            get(&m.resumes_from_redis_total),
+        ),
+        (
+            "broker_resumes_fallback_total",
+            "counter",
+            "Resumes that wanted Redis but got the node's memory (queue full, Redis failed).",
+            get(&m.resumes_fallback_total),
         ),
         (
             "broker_publish_queue_full_total",

@@ -567,7 +567,7 @@ fn encode_error(e: EncodeError) -> PublishError {
 ///
 /// The data is JSON from serde_json, which escapes every control character,
 /// so it is one `data:` line whatever the client's `Last-Event-ID` held.
-fn missed_notice(reason: MissedReason, last_event_id: &str, id: Option<u64>) -> Frame {
+pub fn missed_notice(reason: MissedReason, last_event_id: &str, id: Option<u64>) -> Frame {
     #[derive(serde::Serialize)]
     struct Data<'a> {
         reason: &'static str,

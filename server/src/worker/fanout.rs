@@ -11,8 +11,12 @@ impl Worker {
     pub(super) fn drain_inbox(&mut self) {
         let mut batch = std::mem::take(&mut self.inbox_batch);
         // Fleet mode only: both stay empty (no allocation) otherwise.
-        let (mut notices, mut answers) = (Vec::new(), Vec::new());
-        self.shared.inboxes[self.id].take_all(&mut batch, &mut notices, &mut answers);
+        let (mut notices, mut answers, mut ranges) = (Vec::new(), Vec::new(), Vec::new());
+        self.shared.inboxes[self.id].take_all(&mut batch, &mut notices, &mut answers, &mut ranges);
+        // Replays first: a held stream's live frames below come after it.
+        for range in ranges {
+            self.release_held(range);
+        }
         let mut notices = notices.into_iter().peekable();
         for (i, d) in batch.drain(..).enumerate() {
             while let Some((_, notice)) = notices.next_if(|(at, _)| *at <= i) {
@@ -41,6 +45,21 @@ impl Worker {
             if id <= conn.live_after_id || conn.has(flag::OVER_BUDGET) {
                 // The seam: this frame was in the inbox when the stream
                 // subscribed, and its replay (or notice) accounted for it.
+                continue;
+            }
+            let held = match self.held.get_mut(&key) {
+                Some(h) if h.generation == conn.generation => Some(h),
+                _ => None,
+            };
+            if let Some(held) = held {
+                // Fleet mode: its replay is on its way from Redis; live
+                // frames wait behind it (bounded like a queue).
+                held.live.push((id, frame.clone()));
+                held.live_bytes += frame.len();
+                if held.live_bytes > self.queue_bytes_max as usize {
+                    conn.set(flag::OVER_BUDGET);
+                    self.to_close.push((key, CloseReason::SlowQueueBytes));
+                }
                 continue;
             }
             conn.sendq.push(frame.clone(), now);

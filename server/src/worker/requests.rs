@@ -411,21 +411,22 @@ impl Worker {
         self.req_buf_bytes -= conn.start_streaming();
         conn.live_after_id = replay.through_id;
         conn.sendq.push(preamble, now);
+        let held = self.hold_for_redis(key, topics, resume, &replay);
+        let conn = &mut self.conns[key as usize];
         // The replay is exempt from the slow-client budget until sent (a
         // client dropped for being over it must be able to catch up in one
         // replay); live events arriving while it drains count as usual.
-        for frame in &replay.frames {
+        for frame in replay.frames.iter().filter(|_| !held) {
             conn.sendq.push_exempt(frame.clone(), now);
         }
         metrics::add(&COUNTERS.streams_opened_total, 1);
         if !matches!(resume, ResumePoint::Live) {
             metrics::add(&COUNTERS.streams_resumed_total, 1);
-            metrics::add(
-                &COUNTERS.replayed_events_total,
-                replay.events().len() as u64,
-            );
+            // A held stream's replay is counted when it arrives.
+            let replayed = if held { 0 } else { replay.events().len() };
+            metrics::add(&COUNTERS.replayed_events_total, replayed as u64);
         }
-        if replay.missed.is_some() {
+        if replay.missed.is_some() && !held {
             metrics::add(&COUNTERS.missed_notices_total, 1);
         }
         self.mark_dirty(key);
