@@ -703,6 +703,63 @@ mod tests {
         );
     }
 
+    fn broker_event(id: u64, topic: &str, data: &str) -> crate::broker::BrokerEvent {
+        crate::broker::BrokerEvent {
+            id,
+            topic: topic.into(),
+            event: None,
+            data: data.into(),
+            retry: None,
+            private: false,
+        }
+    }
+
+    #[test]
+    fn broker_events_keep_their_ids_in_every_inbox_and_never_go_back() {
+        let s = shared(2);
+        let limits = s.config.hub_limits();
+        lock(&s.hub).hub = Hub::new(limits, 0);
+        let base = 1_764_361_697_000_000;
+        let kept = s.deliver_from_broker(vec![
+            broker_event(base + 5, "t", "a"),
+            broker_event(base + 9, "u", "b"),
+        ]);
+        assert_eq!(kept, 2);
+        // An id at or below the last one is dropped, never delivered.
+        assert_eq!(
+            s.deliver_from_broker(vec![broker_event(base + 9, "t", "c")]),
+            0
+        );
+        s.broker_notice(true);
+        assert_eq!(
+            s.deliver_from_broker(vec![broker_event(base + 20, "t", "d")]),
+            1
+        );
+        for inbox in &s.inboxes {
+            let (mut got, mut notices, mut answers, mut ranges) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            inbox.take_all(&mut got, &mut notices, &mut answers, &mut ranges);
+            let ids: Vec<u64> = got.iter().map(|d| d.id).collect();
+            assert_eq!(ids, [base + 5, base + 9, base + 20]);
+            assert!(got[0]
+                .frame
+                .starts_with(format!("id: {}\n", base + 5).as_bytes()));
+            // The reset notice sits between the old run and the new one.
+            assert_eq!(notices.len(), 1);
+            assert_eq!(notices[0].0, 2);
+            assert!(String::from_utf8_lossy(&notices[0].1).contains("broker_reset"));
+        }
+        // The node's run starts just before the first id it read: a resume
+        // from before the reset is told so; one from before the run too.
+        let t = [Topic::parse("t", 128).unwrap()];
+        let (r, ()) = s.subscribe(&t, &ResumePoint::After(base + 5), || ());
+        assert_eq!(r.missed, Some(crate::hub::MissedReason::BrokerReset));
+        let (r, ()) = s.subscribe(&t, &ResumePoint::After(base + 1), || ());
+        assert_eq!(r.missed, Some(crate::hub::MissedReason::Restarted));
+        let (r, ()) = s.subscribe(&t, &ResumePoint::After(base + 20), || ());
+        assert_eq!((r.missed, r.through_id), (None, base + 20));
+    }
+
     #[test]
     fn subscribe_registers_under_the_replay_lock() {
         let s = shared(1);

@@ -630,3 +630,83 @@ fn a_resume_from_before_a_node_started_is_served_from_redis() {
     late.wait_for_id(newest);
     assert_eq!(late.notices(), ["evicted"]);
 }
+
+/// One keep-alive connection publishing `n` requests of `batch` events in
+/// turn: each request's round trip in microseconds.
+fn publish_round_trips(server: &Server, n: usize, batch: usize) -> Vec<u64> {
+    let mut s = connect(server);
+    let body = if batch == 1 {
+        r#"{"topic":"bench","data":"0123456789012345678901234567890123456789"}"#.to_string()
+    } else {
+        let one = r#"{"topic":"bench","data":"0123456789012345678901234567890123456789"}"#;
+        format!("[{}]", vec![one; batch].join(","))
+    };
+    let req = format!(
+        "POST /publish HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut rtts = Vec::with_capacity(n);
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..n {
+        let t = Instant::now();
+        s.write_all(req.as_bytes()).expect("write");
+        let mut got = Vec::new();
+        loop {
+            let k = s.read(&mut buf).expect("read");
+            assert!(k > 0, "closed");
+            got.extend_from_slice(&buf[..k]);
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_string();
+                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .expect("length");
+                if got.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+        rtts.push(t.elapsed().as_micros() as u64);
+    }
+    rtts
+}
+
+fn pct(sorted: &[u64], p: f64) -> u64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The publish figures quoted in `docs/performance.md`: one keep-alive
+/// publisher, one event per request and 100 per request, embedded and
+/// through Redis, alternating, three rounds each. Release build:
+/// `cargo test --release -p stentor --test cluster -- --ignored --nocapture measure`
+#[test]
+#[ignore]
+fn measure_publish_through_redis_against_embedded() {
+    if !require_redis() {
+        return;
+    }
+    let dir = TempDir::new("cluster-measure");
+    let redis = Redis::start(&dir.0);
+    let fleet = node(&redis, &[]);
+    let alone = Server::start(&["--workers", "1"]);
+    for round in 0..3 {
+        for (name, server) in [("embedded", &alone), ("redis", &fleet)] {
+            for (n, batch) in [(2_000, 1), (200, 100)] {
+                let t = Instant::now();
+                let mut rtts = publish_round_trips(server, n, batch);
+                let secs = t.elapsed().as_secs_f64();
+                rtts.sort_unstable();
+                println!(
+                    "round={round} broker={name} batch={batch} requests={n} \
+                     events_per_s={:.0} rtt_us_p50={} rtt_us_p99={}",
+                    (n * batch) as f64 / secs,
+                    pct(&rtts, 0.5),
+                    pct(&rtts, 0.99)
+                );
+            }
+        }
+    }
+}

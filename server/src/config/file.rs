@@ -525,6 +525,24 @@ mod tests {
     }
 
     #[test]
+    fn check_shows_the_broker_host_but_never_its_password() {
+        let f = TempFile::new(
+            "broker.toml",
+            "broker = \"redis://app:hunter2-secret@10.0.0.5:6379/2\"\n",
+        );
+        let l = load_args(&["config", "check", &f.arg()]).unwrap();
+        let text = effective_toml(&l);
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("broker = \"redis://app:***@10.0.0.5:6379/2\"  # file"),
+            "{text}"
+        );
+        let bad = TempFile::new("bad-broker.toml", "broker = \"http://h:1\"\n");
+        let e = load_args(&["config", "check", &bad.arg()]).unwrap_err();
+        assert!(e.contains("--broker"), "{e}");
+    }
+
+    #[test]
     fn check_prints_toml_that_reads_back_with_secrets_redacted() {
         let f = TempFile::new(
             "check.toml",
