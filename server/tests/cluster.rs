@@ -710,3 +710,43 @@ fn measure_publish_through_redis_against_embedded() {
         }
     }
 }
+
+#[test]
+fn pipelined_publishes_are_answered_in_order_without_blocking_other_clients() {
+    if !require_redis() {
+        return;
+    }
+    let dir = TempDir::new("cluster-pipeline");
+    let redis = Redis::start(&dir.0);
+    let one = node(&redis, &[]);
+    let mut s = connect(&one);
+    let mut raw = String::new();
+    for i in 0..20 {
+        let body = format!(r#"{{"topic":"pp","data":"{i}"}}"#);
+        raw.push_str(&format!(
+            "POST /publish HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    }
+    raw.push_str("GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    s.write_all(raw.as_bytes()).expect("write");
+    // Another client is served meanwhile.
+    assert_eq!(get(&one, "/healthz").status, 200);
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let text = String::from_utf8_lossy(&all);
+    let ids: Vec<u64> = text
+        .match_indices("\"ids\":[")
+        .map(|(at, m)| {
+            let rest = &text[at + m.len()..];
+            rest[..rest.find(']').expect("]")].parse().expect("id")
+        })
+        .collect();
+    assert_eq!(ids.len(), 20, "{text}");
+    assert_increasing(&ids);
+    assert!(
+        text.trim_end().ends_with("ready"),
+        "the GET is answered last: {text}"
+    );
+}

@@ -63,7 +63,13 @@ impl Worker {
             return false;
         };
         if req.awaiting_answer.is_some() {
-            return false; // fleet mode: its publish's answer comes first
+            // Fleet mode: its publish's answer comes first. A client that
+            // keeps sending meanwhile is paused like one that does not read
+            // its answers; the answer's send resumes it.
+            if req.buf.len() > ANSWER_BYTES_PAUSE as usize {
+                self.pause(key);
+            }
+            return false;
         }
         if req.buf.is_empty() {
             self.free_req_buf(key);
