@@ -1,8 +1,10 @@
 //! Fleet mode end to end: several real `stentor` nodes on loopback sharing
 //! one real `redis-server` (`--broker redis://…`): a publish on one node
-//! reaches every node with the same ids, clients resume on another node,
-//! Redis lost with and without its data, publishing while it is down, and
-//! readiness following the broker.
+//! reaches every node with the same ids, clients resume on another node
+//! (from its memory or from Redis), a node killed, Redis lost with and
+//! without its data, publishing while it is down, a reader that fell
+//! behind the log, 10,000 topics, pipelined publishes, and readiness
+//! following the broker.
 //!
 //! Each test starts its own `redis-server` on a free loopback port in a
 //! fresh directory and kills it by PID; nodes are killed by PID too. Without
@@ -749,4 +751,36 @@ fn pipelined_publishes_are_answered_in_order_without_blocking_other_clients() {
         text.trim_end().ends_with("ready"),
         "the GET is answered last: {text}"
     );
+}
+
+#[test]
+fn a_node_whose_reader_fell_behind_the_log_tells_its_streams() {
+    if !require_redis() {
+        return;
+    }
+    let dir = TempDir::new("cluster-gap");
+    let redis = Redis::start(&dir.0);
+    let args = ["--broker-log-events-max", "1000"];
+    let (one, two) = (node(&redis, &args), node(&redis, &args));
+    let mut s = Stream::open(&two, "/events?topic=g", "");
+    let first = publish_one(&one, "g", "before");
+    s.wait_for_id(first);
+    // Node 2 stops (SIGSTOP: a stalled node) while the log moves on well
+    // past its length; its reader then finds its place trimmed away.
+    // SAFETY: signals our own child by its PID.
+    unsafe { libc::kill(two.pid(), libc::SIGSTOP) };
+    for chunk in 0..5 {
+        let batch: Vec<String> = (0..1000)
+            .map(|i| format!(r#"{{"topic":"other","data":"{chunk}-{i}"}}"#))
+            .collect();
+        publish(&one, &format!("[{}]", batch.join(",")));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(two.pid(), libc::SIGCONT) };
+    let after = publish_one(&one, "g", "after");
+    s.wait_for_id(after);
+    assert_eq!(s.notices(), ["evicted"], "the gap is announced, once");
+    assert_eq!(s.ids(), [first, after]);
+    let m = support::scrape(two.addr);
+    assert_eq!(support::metric(&m, "stentor_broker_gaps_total"), 1.0, "{m}");
 }
