@@ -47,9 +47,13 @@ impl Worker {
                 // subscribed, and its replay (or notice) accounted for it.
                 continue;
             }
-            let held = match self.held.get_mut(&key) {
-                Some(h) if h.generation == conn.generation => Some(h),
-                _ => None,
+            // Empty unless resumes are being read from Redis: no lookup.
+            let held = match self.held.is_empty() {
+                true => None,
+                false => self
+                    .held
+                    .get_mut(&key)
+                    .filter(|h| h.generation == conn.generation),
             };
             if let Some(held) = held {
                 // Fleet mode: its replay is on its way from Redis; live
