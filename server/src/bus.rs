@@ -38,10 +38,38 @@ pub struct Delivery {
     pub private: bool,
 }
 
+/// The answer to a publish the fleet's broker stored (or refused), for the
+/// connection that asked: named by slab key and generation, so an answer
+/// for a connection that closed meanwhile (its slot maybe reused) is
+/// dropped.
+#[derive(Debug)]
+pub struct Answer {
+    pub key: u32,
+    pub generation: u32,
+    pub result: Result<Vec<u64>, PublishError>,
+}
+
+/// What Redis holds for a stream that resumed from an id the node's memory
+/// does not cover, for the connection that asked (see [`Answer`]).
+#[derive(Debug)]
+pub struct RangeAnswer {
+    pub key: u32,
+    pub generation: u32,
+    pub result: Result<crate::broker::RangeResult, crate::broker::BrokerError>,
+}
+
 /// The frames waiting in one inbox and what they cost.
 #[derive(Default)]
 struct InboxQueue {
     items: Vec<Delivery>,
+    /// Fleet mode: notices for every open stream (`stentor.missed` after a
+    /// broker reset or gap), each with the number of `items` queued before
+    /// it, so it reaches the streams between the same frames everywhere.
+    notices: Vec<(usize, Frame)>,
+    /// Fleet mode: publish answers for this worker's connections.
+    answers: Vec<Answer>,
+    /// Fleet mode: resume replays read from Redis.
+    ranges: Vec<RangeAnswer>,
     /// Frame bytes plus entry size of every item (frames are shared with
     /// history and other inboxes: this is what the node would hold for
     /// this worker alone if it fell behind).
@@ -99,6 +127,53 @@ impl Inbox {
         }
     }
 
+    /// [`Inbox::take_into`] into an empty `out`, plus the stream-wide
+    /// notices with their position in `out`, and the publish answers.
+    pub fn take_all(
+        &self,
+        out: &mut Vec<Delivery>,
+        notices: &mut Vec<(usize, Frame)>,
+        answers: &mut Vec<Answer>,
+        ranges: &mut Vec<RangeAnswer>,
+    ) {
+        debug_assert!(out.is_empty());
+        let mut events = lock(&self.events);
+        events.bytes = 0;
+        std::mem::swap(&mut events.items, out);
+        notices.append(&mut events.notices);
+        answers.append(&mut events.answers);
+        ranges.append(&mut events.ranges);
+    }
+
+    /// Hand a resume's Redis range to this inbox's worker and wake it.
+    pub fn post_range(&self, range: RangeAnswer) {
+        {
+            let mut events = lock(&self.events);
+            if self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            events.ranges.push(range);
+        }
+        // Rare (one per resume from Redis): always wake.
+        self.wake();
+    }
+
+    /// Hand a publish answer to this inbox's worker and wake it.
+    pub fn post_answer(&self, answer: Answer) {
+        let was_empty = {
+            let mut events = lock(&self.events);
+            if self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            let was_empty = events.items.is_empty() && events.answers.is_empty();
+            events.answers.push(answer);
+            was_empty
+        };
+        if was_empty {
+            self.wake();
+        }
+    }
+
     fn wake(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to our eventfd. A failure
@@ -144,6 +219,9 @@ pub struct Shared {
     keys_generation: AtomicU64,
     /// Every open stream with its topics, for `GET /subscriptions`.
     presence: Mutex<presence::Registry>,
+    /// Fleet mode (`--broker redis://…`): where publishes go; `None`: the
+    /// embedded broker (the hub gives ids and delivers at publish time).
+    pub broker: Option<crate::broker::node::BrokerLink>,
 }
 
 /// The hub and who listens to which topic, node-wide: a topic nobody
@@ -237,9 +315,20 @@ impl Shared {
             ),
             keys_generation: AtomicU64::new(1),
             presence: Mutex::new(presence::Registry::default()),
+            broker: None,
             connections_max,
             config,
         })
+    }
+
+    /// This bus in fleet mode: the hub starts with no run of its own (its
+    /// ids are the broker's, see [`Hub::publish_with_id`]) and publishes go
+    /// to `link`.
+    pub fn for_broker(mut self, link: crate::broker::node::BrokerLink) -> Shared {
+        let limits = self.config.hub_limits();
+        lock(&self.hub).hub = Hub::new(limits, 0);
+        self.broker = Some(link);
+        self
     }
 
     /// Publish for the publisher whose rate bucket is `rate_key` (its token
@@ -258,6 +347,143 @@ impl Shared {
             return Err(e);
         }
         self.publish_batch(requests)
+    }
+
+    /// Whether this node takes new streams (`GET /readyz`): not shutting
+    /// down and, in fleet mode, its broker connections are up. `Err` says
+    /// why not.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.shutdown.load(Ordering::SeqCst) {
+            return Err("shutting down");
+        }
+        match &self.broker {
+            Some(link) if !link.connected() => Err("broker unavailable"),
+            _ => Ok(()),
+        }
+    }
+
+    /// The rate check of [`Shared::publish`] alone (fleet mode publishes
+    /// through the broker after it).
+    pub fn check_publish_rate(&self, rate_key: u64) -> Result<(), PublishError> {
+        if let crate::limit::rate::Verdict::Limited { retry_after_s } =
+            self.publish_rate.check(rate_key)
+        {
+            let mut e = PublishError::new(429, None, "publish rate limit, retry later");
+            e.retry_after_s = Some(retry_after_s);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Fleet mode: keep events the broker stored (in its id order, ids
+    /// above everything the hub holds) and hand each to every worker, under
+    /// the hub lock like a local publish, so the seam stays exact. Waits
+    /// (the reader thread, never a worker) while a worker's inbox is full,
+    /// until the node shuts down. Returns how many were kept; an event the
+    /// hub refuses (an id that went back, `--topics-max`) is counted and
+    /// dropped.
+    pub fn deliver_from_broker(&self, events: Vec<crate::broker::BrokerEvent>) -> usize {
+        let started = std::time::Instant::now();
+        while self.inboxes_full(events.len()) {
+            if self.shutdown.load(Ordering::SeqCst) {
+                return 0;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let mut woken = [false; WORKERS_MAX];
+        let mut kept = Vec::with_capacity(events.len());
+        {
+            let mut state = lock(&self.hub);
+            for e in events {
+                let Ok(topic) = Topic::parse(&e.topic, usize::MAX) else {
+                    crate::metrics::add(&crate::broker::node::METRICS.events_dropped_total, 1);
+                    continue;
+                };
+                let sse = e.to_sse();
+                let event = crate::wire::sse::Event { id: None, ..sse };
+                let request = PublishRequest {
+                    topic: topic.clone(),
+                    event: event.clone(),
+                    private: e.private,
+                };
+                state.make_room_for(std::slice::from_ref(&request));
+                match state.hub.publish_with_id(&topic, event, e.id, e.private) {
+                    Ok(p) => kept.push((topic, p)),
+                    Err(err) => {
+                        crate::metrics::add(&crate::broker::node::METRICS.events_dropped_total, 1);
+                        crate::warn!("broker event dropped", id = e.id, reason = err.message);
+                    }
+                }
+            }
+            for (i, inbox) in self.inboxes.iter().enumerate() {
+                let mut q = lock(&inbox.events);
+                if inbox.closed.load(Ordering::SeqCst) {
+                    continue;
+                }
+                woken[i] = q.items.is_empty() && q.answers.is_empty();
+                for (t, p) in &kept {
+                    q.bytes += p.frame.len() + DELIVERY_BYTES;
+                    q.items.push(Delivery {
+                        id: p.id,
+                        topic: t.clone(),
+                        frame: p.frame.clone(),
+                        private: p.private,
+                    });
+                }
+            }
+        }
+        self.wake_where(&woken);
+        crate::metrics::add(
+            &crate::metrics::COUNTERS.events_published_total,
+            kept.len() as u64,
+        );
+        self.metrics
+            .publish_ns
+            .observe(started.elapsed().as_nanos() as u64);
+        kept.len()
+    }
+
+    /// Fleet mode: the broker lost its data (`reset`) or this node lost
+    /// part of its log (a gap): every open stream gets a `stentor.missed`
+    /// notice, in order with the frames around it, and resumes from an id
+    /// up to now get one too.
+    pub fn broker_notice(&self, reset: bool) {
+        let mut woken = [false; WORKERS_MAX];
+        {
+            let mut state = lock(&self.hub);
+            let frame = if reset {
+                state.hub.note_broker_reset()
+            } else {
+                state.hub.note_broker_gap()
+            };
+            for (i, inbox) in self.inboxes.iter().enumerate() {
+                let mut q = lock(&inbox.events);
+                if inbox.closed.load(Ordering::SeqCst) {
+                    continue;
+                }
+                woken[i] = q.items.is_empty() && q.answers.is_empty();
+                let at = q.items.len();
+                q.notices.push((at, frame.clone()));
+            }
+        }
+        self.wake_where(&woken);
+    }
+
+    fn inboxes_full(&self, adding: usize) -> bool {
+        let room = INBOX_FRAMES_MAX.saturating_sub(adding);
+        self.inboxes.iter().any(|inbox| {
+            let q = lock(&inbox.events);
+            !inbox.closed.load(Ordering::SeqCst)
+                && (q.items.len() > room || q.bytes > INBOX_BYTES_MAX)
+        })
+    }
+
+    fn wake_where(&self, woken: &[bool; WORKERS_MAX]) {
+        for (i, inbox) in self.inboxes.iter().enumerate() {
+            if woken[i] {
+                inbox.wake();
+            }
+        }
     }
 
     /// Publish `requests` in order, all or nothing: the hub gives them ids,
@@ -390,6 +616,9 @@ impl Shared {
             connections_max: u64::from(self.connections_max),
         };
         crate::metrics::render(out, &self.metrics, &snapshot);
+        if let Some(link) = &self.broker {
+            crate::broker::node::render(out, link);
+        }
     }
 
     /// A connection was accepted: count it node-wide and in its client's
@@ -568,6 +797,63 @@ mod tests {
             lock(&s.hub).hub.history("kept").is_some(),
             "a listened topic is kept"
         );
+    }
+
+    fn broker_event(id: u64, topic: &str, data: &str) -> crate::broker::BrokerEvent {
+        crate::broker::BrokerEvent {
+            id,
+            topic: topic.into(),
+            event: None,
+            data: data.into(),
+            retry: None,
+            private: false,
+        }
+    }
+
+    #[test]
+    fn broker_events_keep_their_ids_in_every_inbox_and_never_go_back() {
+        let s = shared(2);
+        let limits = s.config.hub_limits();
+        lock(&s.hub).hub = Hub::new(limits, 0);
+        let base = 1_764_361_697_000_000;
+        let kept = s.deliver_from_broker(vec![
+            broker_event(base + 5, "t", "a"),
+            broker_event(base + 9, "u", "b"),
+        ]);
+        assert_eq!(kept, 2);
+        // An id at or below the last one is dropped, never delivered.
+        assert_eq!(
+            s.deliver_from_broker(vec![broker_event(base + 9, "t", "c")]),
+            0
+        );
+        s.broker_notice(true);
+        assert_eq!(
+            s.deliver_from_broker(vec![broker_event(base + 20, "t", "d")]),
+            1
+        );
+        for inbox in &s.inboxes {
+            let (mut got, mut notices, mut answers, mut ranges) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            inbox.take_all(&mut got, &mut notices, &mut answers, &mut ranges);
+            let ids: Vec<u64> = got.iter().map(|d| d.id).collect();
+            assert_eq!(ids, [base + 5, base + 9, base + 20]);
+            assert!(got[0]
+                .frame
+                .starts_with(format!("id: {}\n", base + 5).as_bytes()));
+            // The reset notice sits between the old run and the new one.
+            assert_eq!(notices.len(), 1);
+            assert_eq!(notices[0].0, 2);
+            assert!(String::from_utf8_lossy(&notices[0].1).contains("broker_reset"));
+        }
+        // The node's run starts just before the first id it read: a resume
+        // from before the reset is told so; one from before the run too.
+        let t = [Topic::parse("t", 128).unwrap()];
+        let (r, ()) = s.subscribe(&t, &ResumePoint::After(base + 5), || ());
+        assert_eq!(r.missed, Some(crate::hub::MissedReason::BrokerReset));
+        let (r, ()) = s.subscribe(&t, &ResumePoint::After(base + 1), || ());
+        assert_eq!(r.missed, Some(crate::hub::MissedReason::Restarted));
+        let (r, ()) = s.subscribe(&t, &ResumePoint::After(base + 20), || ());
+        assert_eq!((r.missed, r.through_id), (None, base + 20));
     }
 
     #[test]

@@ -295,6 +295,40 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000), help_heading = "Operations")]
     pub access_log_lines_per_s_max: u32,
 
+    // ---- Fleet ---------------------------------------------------------
+    /// Where events are ordered and kept: `embedded` (this node alone) or
+    /// `redis://[user:pass@]HOST:PORT[/DB]` / `rediss://…` (a fleet of nodes
+    /// sharing one Redis >= 7; see docs/cluster.md).
+    #[arg(
+        long,
+        env = "STENTOR_BROKER",
+        default_value = "embedded",
+        hide_env_values = true,
+        help_heading = "Fleet"
+    )]
+    #[serde(serialize_with = "serialize_broker_url")]
+    pub broker: String,
+
+    /// Part of every Redis key: fleets sharing one Redis keep apart by namespace.
+    #[arg(long, env = "STENTOR_BROKER_NAMESPACE", default_value = crate::broker::NAMESPACE_DEFAULT,
+          help_heading = "Fleet")]
+    pub broker_namespace: String,
+
+    /// Entries kept in the fleet's shared log; a node further behind gets a gap [1000..=100000000].
+    #[arg(long, env = "STENTOR_BROKER_LOG_EVENTS_MAX", default_value_t = crate::broker::LOG_EVENTS_MAX_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1_000..=100_000_000), help_heading = "Fleet")]
+    pub broker_log_events_max: u64,
+
+    /// Time to connect to Redis before trying again later [1..=60000].
+    #[arg(long, env = "STENTOR_BROKER_CONNECT_TIMEOUT_MS", default_value_t = crate::broker::CONNECT_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=60_000), help_heading = "Fleet")]
+    pub broker_connect_timeout_ms: u64,
+
+    /// Time one Redis command may take before the connection is dropped [1..=60000].
+    #[arg(long, env = "STENTOR_BROKER_IO_TIMEOUT_MS", default_value_t = crate::broker::IO_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=60_000), help_heading = "Fleet")]
+    pub broker_io_timeout_ms: u64,
+
     /// TOML file of settings: keys are the flag names (`max-connections` or
     /// `max_connections`); flags and STENTOR_* variables override it.
     #[arg(
@@ -348,6 +382,18 @@ pub enum ConfigCommand {
 }
 
 /// `--log-level`: checked here so a typo exits 2 like any other bad value.
+/// The broker URL as `config check` prints it: without its password.
+fn serialize_broker_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    if url == BROKER_EMBEDDED {
+        s.serialize_str(url)
+    } else {
+        s.serialize_str(&crate::broker::redis::redact_url(url))
+    }
+}
+
+/// `--broker` for a node that is its own broker.
+pub const BROKER_EMBEDDED: &str = "embedded";
+
 fn parse_log_filter(text: &str) -> Result<String, String> {
     crate::log::parse_filter(text).map(|_| text.trim().to_string())
 }
@@ -421,6 +467,16 @@ impl Config {
                     .to_string(),
             });
         }
+        if let Some(url) = self.broker_url() {
+            if let Err(e) = crate::broker::redis::RedisBroker::new(url, self.broker_options()) {
+                return Err(ConfigError {
+                    message: format!(
+                        "invalid value for '--broker' or '--broker-namespace': {} (expected embedded or redis://HOST:PORT)",
+                        e.message
+                    ),
+                });
+            }
+        }
         for (flag, token) in [
             ("--publish-token", &self.publish_token),
             ("--subscribe-token", &self.subscribe_token),
@@ -479,6 +535,24 @@ impl Config {
                 SubscribeAuth::Optional
             }
             None => SubscribeAuth::Off,
+        }
+    }
+
+    /// Fleet mode's Redis URL; `None` for the embedded broker.
+    pub fn broker_url(&self) -> Option<&str> {
+        (self.broker != BROKER_EMBEDDED).then_some(self.broker.as_str())
+    }
+
+    /// The broker threads' options, from the flags.
+    pub fn broker_options(&self) -> crate::broker::BrokerOptions {
+        crate::broker::BrokerOptions {
+            connect_timeout_ms: self.broker_connect_timeout_ms,
+            io_timeout_ms: self.broker_io_timeout_ms,
+            history_events_max: u64::from(self.history_events_max),
+            log_events_max: self.broker_log_events_max,
+            batch_events_max: self.publish_batch_events_max as usize,
+            namespace: self.broker_namespace.clone(),
+            ..crate::broker::BrokerOptions::default()
         }
     }
 

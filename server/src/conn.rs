@@ -116,6 +116,10 @@ pub struct ReqState {
     pub discard_bytes: usize,
     /// What the current deadline stands for.
     pub deadline: Deadline,
+    /// Fleet mode: a publish of this connection is with the broker; its
+    /// answer's headers and keep-alive wait here. No further (pipelined)
+    /// request is handled until it is answered, so answers stay in order.
+    pub awaiting_answer: Option<(crate::api::Headers, bool)>,
 }
 
 impl ReqState {
@@ -127,6 +131,7 @@ impl ReqState {
             continue_sent: false,
             discard_bytes: 0,
             deadline: Deadline::Request,
+            awaiting_answer: None,
         }
     }
 }
@@ -160,6 +165,24 @@ pub struct Conn {
     pub ring: u8,
     pub phase: Phase,
     pub flags: u8,
+}
+
+/// Fleet mode: a stream waiting for its replay from Redis (see
+/// `worker::answers`); until it arrives, its live frames wait here instead
+/// of its send queue. Kept by the worker, by slab key, outside [`Conn`] so
+/// an idle connection stays small.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// The connection's generation: a slot reused meanwhile is not it.
+    pub generation: u32,
+    /// Live frames delivered meanwhile, with their ids, in order.
+    pub live: Vec<(u64, crate::wire::sse::Frame)>,
+    pub live_bytes: usize,
+    /// What the node's memory had (notice first): sent if Redis cannot do
+    /// better.
+    pub fallback: Vec<crate::wire::sse::Frame>,
+    /// The client's `Last-Event-ID`.
+    pub after_id: u64,
 }
 
 impl Conn {

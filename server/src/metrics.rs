@@ -289,12 +289,12 @@ pub struct Snapshot {
     pub connections_max: u64,
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP stentor_{name} {help}");
     let _ = writeln!(out, "# TYPE stentor_{name} {kind}");
 }
 
-fn one(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+pub(crate) fn one(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     family(out, name, kind, help);
     let _ = writeln!(out, "stentor_{name} {value}");
 }
@@ -305,7 +305,13 @@ fn sum_of(m: &NodeMetrics, f: impl Fn(&WorkerMetrics) -> &AtomicU64) -> u64 {
 
 /// Render a histogram; stored units are divided by `divisor` (1e9 for
 /// nanoseconds → seconds; a power of ten keeps bounds printed exactly).
-fn histogram(out: &mut String, name: &str, help: &str, parts: &[&Histogram], divisor: f64) {
+pub(crate) fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    parts: &[&Histogram],
+    divisor: f64,
+) {
     family(out, name, "histogram", help);
     let Some(first) = parts.first() else { return };
     let mut counts = vec![0u64; first.bounds.len() + 1];

@@ -139,10 +139,25 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
     }
 
     let signals = sys::block_signals(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
-    let shared = Arc::new(
-        Shared::new(config.clone(), capacity.workers, capacity.connections_max)
-            .map_err(|e| NodeError::new(format!("cannot create eventfd: {e}")))?,
-    );
+    let mut bus = Shared::new(config.clone(), capacity.workers, capacity.connections_max)
+        .map_err(|e| NodeError::new(format!("cannot create eventfd: {e}")))?;
+    // Fleet mode: the hub follows the broker's ids instead of giving its own
+    // (see `broker::node`); the threads start once the bus is shared.
+    let mut broker_queues = None;
+    if let Some(url) = config.broker_url() {
+        let (link, rx) =
+            crate::broker::node::link(url, &config.broker_options()).map_err(NodeError::new)?;
+        bus = bus.for_broker(link);
+        broker_queues = Some(rx);
+    }
+    let shared = Arc::new(bus);
+    let broker_threads = match (config.broker_url(), broker_queues) {
+        (Some(url), Some(rx)) => Some(
+            crate::broker::node::start(url, config.broker_options(), &shared, rx)
+                .map_err(NodeError::new)?,
+        ),
+        _ => None,
+    };
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(capacity.workers);
     for (id, listener) in listeners.into_iter().enumerate() {
@@ -163,6 +178,7 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
             Err(e) => {
                 shared.request_shutdown();
                 join_all(handles);
+                stop_broker(broker_threads);
                 return Err(NodeError::new(format!("cannot start worker {id}: {e}")));
             }
         }
@@ -183,6 +199,7 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
     if let Some(message) = failure {
         shared.request_shutdown();
         join_all(handles);
+        stop_broker(broker_threads);
         return Err(NodeError::new(message));
     }
 
@@ -196,6 +213,10 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
         connections_per_ring = capacity.connections_per_ring,
         nofile_soft = capacity.nofile_soft,
         reason = capacity.reason,
+        broker = shared
+            .broker
+            .as_ref()
+            .map_or("embedded", |l| l.url_redacted.as_str()),
     );
     if let Ok(Some(keys)) = crate::api::jwt::Keys::load(&config.jwt_config()) {
         crate::info!(
@@ -243,11 +264,13 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
             );
             shared.request_shutdown();
             join_all(handles);
+            stop_broker(broker_threads);
             crate::info!("stopped");
             Ok(())
         }
         None => {
             join_all(handles);
+            stop_broker(broker_threads);
             Err(NodeError::new(
                 "every worker stopped on an error (see the log lines above)",
             ))
@@ -279,6 +302,12 @@ fn reload_keys(config: &Config, shared: &Shared) {
                 error = format!("{:?}", e.to_string())
             );
         }
+    }
+}
+
+fn stop_broker(threads: Option<crate::broker::node::Threads>) {
+    if let Some(t) = threads {
+        t.stop();
     }
 }
 

@@ -120,6 +120,25 @@ pub enum Decision {
         headers: Headers,
         query: crate::bus::presence::Query,
     },
+    /// Whether the node takes new streams (`GET /readyz`): the bus decides
+    /// ([`crate::bus::Shared::readiness`]), then [`readiness_response`].
+    Ready { keep_alive: bool, headers: Headers },
+}
+
+/// The answer to `GET /readyz`: 200 when the node takes new streams, 503
+/// with the reason (and a retry hint) when not. `/healthz` is liveness.
+pub fn readiness_response(ready: Result<(), &str>, keep_alive: bool) -> Response {
+    match ready {
+        Ok(()) => Response::text(200, "ready", keep_alive),
+        Err(why) => {
+            let mut r = Response::text(503, &format!("not ready: {why}"), keep_alive);
+            r.retry_after_s = Some(1);
+            if why.starts_with("broker") {
+                r.limit = Some(crate::limit::Limit::BrokerUnavailable);
+            }
+            r
+        }
+    }
 }
 
 /// A publish that passed authorization, waiting for its body.
@@ -145,6 +164,7 @@ pub fn decide(head: &RequestHead, peer: IpAddr, cfg: &ApiConfig) -> Decision {
         Decision::Stream { headers, .. }
         | Decision::Metrics { headers, .. }
         | Decision::Presence { headers, .. }
+        | Decision::Ready { headers, .. }
         | Decision::ReadBody(PublishGrant { headers, .. }) => headers.extend(cors),
     }
     decision
@@ -173,7 +193,7 @@ pub fn publish_body(
 fn route(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
     let keep_alive = head.keep_alive;
     let (allow, method) = match head.path.as_str() {
-        "/events" | "/subscriptions" | "/healthz" | "/metrics" | "/" => {
+        "/events" | "/subscriptions" | "/healthz" | "/readyz" | "/metrics" | "/" => {
             ("GET, OPTIONS", Method::Get)
         }
         "/publish" => ("POST, OPTIONS", Method::Post),
@@ -197,6 +217,10 @@ fn route(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
             Err(r) => Decision::Respond(r),
         },
         "/healthz" => Decision::Respond(Response::text(200, "ok", keep_alive)),
+        "/readyz" => Decision::Ready {
+            keep_alive,
+            headers: Headers::new(),
+        },
         "/metrics" => Decision::Metrics {
             keep_alive,
             headers: Headers::new(),
@@ -402,6 +426,15 @@ mod route_tests {
                 headers,
             },
             Decision::Presence { .. } => Action::Respond(Response::text(200, "presence", true)),
+            // The bus decides readiness; these tests see a ready node.
+            Decision::Ready {
+                keep_alive,
+                headers,
+            } => {
+                let mut r = readiness_response(Ok(()), keep_alive);
+                r.headers = headers;
+                Action::Respond(r)
+            }
             Decision::ReadBody(grant) => match publish_body(&grant, head, body, cfg) {
                 Ok(requests) => Action::Publish {
                     requests,
@@ -925,6 +958,26 @@ mod route_tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn readyz_is_decided_by_the_bus_and_says_why_not() {
+        let d = decide(&get("/readyz", ""), [203, 0, 113, 1].into(), &cfg());
+        assert!(
+            matches!(
+                d,
+                Decision::Ready {
+                    keep_alive: true,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        assert_eq!(readiness_response(Ok(()), true).status, 200);
+        let down = readiness_response(Err("broker unavailable"), true);
+        assert_eq!((down.status, down.retry_after_s), (503, Some(1)));
+        assert_eq!(down.limit, Some(crate::limit::Limit::BrokerUnavailable));
+        assert!(String::from_utf8_lossy(&down.body).contains("broker unavailable"));
     }
 
     #[test]

@@ -10,12 +10,14 @@
 //! event shapes, the errors (with a kind for metrics labels), the options
 //! with their limits, and the reconnect backoff. [`redis`] is the client.
 //!
-//! Threads and connections: a node runs exactly two broker threads, each with
-//! one connection: a reader ([`redis::spawn_reader`]) that follows the log
-//! and a publisher ([`redis::spawn_publisher`]) that pipelines the batches
-//! workers hand it. Neither ever runs on a worker ring: the fan-out hot path
-//! makes no broker call.
+//! Threads and connections: a node runs exactly three broker threads, each
+//! with one connection: a reader ([`redis::spawn_reader`]) that follows the
+//! log, a publisher ([`redis::spawn_publisher`]) that pipelines the batches
+//! workers hand it, and a range thread ([`node`]) that reads resumes the
+//! node's memory does not cover. None ever runs on a worker ring: the
+//! fan-out hot path makes no broker call. [`node`] ties them to the bus.
 
+pub mod node;
 pub mod redis;
 
 use std::fmt;

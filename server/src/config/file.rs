@@ -305,6 +305,11 @@ pub fn effective_toml(loaded: &Loaded) -> String {
             .name();
         match values.get(&long) {
             None => out.push_str(&format!("# {long} is not set ({source})\n")),
+            // The broker URL serialises without its password: the host is
+            // worth seeing.
+            Some(value) if secret && long == "broker" => {
+                out.push_str(&format!("{long} = {value}  # {source}\n"));
+            }
             Some(_) if secret => {
                 out.push_str(&format!("{long} = \"<redacted>\"  # {source}\n"));
             }
@@ -517,6 +522,24 @@ mod tests {
         let f = TempFile::new("shadowed.toml", "workers = 9999\n");
         let e = load_args(&["--config", &f.arg(), "--workers", "2"]).unwrap_err();
         assert!(e.contains("'workers'"), "{e}");
+    }
+
+    #[test]
+    fn check_shows_the_broker_host_but_never_its_password() {
+        let f = TempFile::new(
+            "broker.toml",
+            "broker = \"redis://app:hunter2-secret@10.0.0.5:6379/2\"\n",
+        );
+        let l = load_args(&["config", "check", &f.arg()]).unwrap();
+        let text = effective_toml(&l);
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("broker = \"redis://app:***@10.0.0.5:6379/2\"  # file"),
+            "{text}"
+        );
+        let bad = TempFile::new("bad-broker.toml", "broker = \"http://h:1\"\n");
+        let e = load_args(&["config", "check", &bad.arg()]).unwrap_err();
+        assert!(e.contains("--broker"), "{e}");
     }
 
     #[test]

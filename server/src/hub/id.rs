@@ -87,6 +87,21 @@ impl IdSeq {
         Some(id)
     }
 
+    /// Take `id`, given out elsewhere (the fleet's broker), as the last
+    /// one: false, and nothing changes, unless it is above the last one.
+    /// A sequence that has handed out nothing yet starts its run just
+    /// before `id`, so everything after `id - 1` counts as this run's.
+    pub fn advance_to(&mut self, id: u64) -> bool {
+        if id <= self.last {
+            return false;
+        }
+        if self.last == self.base {
+            self.base = id - 1;
+        }
+        self.last = id;
+        true
+    }
+
     pub fn classify(&self, id: u64) -> IdOrigin {
         if id < self.base {
             IdOrigin::BeforeThisRun

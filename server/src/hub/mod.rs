@@ -16,6 +16,6 @@ mod state;
 pub mod topic;
 
 pub use state::{
-    Hub, HubLimits, HubStats, MissedReason, Published, Replay, ReplaySnapshot, MISSED_EVENT_TYPE,
-    REPLAY_EVENTS_MAX_DEFAULT, TOPICS_MAX_DEFAULT,
+    missed_notice, Hub, HubLimits, HubStats, MissedReason, Published, Replay, ReplaySnapshot,
+    MISSED_EVENT_TYPE, REPLAY_EVENTS_MAX_DEFAULT, TOPICS_MAX_DEFAULT,
 };

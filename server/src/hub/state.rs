@@ -82,6 +82,9 @@ pub enum MissedReason {
     /// More events are kept after the id than one replay may carry; the
     /// client got the newest ones.
     TooFarBehind,
+    /// Fleet mode: Redis lost its data (or this node's reader fell behind
+    /// its log) after the client's id; what happened in between is unknown.
+    BrokerReset,
 }
 
 impl MissedReason {
@@ -92,6 +95,7 @@ impl MissedReason {
             MissedReason::UnknownId => "unknown_id",
             MissedReason::Restarted => "restarted",
             MissedReason::TooFarBehind => "too_far_behind",
+            MissedReason::BrokerReset => "broker_reset",
         }
     }
 }
@@ -267,6 +271,9 @@ pub struct Hub {
     /// the hub no longer (or not yet) knows may have had events up to here,
     /// so resuming before it reports a gap rather than risking a silent one.
     forgotten_through_id: u64,
+    /// Fleet mode: the last id before the broker lost its data; a resume
+    /// from at or before it may have missed events nobody can replay.
+    broker_reset_through_id: u64,
     stats: HubStats,
 }
 
@@ -284,6 +291,7 @@ impl Hub {
             ids,
             topics: HashMap::new(),
             forgotten_through_id: 0,
+            broker_reset_through_id: 0,
         }
     }
 
@@ -348,6 +356,46 @@ impl Hub {
         Ok(published)
     }
 
+    /// Keep an event the fleet's broker gave `id` (fleet mode: the hub
+    /// assigns no ids, it follows the broker's). `id` must be above every
+    /// id the hub holds, or the event is refused (ids never go back for a
+    /// client); so are events past `topics_max` (see `bus`).
+    pub fn publish_with_id(
+        &mut self,
+        topic: &Topic,
+        event: Event,
+        id: u64,
+        private: bool,
+    ) -> Result<Published, PublishError> {
+        if id <= self.ids.last() {
+            return Err(PublishError::new(
+                503,
+                None,
+                format!("id {id} is not above the last id {}", self.ids.last()),
+            ));
+        }
+        self.check_room(std::iter::once(topic))?;
+        let frame = encode_with_id(event, id)?;
+        let advanced = self.ids.advance_to(id);
+        debug_assert!(advanced);
+        self.commit_with_id(topic, id, frame.clone(), private);
+        Ok(Published { id, frame, private })
+    }
+
+    /// The fleet's broker lost its data: a resume from an id up to now is
+    /// told `broker_reset`. Returns the notice every open stream gets.
+    pub fn note_broker_reset(&mut self) -> Frame {
+        self.broker_reset_through_id = self.ids.last();
+        missed_notice(MissedReason::BrokerReset, "", None)
+    }
+
+    /// The notice every open stream gets when this node lost events of the
+    /// fleet's log (its reader fell behind the log's trimming).
+    pub fn note_broker_gap(&mut self) -> Frame {
+        self.broker_reset_through_id = self.ids.last();
+        missed_notice(MissedReason::Evicted, "", None)
+    }
+
     /// Check that events for `topics` can be published (ids left, room for
     /// new topics) and return the id the first of them will get.
     fn check_room<'a>(&self, topics: impl Iterator<Item = &'a Topic>) -> Result<u64, PublishError> {
@@ -383,6 +431,13 @@ impl Hub {
     fn commit(&mut self, topic: &Topic, id: u64, frame: Frame, private: bool) {
         let next = self.ids.next_id();
         assert_eq!(next, Some(id), "ids are committed in the order checked");
+        self.commit_with_id(topic, id, frame, private);
+    }
+
+    /// Keep `frame` (event `id`, already the sequence's last) in `topic`'s
+    /// history.
+    fn commit_with_id(&mut self, topic: &Topic, id: u64, frame: Frame, private: bool) {
+        debug_assert_eq!(self.ids.last(), id);
         let frame_bytes = frame.len();
         let history = match self.topics.get_mut(topic.as_str()) {
             Some(h) => h,
@@ -446,6 +501,9 @@ impl Hub {
                 }
             }
             ResumePoint::After(k) => match self.ids.classify(*k) {
+                IdOrigin::ThisRun if *k <= self.broker_reset_through_id => {
+                    (*k, wire_id(*k), Some(MissedReason::BrokerReset))
+                }
                 IdOrigin::ThisRun => (*k, wire_id(*k), None),
                 IdOrigin::BeforeThisRun => (0, wire_id(*k), Some(MissedReason::Restarted)),
                 IdOrigin::NotYetAssigned => (0, wire_id(*k), Some(MissedReason::UnknownId)),
@@ -542,7 +600,7 @@ fn encode_error(e: EncodeError) -> PublishError {
 ///
 /// The data is JSON from serde_json, which escapes every control character,
 /// so it is one `data:` line whatever the client's `Last-Event-ID` held.
-fn missed_notice(reason: MissedReason, last_event_id: &str, id: Option<u64>) -> Frame {
+pub fn missed_notice(reason: MissedReason, last_event_id: &str, id: Option<u64>) -> Frame {
     #[derive(serde::Serialize)]
     struct Data<'a> {
         reason: &'static str,

@@ -76,10 +76,12 @@ pub enum Limit {
     RequestBuffers,
     /// A missing or malformed PROXY protocol header (400).
     ProxyProtocol,
+    /// Fleet mode: the broker did not store a publish (503, Retry-After).
+    BrokerUnavailable,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 25] = [
+    pub const ALL: [Limit; 26] = [
         Limit::MaxConnections,
         Limit::PerIp,
         Limit::PublishRate,
@@ -105,6 +107,7 @@ impl Limit {
         Limit::ResumeRate,
         Limit::RequestBuffers,
         Limit::ProxyProtocol,
+        Limit::BrokerUnavailable,
     ];
 
     pub fn status(self) -> u16 {
@@ -112,7 +115,8 @@ impl Limit {
             Limit::MaxConnections
             | Limit::PublishBacklog
             | Limit::TopicsMax
-            | Limit::RequestBuffers => 503,
+            | Limit::RequestBuffers
+            | Limit::BrokerUnavailable => 503,
             Limit::PerIp | Limit::PublishRate | Limit::Pipelined | Limit::ResumeRate => 429,
             Limit::HeadBytes => 431,
             Limit::UriBytes => 414,
@@ -160,6 +164,7 @@ impl Limit {
             Limit::ResumeRate => "resume_rate",
             Limit::RequestBuffers => "request_buffers",
             Limit::ProxyProtocol => "proxy_protocol",
+            Limit::BrokerUnavailable => "broker_unavailable",
         }
     }
 

@@ -10,11 +10,27 @@ use crate::wire::sse::Frame;
 impl Worker {
     pub(super) fn drain_inbox(&mut self) {
         let mut batch = std::mem::take(&mut self.inbox_batch);
-        self.shared.inboxes[self.id].take_into(&mut batch);
-        for d in batch.drain(..) {
+        // Fleet mode only: both stay empty (no allocation) otherwise.
+        let (mut notices, mut answers, mut ranges) = (Vec::new(), Vec::new(), Vec::new());
+        self.shared.inboxes[self.id].take_all(&mut batch, &mut notices, &mut answers, &mut ranges);
+        // Replays first: a held stream's live frames below come after it.
+        for range in ranges {
+            self.release_held(range);
+        }
+        let mut notices = notices.into_iter().peekable();
+        for (i, d) in batch.drain(..).enumerate() {
+            while let Some((_, notice)) = notices.next_if(|(at, _)| *at <= i) {
+                self.notify_streams(&notice);
+            }
             self.deliver(d.id, d.topic.as_str(), d.private, &d.frame);
         }
+        for (_, notice) in notices {
+            self.notify_streams(&notice);
+        }
         self.inbox_batch = batch;
+        if !answers.is_empty() {
+            self.answer_publishes(answers);
+        }
     }
 
     /// Queue `frame` (a refcount, not a copy) for every local subscriber
@@ -43,6 +59,25 @@ impl Worker {
             if id <= conn.live_after_id || conn.has(flag::OVER_BUDGET) {
                 // The seam: this frame was in the inbox when the stream
                 // subscribed, and its replay (or notice) accounted for it.
+                continue;
+            }
+            // Empty unless resumes are being read from Redis: no lookup.
+            let held = match self.held.is_empty() {
+                true => None,
+                false => self
+                    .held
+                    .get_mut(&key)
+                    .filter(|h| h.generation == conn.generation),
+            };
+            if let Some(held) = held {
+                // Fleet mode: its replay is on its way from Redis; live
+                // frames wait behind it (bounded like a queue).
+                held.live.push((id, frame.clone()));
+                held.live_bytes += frame.len();
+                if held.live_bytes > self.queue_bytes_max as usize {
+                    conn.set(flag::OVER_BUDGET);
+                    self.to_close.push((key, CloseReason::SlowQueueBytes));
+                }
                 continue;
             }
             conn.sendq.push(frame.clone(), now);

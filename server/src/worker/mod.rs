@@ -15,6 +15,7 @@
 //! heartbeats, queue ages) and [`close`] (closing, draining, stopping).
 
 mod abort;
+mod answers;
 mod close;
 mod completions;
 mod fanout;
@@ -209,6 +210,9 @@ struct Worker {
     more_requests: Vec<u32>,
     to_close: Vec<(u32, CloseReason)>,
     inbox_batch: Vec<Delivery>,
+    /// Fleet mode: streams whose resume replay is being read from Redis,
+    /// by slab key (at most one per stream; empty otherwise).
+    held: std::collections::HashMap<u32, crate::conn::Held>,
     cqes: Vec<(u8, cqueue::Entry)>,
     heartbeat: Frame,
     stream_preamble: Bytes,
@@ -290,6 +294,7 @@ impl Worker {
             more_requests: Vec::new(),
             to_close: Vec::new(),
             inbox_batch: Vec::new(),
+            held: std::collections::HashMap::new(),
             cqes: Vec::with_capacity(1024),
             heartbeat,
             stream_preamble: Bytes::from(preamble),

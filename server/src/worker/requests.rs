@@ -73,6 +73,15 @@ impl Worker {
         let Some(req) = conn.req.as_mut() else {
             return false;
         };
+        if req.awaiting_answer.is_some() {
+            // Fleet mode: its publish's answer comes first. A client that
+            // keeps sending meanwhile is paused like one that does not read
+            // its answers; the answer's send resumes it.
+            if req.buf.len() > ANSWER_BYTES_PAUSE as usize {
+                self.pause(key);
+            }
+            return false;
+        }
         if req.buf.is_empty() {
             self.free_req_buf(key);
             return false;
@@ -173,6 +182,16 @@ impl Worker {
                 r.headers = headers;
                 self.respond(key, r);
             }
+            Decision::Ready {
+                keep_alive,
+                headers,
+            } => {
+                self.stats.requests += 1;
+                let keep_alive = keep_alive && self.skip_body(key, &head, head_len);
+                let mut r = api::readiness_response(self.shared.readiness(), keep_alive);
+                r.headers = headers;
+                self.respond(key, r);
+            }
             Decision::Stream {
                 topics,
                 patterns,
@@ -241,6 +260,16 @@ impl Worker {
         // A refusal of the body carries the grant's headers already.
         let r = match api::publish_body(&grant, head, &body, &self.api) {
             Err(r) => r,
+            Ok(requests) if self.shared.broker.is_some() => {
+                let headers = grant.headers;
+                match self.publish_via_broker(key, grant.rate_key, &requests, headers, keep_alive) {
+                    None => return false, // answered when the broker has stored it
+                    Some(r) => {
+                        self.respond(key, r);
+                        return true;
+                    }
+                }
+            }
             Ok(requests) => {
                 let mut r = match self.shared.publish(grant.rate_key, requests) {
                     Ok(ids) => Response::json(200, ids_json(&ids), keep_alive),
@@ -465,21 +494,22 @@ impl Worker {
         self.req_buf_bytes -= conn.start_streaming();
         conn.live_after_id = replay.through_id;
         conn.sendq.push(preamble, now);
+        let held = self.hold_for_redis(key, topics, resume, &replay);
+        let conn = &mut self.conns[key as usize];
         // The replay is exempt from the slow-client budget until sent (a
         // client dropped for being over it must be able to catch up in one
         // replay); live events arriving while it drains count as usual.
-        for frame in &replay.frames {
+        for frame in replay.frames.iter().filter(|_| !held) {
             conn.sendq.push_exempt(frame.clone(), now);
         }
         metrics::add(&COUNTERS.streams_opened_total, 1);
         if !matches!(resume, ResumePoint::Live) {
             metrics::add(&COUNTERS.streams_resumed_total, 1);
-            metrics::add(
-                &COUNTERS.replayed_events_total,
-                replay.events().len() as u64,
-            );
+            // A held stream's replay is counted when it arrives.
+            let replayed = if held { 0 } else { replay.events().len() };
+            metrics::add(&COUNTERS.replayed_events_total, replayed as u64);
         }
-        if replay.missed.is_some() {
+        if replay.missed.is_some() && !held {
             metrics::add(&COUNTERS.missed_notices_total, 1);
         }
         self.mark_dirty(key);
@@ -499,6 +529,7 @@ impl Worker {
         if conn.phase != Phase::Request
             || conn.has(flag::CLOSE_AFTER_SEND)
             || !conn.sendq.is_empty()
+            || req.awaiting_answer.is_some()
         {
             return;
         }
