@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::config::Config;
@@ -123,7 +123,15 @@ pub struct Shared {
     hub: Mutex<HubState>,
     pub inboxes: Vec<Inbox>,
     pub shutdown: AtomicBool,
+    /// SIGTERM arrived: `/readyz` fails while the node still serves, so a
+    /// load balancer stops sending new streams before `shutdown` closes
+    /// the listeners (`--drain-delay-ms` later).
+    pub draining: AtomicBool,
     pub connections_open: AtomicU32,
+    /// The settings a SIGHUP reload changed, for the workers: they compare
+    /// `reload_generation` with their own once per tick, never per delivery.
+    reloaded: Mutex<Option<std::sync::Arc<Config>>>,
+    pub reload_generation: AtomicU64,
     /// Per-worker and publish figures for `GET /metrics`.
     pub metrics: crate::metrics::NodeMetrics,
     /// Connections per client IP, node-wide (`--max-connections-per-ip`).
@@ -211,6 +219,9 @@ impl Shared {
             hub: Mutex::new(hub),
             inboxes,
             shutdown: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            reloaded: Mutex::new(None),
+            reload_generation: AtomicU64::new(0),
             connections_open: AtomicU32::new(0),
             metrics: crate::metrics::NodeMetrics::new(workers),
             per_ip: crate::limit::PerIp::new(config.max_connections_per_ip),
@@ -219,6 +230,47 @@ impl Shared {
             connections_max,
             config,
         })
+    }
+
+    /// Whether the node takes new streams: `Err` names why not. The one
+    /// place `/readyz` is decided (on the public and the admin port); a new
+    /// condition (a broker link, say) is one more line here.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Relaxed) || self.shutdown.load(Ordering::Relaxed) {
+            return Err("draining");
+        }
+        if self.connections_open.load(Ordering::Relaxed) >= self.connections_max {
+            return Err("at --max-connections");
+        }
+        Ok(())
+    }
+
+    /// Hand the workers a reloaded configuration: each picks it up on its
+    /// next tick (see [`Shared::reloaded_since`]).
+    pub fn publish_reload(&self, config: Config) {
+        let mut reloaded = lock(&self.reloaded);
+        let before = reloaded.as_deref().unwrap_or(&self.config);
+        if before.max_connections_per_ip != config.max_connections_per_ip {
+            self.per_ip.set_limit(config.max_connections_per_ip);
+        }
+        if before.publish_rate_per_s_max != config.publish_rate_per_s_max {
+            self.publish_rate.set_rate(config.publish_rate_per_s_max);
+        }
+        lock(&self.hub).hub.set_live_limits(config.hub_limits());
+        *reloaded = Some(std::sync::Arc::new(config));
+        self.reload_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The reloaded configuration when it is newer than `generation` (the
+    /// worker's last), with its generation. One atomic load when nothing
+    /// changed.
+    pub fn reloaded_since(&self, generation: u64) -> Option<(u64, std::sync::Arc<Config>)> {
+        let now = self.reload_generation.load(Ordering::Acquire);
+        if now == generation {
+            return None;
+        }
+        let config = lock(&self.reloaded).clone()?;
+        Some((now, config))
     }
 
     /// Publish for the publisher whose rate bucket is `rate_key` (its token

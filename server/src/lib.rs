@@ -12,10 +12,12 @@
 //!   starts and stops it; [`sys`]: the raw system calls outside the ring;
 //! - [`broker`]: the fleet mode's Redis client and its reader and publisher
 //!   threads, off the workers' rings;
+//! - [`admin`]: `/metrics`, `/readyz`, `/healthz`, also on `--admin-listen`;
 //! - [`config`], [`limit`], [`log`], [`metrics`]: every knob with its limit,
 //!   the node-wide limits, structured logs, and the counters that show each
 //!   limit biting.
 
+pub mod admin;
 pub mod api;
 pub mod broker;
 pub mod bus;

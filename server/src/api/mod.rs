@@ -58,6 +58,8 @@ pub struct ApiConfig {
     pub cors: Cors,
     /// `--trusted-proxy`: peers whose forwarding headers name the client.
     pub trusted_proxies: TrustedProxies,
+    /// `/metrics` on this port: false when `--admin-listen` serves it.
+    pub metrics_public: bool,
 }
 
 impl ApiConfig {
@@ -73,6 +75,7 @@ impl ApiConfig {
             subscribe_token: config.subscribe_token.clone(),
             cors: Cors::from_list(&config.cors_origin),
             trusted_proxies: TrustedProxies::new(config.trusted_proxy.clone()),
+            metrics_public: config.admin_listen.is_none(),
         }
     }
 }
@@ -98,6 +101,8 @@ pub enum Decision {
     ReadBody(PublishGrant),
     /// The node's counters as Prometheus text.
     Metrics { keep_alive: bool, headers: Headers },
+    /// `/readyz`: 200 or 503 from the node's state (`bus::Shared::readiness`).
+    Ready { keep_alive: bool, headers: Headers },
 }
 
 /// A publish that passed authorization, waiting for its body.
@@ -120,6 +125,7 @@ pub fn decide(head: &RequestHead, peer: IpAddr, cfg: &ApiConfig) -> Decision {
         Decision::Respond(r) => r.headers.extend(cors),
         Decision::Stream { headers, .. }
         | Decision::Metrics { headers, .. }
+        | Decision::Ready { headers, .. }
         | Decision::ReadBody(PublishGrant { headers, .. }) => headers.extend(cors),
     }
     decision
@@ -142,7 +148,10 @@ pub fn publish_body(
 fn route(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
     let keep_alive = head.keep_alive;
     let (allow, method) = match head.path.as_str() {
-        "/events" | "/healthz" | "/metrics" | "/" => ("GET, OPTIONS", Method::Get),
+        "/metrics" if !cfg.metrics_public => {
+            return Decision::Respond(Response::text(404, "not found", keep_alive))
+        }
+        "/events" | "/healthz" | "/readyz" | "/metrics" | "/" => ("GET, OPTIONS", Method::Get),
         "/publish" => ("POST, OPTIONS", Method::Post),
         _ => return Decision::Respond(Response::text(404, "not found", keep_alive)),
     };
@@ -157,6 +166,10 @@ fn route(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
         "/publish" => publish(head, client, cfg),
         "/healthz" => Decision::Respond(Response::text(200, "ok", keep_alive)),
         "/metrics" => Decision::Metrics {
+            keep_alive,
+            headers: Headers::new(),
+        },
+        "/readyz" => Decision::Ready {
             keep_alive,
             headers: Headers::new(),
         },
@@ -343,6 +356,11 @@ mod route_tests {
                 keep_alive,
                 headers,
             },
+            Decision::Ready { keep_alive, .. } => Action::Respond(Response::text(
+                200,
+                "ready (the worker asks the bus)",
+                keep_alive,
+            )),
             Decision::ReadBody(grant) => match publish_body(&grant, head, body, cfg) {
                 Ok(requests) => Action::Publish {
                     requests,
@@ -374,6 +392,7 @@ mod route_tests {
             subscribe_token: None,
             cors: Cors::default(),
             trusted_proxies: TrustedProxies::default(),
+            metrics_public: true,
         }
     }
 
@@ -883,6 +902,35 @@ mod route_tests {
                 keep_alive: true,
                 ..
             }
+        ));
+        assert!(matches!(
+            decide(&get("/readyz", ""), [203, 0, 113, 1].into(), &cfg()),
+            Decision::Ready {
+                keep_alive: true,
+                ..
+            }
+        ));
+    }
+
+    /// With `--admin-listen`, `/metrics` lives there only: the public port
+    /// does not even admit it exists. Liveness and readiness stay on both.
+    #[test]
+    fn metrics_leave_the_public_port_when_an_admin_port_serves_them() {
+        let c = ApiConfig {
+            metrics_public: false,
+            ..cfg()
+        };
+        assert!(matches!(
+            decide(&get("/metrics", ""), [127, 0, 0, 1].into(), &c),
+            Decision::Respond(r) if r.status == 404
+        ));
+        assert!(matches!(
+            decide(&get("/readyz", ""), [127, 0, 0, 1].into(), &c),
+            Decision::Ready { .. }
+        ));
+        assert!(matches!(
+            decide(&get("/healthz", ""), [127, 0, 0, 1].into(), &c),
+            Decision::Respond(r) if r.status == 200
         ));
     }
 

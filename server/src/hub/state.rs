@@ -280,6 +280,16 @@ impl Hub {
         &self.limits
     }
 
+    /// A reload's limits: topic names, topic count and replay size apply
+    /// from the next publish or subscribe; each topic's history bounds size
+    /// rings already built and stay (they need a restart).
+    pub fn set_live_limits(&mut self, new: HubLimits) {
+        self.limits = HubLimits {
+            history: self.limits.history,
+            ..new
+        };
+    }
+
     /// The last id handed out (the run's base before the first publish).
     pub fn last_id(&self) -> u64 {
         self.ids.last()

@@ -149,6 +149,7 @@ impl Worker {
             .user_data(Token::new(OpKind::AcceptCancel, 0, 0).pack());
             self.push(ring, &[entry]);
         }
+        self.queue_spread_retries();
         // Idle and request connections close now; streams and pending
         // answers close once their queue is flushed (or at the deadline).
         let mut close_now = Vec::new();

@@ -12,12 +12,14 @@
 //! The `impl Worker` is split by what it handles: this file (setup, the
 //! loop, submission), [`completions`] (what the kernel reports), [`requests`]
 //! (plain HTTP and opening streams), [`fanout`] (inbox to send queues,
-//! heartbeats, queue ages) and [`close`] (closing, draining, stopping).
+//! heartbeats, queue ages), [`close`] (closing, draining, stopping) and
+//! [`ops`] (picking up a reload, spreading reconnects on a drain).
 
 mod abort;
 mod close;
 mod completions;
 mod fanout;
+mod ops;
 mod requests;
 
 use std::collections::BTreeSet;
@@ -185,6 +187,11 @@ struct Worker {
     heartbeat: Frame,
     stream_preamble: Bytes,
     draining_until: Option<u32>,
+    /// The last configuration reload this worker applied (`ops`).
+    reload_generation: u64,
+    /// `--retry-ms` and `--reconnect-spread-ms`, live on reload.
+    retry_ms: u32,
+    reconnect_spread_ms: u32,
     accept_cancels_in_flight: u32,
     accepts_parked: bool,
     last_log_tick: u32,
@@ -257,6 +264,9 @@ impl Worker {
             heartbeat,
             stream_preamble: Bytes::from(preamble),
             draining_until: None,
+            reload_generation: 0,
+            retry_ms: config.retry_ms,
+            reconnect_spread_ms: config.reconnect_spread_ms,
             accept_cancels_in_flight: 0,
             accepts_parked: false,
             last_log_tick: 0,

@@ -148,7 +148,17 @@ impl Worker {
             } => {
                 self.stats.requests += 1;
                 let keep_alive = keep_alive && self.skip_body(key, &head, head_len);
-                self.respond(key, self.metrics_response(keep_alive, headers));
+                let r = crate::admin::metrics_response(&self.shared, keep_alive, headers);
+                self.respond(key, r);
+            }
+            Decision::Ready {
+                keep_alive,
+                headers,
+            } => {
+                self.stats.requests += 1;
+                let keep_alive = keep_alive && self.skip_body(key, &head, head_len);
+                let r = crate::admin::readiness_response(&self.shared, keep_alive, headers);
+                self.respond(key, r);
             }
             Decision::Stream {
                 topics,
@@ -321,17 +331,6 @@ impl Worker {
         self.mark_dirty(key);
     }
 
-    fn metrics_response(&self, keep_alive: bool, headers: Headers) -> Response {
-        let mut text = String::with_capacity(8192);
-        self.shared.render_metrics(&mut text);
-        render_hub_stats(&self.shared.hub_stats(), &mut text);
-        let mut r = Response::text(200, "", keep_alive);
-        r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-        r.body = text.into_bytes();
-        r.headers = headers;
-        r
-    }
-
     /// Open a stream: replay what the client missed and register it for
     /// live frames (see `Shared::subscribe` for the seam), then queue the
     /// head, `: connected`, `retry:` and the replay. `client_key` is the
@@ -381,7 +380,7 @@ impl Worker {
         let preamble = if headers.is_empty() {
             self.stream_preamble.clone()
         } else {
-            Bytes::from(api::stream_preamble(self.shared.config.retry_ms, headers))
+            Bytes::from(api::stream_preamble(self.retry_ms, headers))
         };
         let conn = &mut self.conns[key as usize];
         conn.subs = subs;
@@ -477,52 +476,5 @@ impl Worker {
                 Some(Deadline::Idle) | None => self.close_conn(key, CloseReason::IdleTimeout),
             }
         }
-    }
-}
-
-/// The hub's gauges and counters in Prometheus text, after the node's.
-fn render_hub_stats(s: &crate::hub::HubStats, out: &mut String) {
-    use std::fmt::Write as _;
-    for (name, kind, help, value) in [
-        (
-            "hub_topics",
-            "gauge",
-            "Topics the hub holds (history or not).",
-            s.topics as u64,
-        ),
-        (
-            "history_events",
-            "gauge",
-            "Events kept in history, all topics.",
-            s.history_events as u64,
-        ),
-        (
-            "history_bytes",
-            "gauge",
-            "Frame bytes kept in history, all topics.",
-            s.history_bytes as u64,
-        ),
-        (
-            "history_evicted_events_total",
-            "counter",
-            "Events evicted from history by --history-events-max or --history-bytes-max.",
-            s.evicted_events_total,
-        ),
-        (
-            "history_evicted_bytes_total",
-            "counter",
-            "Frame bytes evicted from history.",
-            s.evicted_bytes_total,
-        ),
-        (
-            "last_event_id",
-            "gauge",
-            "The last event id handed out.",
-            s.last_id,
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP stentor_{name} {help}");
-        let _ = writeln!(out, "# TYPE stentor_{name} {kind}");
-        let _ = writeln!(out, "stentor_{name} {value}");
     }
 }
