@@ -245,6 +245,19 @@ impl Shared {
         Ok(())
     }
 
+    /// The history to write to `--history-file`.
+    pub fn export_history(&self) -> crate::hub::persist::Saved {
+        lock(&self.hub).hub.export(unix_ms_now())
+    }
+
+    /// Take in a history file's events (see `Hub::restore`).
+    pub fn restore_history(
+        &self,
+        saved: crate::hub::persist::Saved,
+    ) -> Result<(usize, usize), String> {
+        lock(&self.hub).hub.restore(saved)
+    }
+
     /// Hand the workers a reloaded configuration: each picks it up on its
     /// next tick (see [`Shared::reloaded_since`]).
     pub fn publish_reload(&self, config: Config) {

@@ -134,6 +134,16 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
         Shared::new(config.clone(), capacity.workers, capacity.connections_max)
             .map_err(|e| NodeError::new(format!("cannot create eventfd: {e}")))?,
     );
+    // History first, before any worker can publish: a plain restart then
+    // continues the old history (an upgrade merges it later, see
+    // `history_file`).
+    let mut history = config
+        .history_file
+        .clone()
+        .map(crate::history_file::HistoryFile::new);
+    if let Some(h) = history.as_mut() {
+        h.try_load(&shared);
+    }
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(capacity.workers);
     for (id, listener) in listeners.into_iter().enumerate() {
@@ -217,6 +227,9 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
             Some(sig) => break Some(sig),
             None => {}
         }
+        if let Some(h) = history.as_mut() {
+            h.try_load(&shared);
+        }
         for (id, h) in handles.iter().enumerate() {
             if h.is_finished() && !reported[id] {
                 reported[id] = true;
@@ -239,6 +252,11 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
             };
             drain(&running, &shared, &signals, name);
             join_all(handles);
+            // Every worker has stopped: nothing publishes any more, so the
+            // file holds every id this run handed out.
+            if let Some(h) = history.as_mut() {
+                h.save(&shared);
+            }
             crate::info!("stopped");
             Ok(())
         }

@@ -290,6 +290,72 @@ impl Hub {
         };
     }
 
+    /// Everything a history file keeps (`hub::persist`): the id ranges
+    /// covered, each topic's kept events and eviction mark.
+    pub fn export(&self, written_ms: u64) -> crate::hub::persist::Saved {
+        let mut topics: Vec<crate::hub::persist::SavedTopic> = self
+            .topics
+            .iter()
+            .map(|(topic, h)| crate::hub::persist::SavedTopic {
+                topic: topic.clone(),
+                evicted_through: h.evicted_through_id(),
+                events: h.after(0).map(|e| (e.id, e.frame.clone())).collect(),
+            })
+            .collect();
+        // Newest topics first: if the file bound cuts, it cuts the stalest.
+        topics.sort_by_key(|t| std::cmp::Reverse(t.events.last().map_or(0, |e| e.0)));
+        crate::hub::persist::Saved {
+            written_ms,
+            ranges: self.ids.covered(),
+            forgotten_through: self.forgotten_through_id,
+            topics,
+        }
+    }
+
+    /// Take in a history file's events, before (a restart) or after (an
+    /// upgrade, see `node`) this run published its own: the file's ids
+    /// must all be below this run's base. A topic this run already evicted
+    /// from keeps only its own events (the file's are older than the gap).
+    /// Topics past `--topics-max` are skipped. Returns (topics, events)
+    /// taken, or why nothing was.
+    pub fn restore(&mut self, saved: crate::hub::persist::Saved) -> Result<(usize, usize), String> {
+        if !self.ids.restore(&saved.ranges) {
+            return Err(format!(
+                "the file's ids (through {}) are not below this run's first id {}: a clock that \
+                 stepped back, or a file from another node",
+                saved.last_id(),
+                self.ids.base()
+            ));
+        }
+        self.forgotten_through_id = self.forgotten_through_id.max(saved.forgotten_through);
+        let (mut topics, mut events) = (0, 0);
+        for t in saved.topics {
+            let existing = self.topics.get(t.topic.as_str());
+            if existing.is_some_and(|h| h.evicted_through_id() > 0) {
+                continue;
+            }
+            if existing.is_none() && self.topics.len() >= self.limits.topics_max {
+                continue;
+            }
+            let mut h = History::with_evicted_through(self.limits.history, t.evicted_through);
+            for (id, frame) in t.events {
+                let _ = h.push(id, frame);
+                events += 1;
+            }
+            if let Some(own) = self.topics.get(t.topic.as_str()) {
+                for e in own.after(0) {
+                    let _ = h.push(e.id, e.frame.clone());
+                }
+            }
+            self.topics.insert(t.topic, h);
+            topics += 1;
+        }
+        self.stats.topics = self.topics.len();
+        self.stats.history_events = self.topics.values().map(History::len).sum();
+        self.stats.history_bytes = self.topics.values().map(History::bytes).sum();
+        Ok((topics, events))
+    }
+
     /// The last id handed out (the run's base before the first publish).
     pub fn last_id(&self) -> u64 {
         self.ids.last()
