@@ -256,3 +256,61 @@ fn sighup_applies_live_settings_and_names_the_rest() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--access-log`: a line per non-stream request and per stream open and
+/// close; under a flood past `--access-log-lines-per-s-max` the rest are
+/// counted in a summary line instead of written.
+#[test]
+fn access_log_lines_appear_and_are_rate_limited_under_a_flood() {
+    let mut server = Server::start(&[
+        "--workers",
+        "1",
+        "--access-log",
+        "--access-log-lines-per-s-max",
+        "5",
+    ]);
+    let stream = open_stream(server.addr, "topic=a", "");
+    drop(stream);
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..60 {
+        assert_eq!(status_of(&get(server.addr, "/healthz")), 200);
+    }
+    // The summary is due once a second, from the sweep.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(server.terminate(Duration::from_secs(10)).is_some());
+    let lines = server.log_lines(Duration::from_millis(300));
+    let access: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("msg=\"access\""))
+        .collect();
+    assert!(
+        access
+            .iter()
+            .any(|l| l.contains("kind=stream_open") && l.contains("/events?topic=a")),
+        "{lines:#?}"
+    );
+    assert!(
+        access
+            .iter()
+            .any(|l| l.contains("kind=stream_close") && l.contains("reason=")),
+        "{lines:#?}"
+    );
+    assert!(
+        access
+            .iter()
+            .any(|l| l.contains("kind=request") && l.contains("status=200")),
+        "{lines:#?}"
+    );
+    // 62 events in ~2 s at 5 lines/s (bursts of one second's worth).
+    assert!(access.len() <= 20, "{} access lines written", access.len());
+    let suppressed: u64 = lines
+        .iter()
+        .filter(|l| l.contains("access log lines suppressed"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("count="))
+                .and_then(|c| c.parse::<u64>().ok())
+        })
+        .sum();
+    assert!(suppressed >= 40, "suppressed {suppressed}: {lines:#?}");
+}

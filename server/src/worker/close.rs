@@ -16,6 +16,9 @@ impl Worker {
     /// Unsubscribe, cancel whatever is in flight and close the fixed slot.
     /// The slab slot is freed once every op has completed.
     pub(super) fn close_conn(&mut self, key: u32, reason: CloseReason) {
+        // First: once closing, the slot's entry is gone and a second close
+        // finds nothing.
+        self.access_stream_close(key, reason);
         let Some(conn) = self.conns.get_mut(key as usize) else {
             return;
         };

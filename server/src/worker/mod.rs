@@ -192,6 +192,9 @@ struct Worker {
     /// `--retry-ms` and `--reconnect-spread-ms`, live on reload.
     retry_ms: u32,
     reconnect_spread_ms: u32,
+    /// Streams opened while `--access-log` was on: peer and start, for
+    /// their close line. Empty otherwise; at most one entry per connection.
+    access_streams: std::collections::HashMap<u32, (std::net::IpAddr, Instant)>,
     accept_cancels_in_flight: u32,
     accepts_parked: bool,
     last_log_tick: u32,
@@ -267,6 +270,7 @@ impl Worker {
             reload_generation: 0,
             retry_ms: config.retry_ms,
             reconnect_spread_ms: config.reconnect_spread_ms,
+            access_streams: std::collections::HashMap::new(),
             accept_cancels_in_flight: 0,
             accepts_parked: false,
             last_log_tick: 0,

@@ -4,9 +4,32 @@
 
 use bytes::Bytes;
 
+use std::net::{IpAddr, SocketAddr};
+
 use super::{ms_to_ticks, Worker, TICK_MS};
-use crate::api::{stream_preamble, ApiConfig, Headers};
-use crate::conn::{flag, Phase};
+use crate::api::{stream_preamble, ApiConfig, Headers, Response};
+use crate::conn::{flag, CloseReason, Phase};
+use crate::log::{Access, AccessKind};
+use crate::wire::http::{Method, RequestHead};
+
+fn method_bytes(m: Method) -> &'static [u8] {
+    match m {
+        Method::Get => b"GET",
+        Method::Head => b"HEAD",
+        Method::Post => b"POST",
+        Method::Options => b"OPTIONS",
+        Method::Other => b"OTHER",
+    }
+}
+
+fn target_of(head: &RequestHead) -> Vec<u8> {
+    let mut t = head.path.clone().into_bytes();
+    if !head.query.is_empty() {
+        t.push(b'?');
+        t.extend_from_slice(head.query.as_bytes());
+    }
+    t
+}
 
 impl Worker {
     /// Called every tick: one atomic load unless the node reloaded its
@@ -69,6 +92,71 @@ impl Worker {
                 self.dirty.push(key as u32);
             }
         }
+    }
+}
+
+impl Worker {
+    /// `--access-log`: one line for a request that is not a stream. Its
+    /// duration is 0: requests are answered in the loop turn their head
+    /// (and body) completes; the time they took to arrive is the client's.
+    pub(super) fn access_request(&self, head: &RequestHead, peer: IpAddr, r: &Response) {
+        if !crate::log::access_enabled() {
+            return;
+        }
+        crate::log::access(&Access {
+            kind: AccessKind::Request,
+            peer: SocketAddr::new(peer, 0),
+            method: method_bytes(head.method),
+            target: &target_of(head),
+            status: r.status,
+            bytes: (r.body.len()) as u64,
+            duration_ms: 0,
+            reason: "",
+            worker: self.id,
+        });
+    }
+
+    /// `--access-log`: a stream opened. Its peer and start are kept in a
+    /// side table (only while the access log is on: `Conn` stays small)
+    /// for the close line.
+    pub(super) fn access_stream_open(&mut self, key: u32, head: &RequestHead, peer: IpAddr) {
+        if !crate::log::access_enabled() || self.conns[key as usize].phase != Phase::Streaming {
+            return;
+        }
+        self.access_streams
+            .insert(key, (peer, std::time::Instant::now()));
+        crate::log::access(&Access {
+            kind: AccessKind::StreamOpen,
+            peer: SocketAddr::new(peer, 0),
+            method: method_bytes(head.method),
+            target: &target_of(head),
+            status: 200,
+            bytes: 0,
+            duration_ms: 0,
+            reason: "",
+            worker: self.id,
+        });
+    }
+
+    /// `--access-log`: a stream logged at its open closed.
+    pub(super) fn access_stream_close(&mut self, key: u32, reason: CloseReason) {
+        if self.access_streams.is_empty() {
+            return;
+        }
+        let Some((peer, opened)) = self.access_streams.remove(&key) else {
+            return;
+        };
+        crate::log::access(&Access {
+            kind: AccessKind::StreamClose,
+            peer: SocketAddr::new(peer, 0),
+            method: b"GET",
+            target: b"/events",
+            status: 200,
+            bytes: 0,
+            duration_ms: opened.elapsed().as_millis() as u64,
+            reason: reason.name(),
+            worker: self.id,
+        });
     }
 }
 

@@ -140,6 +140,7 @@ impl Worker {
             Decision::Respond(mut r) => {
                 self.stats.requests += 1;
                 r.keep_alive &= self.skip_body(key, &head, head_len);
+                self.access_request(&head, peer, &r);
                 self.respond(key, r);
             }
             Decision::Metrics {
@@ -149,6 +150,7 @@ impl Worker {
                 self.stats.requests += 1;
                 let keep_alive = keep_alive && self.skip_body(key, &head, head_len);
                 let r = crate::admin::metrics_response(&self.shared, keep_alive, headers);
+                self.access_request(&head, peer, &r);
                 self.respond(key, r);
             }
             Decision::Ready {
@@ -158,6 +160,7 @@ impl Worker {
                 self.stats.requests += 1;
                 let keep_alive = keep_alive && self.skip_body(key, &head, head_len);
                 let r = crate::admin::readiness_response(&self.shared, keep_alive, headers);
+                self.access_request(&head, peer, &r);
                 self.respond(key, r);
             }
             Decision::Stream {
@@ -176,6 +179,7 @@ impl Worker {
                 }
                 self.consume(key, head_len);
                 self.start_stream(key, &topics, &resume, &headers, client_key(&client));
+                self.access_stream_open(key, &head, peer);
                 return false;
             }
             Decision::ReadBody(grant) => return self.read_publish(key, &head, head_len, grant),
@@ -226,6 +230,11 @@ impl Worker {
             },
         };
         r.headers = grant.headers;
+        if crate::log::access_enabled() {
+            if let Some(peer) = self.conns[key as usize].req.as_ref().map(|q| q.peer) {
+                self.access_request(head, peer, &r);
+            }
+        }
         self.respond(key, r);
         true
     }
