@@ -880,6 +880,42 @@ mod tests {
     }
 
     #[test]
+    fn a_history_file_carries_resume_across_runs_exactly() {
+        // Run 1 (ids from 1001), then run 2 (base 2000) loads its export.
+        let mut first = Hub::new(limits(), EPOCH_MS);
+        for d in ["a1", "a2", "a3"] {
+            publish(&mut first, "a", d);
+        }
+        let saved = first.export(0);
+        assert_eq!(saved.ranges, [(1000, 1003)]);
+        let bytes = crate::hub::persist::encode(&saved).0;
+        let saved = crate::hub::persist::decode(&bytes, 64).unwrap();
+        let mut second = Hub::new(limits(), 2);
+        assert_eq!(second.restore(saved.clone()), Ok((1, 3)));
+        // Covered: exact, no notice, then this run's own ids continue above.
+        assert_eq!(publish(&mut second, "a", "b1").id, 2001);
+        let r = second.replay(&[t("a")], &ResumePoint::After(1001));
+        assert_eq!(r.missed, None);
+        assert_eq!(
+            text(&r.frames),
+            [
+                "id: 1002\ndata: a2\n\n",
+                "id: 1003\ndata: a3\n\n",
+                "id: 2001\ndata: b1\n\n"
+            ]
+        );
+        // Not covered (a crashed run between 1003 and 2000): `restarted`.
+        let r = second.replay(&[t("a")], &ResumePoint::After(1500));
+        assert_eq!(r.missed, Some(MissedReason::Restarted));
+        // A file whose ids are not below this run's base is refused whole.
+        let mut earlier = Hub::new(limits(), 1);
+        assert!(earlier.restore(saved).is_err());
+        assert_eq!(earlier.stats().history_events, 0);
+        // Both ranges travel on in the next file.
+        assert_eq!(second.export(0).ranges, [(1000, 1003), (2000, 2001)]);
+    }
+
+    #[test]
     fn ids_from_before_a_restart_or_unknown_get_everything_kept() {
         let mut hub = Hub::new(limits(), EPOCH_MS);
         publish(&mut hub, "a", "a1");
