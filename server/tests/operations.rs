@@ -314,3 +314,38 @@ fn access_log_lines_appear_and_are_rate_limited_under_a_flood() {
         .sum();
     assert!(suppressed >= 40, "suppressed {suppressed}: {lines:#?}");
 }
+
+/// A reload whose file does not validate changes nothing: the node says
+/// why and keeps serving with the running configuration.
+#[test]
+fn a_bad_file_on_sighup_changes_nothing() {
+    let dir = std::env::temp_dir().join(format!("stentor-ops-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("reload.toml");
+    std::fs::write(&file, "publish-token = \"first-token-0123456789\"\n").unwrap();
+    let mut server = Server::start(&["--workers", "1", "--config", file.to_str().unwrap()]);
+    std::fs::write(
+        &file,
+        "publish-token = \"second-token-0123456789\"\nworkerz = 2\n",
+    )
+    .unwrap();
+    signal(&server, libc::SIGHUP);
+    let mut said = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            while let Ok(line) = server.log.try_recv() {
+                said.push(line);
+            }
+            said.iter().any(|l| l.contains("reload failed"))
+        }),
+        "{said:?}"
+    );
+    assert!(said.iter().any(|l| l.contains("workerz")), "{said:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(server.alive());
+    assert_eq!(
+        publish(server.addr, Some("first-token-0123456789"), "a", "x"),
+        200
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
