@@ -38,6 +38,7 @@ pub fn metrics_response(shared: &Shared, keep_alive: bool, headers: Headers) -> 
     let mut text = String::with_capacity(8192);
     shared.render_metrics(&mut text);
     render_hub_stats(&shared.hub_stats(), &mut text);
+    render_ops(shared, &mut text);
     let mut r = Response::text(200, "", keep_alive);
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
     r.body = text.into_bytes();
@@ -109,6 +110,34 @@ fn route(method: &str, path: &str, shared: &Shared) -> Response {
         "/metrics" => metrics_response(shared, false, Headers::new()),
         "/readyz" => readiness_response(shared, false, Headers::new()),
         _ => Response::text(200, "ok", false),
+    }
+}
+
+/// Readiness and reloads, so a dashboard shows a drain or a reload that
+/// did (or did not) happen next to the traffic it explains.
+fn render_ops(shared: &Shared, out: &mut String) {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering;
+    for (name, help, value) in [
+        (
+            "ready",
+            "1 while /readyz answers 200 (takes new streams), 0 while draining or full.",
+            u64::from(shared.readiness().is_ok()),
+        ),
+        (
+            "draining",
+            "1 once SIGTERM/SIGINT started the drain.",
+            u64::from(shared.draining.load(Ordering::Relaxed)),
+        ),
+        (
+            "config_reloads",
+            "Configurations applied by SIGHUP since start.",
+            shared.reload_generation.load(Ordering::Relaxed),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP stentor_{name} {help}");
+        let _ = writeln!(out, "# TYPE stentor_{name} gauge");
+        let _ = writeln!(out, "stentor_{name} {value}");
     }
 }
 

@@ -140,6 +140,7 @@ fn admin_port_serves_probes_and_readiness_follows_the_connection_limit() {
     let metrics = get(admin, "/metrics");
     assert_eq!(status_of(&metrics), 200, "{metrics}");
     assert!(metrics.contains("stentor_last_event_id"), "{metrics}");
+    assert!(metrics.contains("\nstentor_ready 1\n"), "{metrics}");
     assert_eq!(status_of(&get(admin, "/healthz")), 200);
     assert_eq!(status_of(&get(admin, "/readyz")), 200);
     assert_eq!(status_of(&get(admin, "/nowhere")), 404);
@@ -148,6 +149,7 @@ fn admin_port_serves_probes_and_readiness_follows_the_connection_limit() {
     let full = get(admin, "/readyz");
     assert_eq!(status_of(&full), 503, "{full}");
     assert!(full.contains("max-connections"), "{full}");
+    assert!(get(admin, "/metrics").contains("\nstentor_ready 0\n"));
     drop(a);
     assert!(
         eventually(Duration::from_secs(5), || status_of(&get(admin, "/readyz"))
