@@ -21,6 +21,11 @@ deb-check:
 ci:
     bash .ci/run
 
+# Fuzz one target for SECONDS (default 60) with cargo-fuzz on nightly, e.g. `just fuzz http_head 300`;
+# `just fuzz all` runs every target. Installs nightly and cargo-fuzz if missing; docs/benchmarks.md "Fuzzing".
+fuzz TARGET SECONDS="60":
+    FUZZ_SECONDS={{SECONDS}} bash .ci/fuzz {{TARGET}}
+
 # Criterion micro-benches of the hot path (wire encode/parse, fan-out, send queue, tokens, history, replay).
 bench-micro *ARGS:
     cargo bench -p stentor-bench --bench wire --bench dataplane {{ARGS}}
@@ -46,6 +51,13 @@ bench-quick *ARGS:
 # The machine's loopback send() ceiling alone, e.g. `just bench-ceiling --pairs 10000 --seconds 5`.
 bench-ceiling *ARGS:
     cargo run --release --locked -q -p stentor-bench --bin stentor-ceiling -- {{ARGS}}
+
+# A sequential publisher (one POST at a time, waiting for each answer) beside N subscribers,
+# stentor and the peers in PEERS_DIR (nchan/, axum-hub/ with start/stop) alternating, medians of 3,
+# e.g. `just seqpub-compare PEERS_DIR "10 128" 10 10000` (docs/performance.md, section 6).
+seqpub-compare PEERS_DIR *ARGS:
+    cargo build --release --locked -p stentor -p stentor-bench --bin stentor --bin stentor-seqpub
+    bash bench/scripts/seqpub-compare {{PEERS_DIR}} {{ARGS}}
 
 # A load run against a local stentor: 1000 subscribers, 100 events/s, 10 s.
 load *ARGS:

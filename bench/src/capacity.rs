@@ -17,6 +17,11 @@ pub struct Slo {
     pub max_p99_ms: f64,
     /// Lost deliveries ÷ expected deliveries.
     pub max_loss: f64,
+    /// Scheduled events the publisher got accepted (0.99: it kept up).
+    pub min_published: f64,
+    /// Publish requests in flight per connection (1: a sequential
+    /// publisher that waits for each answer, as application servers do).
+    pub pub_inflight: u32,
 }
 
 /// One loadgen run against a fresh server.
@@ -35,6 +40,15 @@ pub struct Run {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    pub events_scheduled: u64,
+    pub events_accepted: u64,
+    /// Publish request written to its answer, ms.
+    pub publish_rtt_p50_ms: f64,
+    pub publish_rtt_p99_ms: f64,
+    pub publish_rtt_max_ms: f64,
+    /// How far the publisher fell behind its schedule, ms.
+    pub publish_lag_p99_ms: f64,
+    pub publish_lag_max_ms: f64,
     /// Server user + system CPU over the loadgen run.
     pub server_cpu_s: f64,
     pub server_cpu_us_per_delivery: f64,
@@ -98,6 +112,8 @@ pub struct Capacity {
     pub rate: Option<f64>,
     pub deliveries_per_s: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// Publish round trip p99 at that rate, ms.
+    pub publish_rtt_p99_ms: Option<f64>,
     pub server_cpu_us_per_delivery: Option<f64>,
     /// Lowest rate tried that missed it (the capacity lies below).
     pub first_failing_rate: Option<f64>,
@@ -169,6 +185,7 @@ pub fn capacities(runs: &[Run], ceilings: &[Ceiling]) -> Vec<Capacity> {
                 rate: best.map(|b| b.rate),
                 deliveries_per_s: best.map(|b| b.deliveries_per_s),
                 p99_ms: best.map(|b| b.p99_ms),
+                publish_rtt_p99_ms: best.map(|b| b.publish_rtt_p99_ms),
                 server_cpu_us_per_delivery: best.map(|b| b.server_cpu_us_per_delivery),
                 first_failing_rate,
                 ceiling_events_per_s: ceiling.map(|c| c.events_per_s),
@@ -230,9 +247,7 @@ impl Table {
 }
 
 fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    svg::escape(text)
 }
 
 fn capacity_table(report: &Report) -> Table {
@@ -243,6 +258,7 @@ fn capacity_table(report: &Report) -> Table {
             "max rate within SLO (ev/s)",
             "deliveries/s",
             "p99 ms",
+            "publish rtt p99 ms",
             "server CPU µs/delivery",
             "first rate missing SLO",
             "ceiling events/s (send() each)",
@@ -259,6 +275,7 @@ fn capacity_table(report: &Report) -> Table {
                     opt(c.rate, 0),
                     opt_short(c.deliveries_per_s),
                     opt(c.p99_ms, 1),
+                    opt(c.publish_rtt_p99_ms, 1),
                     opt(c.server_cpu_us_per_delivery, 2),
                     opt(c.first_failing_rate, 0),
                     opt_short(c.ceiling_events_per_s),
@@ -281,6 +298,9 @@ fn runs_table(report: &Report) -> Table {
             "deliveries/s",
             "loss",
             "p50 / p99 / max ms",
+            "published",
+            "publish rtt p50 / p99 / max ms",
+            "publish lag p99 / max ms",
             "server CPU µs/delivery",
             "events/send",
             "RSS peak MiB",
@@ -304,6 +324,12 @@ fn runs_table(report: &Report) -> Table {
                     svg::short_number(r.deliveries_per_s),
                     format!("{:.2e}", r.loss_ratio),
                     format!("{:.1} / {:.1} / {:.1}", r.p50_ms, r.p99_ms, r.max_ms),
+                    format!("{}/{}", r.events_accepted, r.events_scheduled),
+                    format!(
+                        "{:.1} / {:.1} / {:.1}",
+                        r.publish_rtt_p50_ms, r.publish_rtt_p99_ms, r.publish_rtt_max_ms
+                    ),
+                    format!("{:.0} / {:.0}", r.publish_lag_p99_ms, r.publish_lag_max_ms),
                     format!("{:.2}", r.server_cpu_us_per_delivery),
                     format!("{:.1}", r.events_per_send),
                     format!("{:.1}", r.rss_peak_kib as f64 / 1024.0),
@@ -411,15 +437,25 @@ fn machine_lines(report: &Report) -> Vec<String> {
         .map(|(k, v)| format!("{k}: {v}"))
         .collect();
     lines.push(format!(
-        "SLO: p99 ≤ {} ms, loss ≤ {}",
-        report.slo.max_p99_ms, report.slo.max_loss
+        "SLO: p99 ≤ {} ms, loss ≤ {}, ≥ {:.0}% of scheduled events published",
+        report.slo.max_p99_ms,
+        report.slo.max_loss,
+        report.slo.min_published * 100.0
     ));
+    lines.push(if report.slo.pub_inflight == 1 {
+        "publisher: sequential (one request in flight on a keep-alive connection, waits for each answer, as application servers publish): the max rate is the highest a sequential publisher sustains".to_string()
+    } else {
+        format!(
+            "publisher: {} requests in flight per connection (pipelined)",
+            report.slo.pub_inflight
+        )
+    });
     lines.push(format!("server flags: {}", report.server_args.join(" ")));
     lines
 }
 
 const READING: &str = "Each row of the first table is the highest event rate (to every subscriber) that met the SLO \
-in this sweep, so the node's real capacity lies between it and the first rate that missed (`–`: none missed, rerun with higher \
+(latency, loss, and the publisher got at least the stated share of the schedule accepted) in this sweep, so the node's real capacity lies between it and the first rate that missed (`–`: none missed, rerun with higher \
 `--rates`). \
 `share of ceiling` divides stentor's deliveries/s by what a bare loop of one `send()` per event reaches over the same \
 number of loopback sockets on this machine (`stentor-ceiling`); it can exceed 100% because stentor coalesces \
@@ -705,6 +741,8 @@ mod tests {
             slo: Slo {
                 max_p99_ms: 100.0,
                 max_loss: 0.0,
+                min_published: 0.99,
+                pub_inflight: 1,
             },
             server_args: vec!["--listen".into(), "127.0.0.1:0".into()],
             capacities: capacities(&runs, &ceilings),

@@ -10,8 +10,9 @@
 //! - `src/bin/gate.rs` (`stentor-gate`): runs the workloads under callgrind;
 //! - [`ceiling`], `src/bin/ceiling.rs` (`stentor-ceiling`): the machine's
 //!   loopback `send()` ceiling;
-//! - [`capacity`], [`svg`], `src/bin/capacity.rs` (`stentor-capacity`): the
-//!   `just bench` capacity sweep and its report.
+//! - [`capacity`], `src/bin/capacity.rs` (`stentor-capacity`): the
+//!   `just bench` capacity sweep and its report; its charts come from
+//!   [`svg`], the chart module it shares with `stentor-loadgen`'s HTML report.
 //!
 //! `docs/benchmarks.md` says how to run, read and update all of it.
 
@@ -20,5 +21,5 @@ pub mod ceiling;
 pub mod dataplane;
 pub mod gate;
 pub mod ratios;
-pub mod svg;
+pub use stentor_loadgen::svg;
 pub mod workloads;

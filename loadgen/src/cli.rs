@@ -3,9 +3,13 @@
 //! message and exit code 2.
 
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::engine::busy::BusyPairs;
+use crate::engine::ports::free_pairs;
 
 /// Ports the kernel hands out per (source address, destination) pair with the
 /// default `ip_local_port_range`; beyond this a source address is exhausted.
@@ -73,13 +77,43 @@ pub enum Command {
     /// Connect subscribers, publish on a schedule, measure and report.
     #[command(after_long_help = RUN_EXAMPLES)]
     Run(Box<RunArgs>),
+    /// Merge reports of runs made at once on several machines (each with
+    /// --json and --histogram-out): counts summed, percentiles recomputed
+    /// from the summed histograms, start offsets stated.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// Reports (--json files) to merge.
+    #[arg(required = true)]
+    pub reports: Vec<std::path::PathBuf>,
+    /// Write the merged report as JSON here.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// Write the merged report as a self-contained HTML page here.
+    #[arg(long)]
+    pub html: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Base URL of the SSE server (http only). Subscribers connect to URL + --sub-path.
-    #[arg(long, env = "LOADGEN_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// Base URL of an SSE node (http only); subscribers connect to URL + --sub-path.
+    /// Repeatable: subscribers are spread over the nodes round-robin, or by
+    /// weight with `URL@W` (e.g. `http://a:8080@3 http://b:8080@1`).
+    #[arg(
+        long,
+        env = "LOADGEN_URL",
+        default_value = "http://127.0.0.1:8080",
+        num_args = 1
+    )]
+    pub url: Vec<String>,
+
+    /// How the nodes share events: `independent` (an event published on a
+    /// node reaches only that node's subscribers) or `cluster` (every
+    /// subscriber gets every event, wherever it was published).
+    #[arg(long, default_value = "independent")]
+    pub topology: String,
 
     /// Number of SSE subscribers to hold open.
     #[arg(long, default_value_t = 1000)]
@@ -123,9 +157,11 @@ pub struct RunArgs {
     #[arg(long = "sub-header")]
     pub sub_headers: Vec<String>,
 
-    /// Publish URL. Default: URL/publish (stentor's native API).
-    #[arg(long = "pub-url")]
-    pub pub_url: Option<String>,
+    /// Publish URL, repeatable (events take turns over them). Default:
+    /// NODE/publish (stentor's native API) for every node when the topology
+    /// is independent, for the first node in a cluster.
+    #[arg(long = "pub-url", num_args = 1)]
+    pub pub_url: Vec<String>,
 
     /// Publish body template. Placeholders: {topic}, {topic_url}, {data}, {data_json}
     /// (a quoted JSON string), {data_url} (percent-encoded), {seq}.
@@ -143,9 +179,15 @@ pub struct RunArgs {
     #[arg(long = "pub-header")]
     pub pub_headers: Vec<String>,
 
-    /// Keep-alive publish connections (requests are pipelined on each).
+    /// Keep-alive publish connections; events take turns over them.
     #[arg(long = "pub-conns", default_value_t = 1)]
     pub pub_conns: usize,
+
+    /// Publish requests in flight per connection. 1 = a sequential publisher
+    /// that waits for each answer before the next (how application servers
+    /// publish); more pipelines requests.
+    #[arg(long = "pub-inflight", default_value_t = 1)]
+    pub pub_inflight: usize,
 
     /// Subscriber threads, one io_uring each. Default: enough rings for the
     /// descriptor limit (>= 6 for 100k under 20000), at least the core count.
@@ -185,6 +227,15 @@ pub struct RunArgs {
     #[arg(long = "min-connected")]
     pub min_connected: Option<f64>,
 
+    /// SLO: at least this share of scheduled events sent and accepted (e.g.
+    /// 0.99: the publisher kept up with the rate).
+    #[arg(long = "min-published")]
+    pub min_published: Option<f64>,
+
+    /// SLO: publish round trip p99 at most this many milliseconds.
+    #[arg(long = "max-publish-p99-ms")]
+    pub max_publish_p99_ms: Option<f64>,
+
     /// Write the full report as JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -192,6 +243,17 @@ pub struct RunArgs {
     /// Write a self-contained HTML report (inline SVG charts) to this file.
     #[arg(long)]
     pub html: Option<std::path::PathBuf>,
+
+    /// Run a load profile from a TOML file: ordered stages with their own
+    /// rate shape, payload, churn, reconnect storm and SLOs (see
+    /// loadgen/scenarios/). Replaces --rate, --duration-s and --payload-bytes.
+    #[arg(long)]
+    pub scenario: Option<std::path::PathBuf>,
+
+    /// Write the run's latency histograms (fast, all, connect, publish round
+    /// trip) as an HdrHistogram interval log, for `stentor-loadgen merge`.
+    #[arg(long = "histogram-out")]
+    pub histogram_out: Option<std::path::PathBuf>,
 
     /// No progress line and no human summary (errors still go to stderr).
     #[arg(long)]
@@ -206,10 +268,43 @@ pub enum SlowMode {
     Trickle { bytes_per_s: u64 },
 }
 
+/// How events published on one node reach the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Topology {
+    /// Nodes share nothing: a subscriber gets only what was published on its node.
+    Independent,
+    /// Nodes share every event.
+    Cluster,
+}
+
+/// One node subscribers connect to.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub url: String,
+    pub server: SocketAddr,
+    pub weight: u32,
+    /// Per-topic GET request heads without the trailing CRLF (Last-Event-ID may follow).
+    pub sub_requests: Vec<String>,
+}
+
+/// Most nodes one run spreads its subscribers over.
+pub const NODES_MAX: usize = 64;
+/// Largest weight of one node.
+pub const WEIGHT_MAX: u32 = 1000;
+
 /// The validated run: what every other module reads.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
+    /// The first node's address (what single-node code paths use).
     pub server: SocketAddr,
+    pub nodes: Vec<Node>,
+    /// Node of subscriber i: `node_cycle[i % len]` (weights, smoothly interleaved).
+    pub node_cycle: Vec<u16>,
+    pub topology: Topology,
+    /// Per publish target, the audience group its events reach
+    /// (independent: the node it belongs to; cluster: 0, everyone).
+    pub pub_groups: Vec<usize>,
     pub subscribers: usize,
     pub rate: f64,
     pub duration_s: u64,
@@ -217,9 +312,12 @@ pub struct RunConfig {
     pub topics: Vec<String>,
     pub connect_rate: f64,
     pub source_ips: Vec<Ipv4Addr>,
-    /// Per-topic GET request heads without the trailing CRLF (Last-Event-ID may follow).
-    pub sub_requests: Vec<String>,
-    pub publish: PublishConfig,
+    /// `source_ips` is the loopback default (may grow), not the operator's list.
+    pub source_ips_default: bool,
+    /// Source pairs still held toward the servers when the run began.
+    pub busy_pairs: Arc<BusyPairs>,
+    /// Publish targets; event k goes to `publish[(k / topics) % len]`.
+    pub publish: Vec<PublishConfig>,
     pub threads: usize,
     pub slots_per_thread: usize,
     pub connect_timeout: Duration,
@@ -230,8 +328,13 @@ pub struct RunConfig {
     pub max_p99_ms: Option<f64>,
     pub max_loss: Option<f64>,
     pub min_connected: Option<f64>,
+    pub min_published: Option<f64>,
+    pub max_publish_p99_ms: Option<f64>,
+    /// What is published when, in stages (the flags give one constant stage).
+    pub schedule: crate::scenario::Schedule,
     pub json: Option<std::path::PathBuf>,
     pub html: Option<std::path::PathBuf>,
+    pub histogram_out: Option<std::path::PathBuf>,
     pub quiet: bool,
 }
 
@@ -244,6 +347,8 @@ pub struct PublishConfig {
     pub content_type: String,
     pub headers: Vec<String>,
     pub conns: usize,
+    /// Requests in flight per connection (1 = sequential).
+    pub inflight: usize,
 }
 
 /// A usage error: printed as one line, exit code 2.
@@ -370,15 +475,74 @@ pub fn raise_nofile_limit() -> Option<usize> {
     usize::try_from(lim.rlim_cur).ok()
 }
 
+/// `URL` or `URL@W` to the URL and its weight (1 when not given).
+fn split_weight(s: &str) -> Result<(&str, u32), UsageError> {
+    match s.rsplit_once('@') {
+        Some((url, w)) if !w.contains('/') => match w.parse::<u32>() {
+            Ok(w) if (1..=WEIGHT_MAX).contains(&w) => Ok((url, w)),
+            _ => usage(format!(
+                "--url {s:?}: the weight after @ must be an integer in 1..={WEIGHT_MAX}"
+            )),
+        },
+        _ => Ok((s, 1)),
+    }
+}
+
+/// Smooth weighted round-robin (as nginx does it): each node appears
+/// `weight` times per cycle, interleaved, so any prefix of the subscribers
+/// is spread close to the weights.
+pub fn node_cycle(weights: &[u32]) -> Vec<u16> {
+    let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut cycle = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        for (c, &w) in current.iter_mut().zip(weights) {
+            *c += i64::from(w);
+        }
+        let mut best = 0;
+        for i in 1..current.len() {
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        cycle.push(best as u16);
+    }
+    cycle
+}
+
 impl RunArgs {
     pub fn validate(&self, nofile_soft: Option<usize>) -> Result<RunConfig, UsageError> {
-        let base = parse_http_url(&self.url)?;
-        if base.path != "/" {
-            return usage(format!(
-                "--url {:?}: give only scheme, host and port; set paths with --sub-path and --pub-url",
-                self.url
-            ));
+        if self.url.is_empty() || self.url.len() > NODES_MAX {
+            return usage(format!("--url: give 1..={NODES_MAX} nodes"));
         }
+        let mut bases = Vec::with_capacity(self.url.len());
+        for u in &self.url {
+            let (url, weight) = split_weight(u)?;
+            let base = parse_http_url(url)?;
+            if base.path != "/" {
+                return usage(format!(
+                    "--url {url:?}: give only scheme, host and port; set paths with --sub-path and --pub-url"
+                ));
+            }
+            if bases
+                .iter()
+                .any(|(_, b, _): &(String, HttpUrl, u32)| b.addr == base.addr)
+            {
+                return usage(format!("--url {url:?} is given twice"));
+            }
+            bases.push((url.to_string(), base, weight));
+        }
+        let base = bases[0].1.clone();
+        let topology = match self.topology.as_str() {
+            "independent" => Topology::Independent,
+            "cluster" => Topology::Cluster,
+            t => {
+                return usage(format!(
+                    "--topology {t:?}: expected `independent` or `cluster`"
+                ))
+            }
+        };
         if self.subscribers == 0 {
             return usage("--subscribers must be at least 1");
         }
@@ -427,8 +591,24 @@ impl RunArgs {
                 return usage("--min-connected must be in [0, 1]");
             }
         }
+        if let Some(c) = self.min_published {
+            if !(0.0..=1.0).contains(&c) {
+                return usage("--min-published must be in [0, 1]");
+            }
+        }
+        if let Some(p) = self.max_publish_p99_ms {
+            if !(p.is_finite() && p >= 0.0) {
+                return usage("--max-publish-p99-ms must be a non-negative number");
+            }
+        }
         if self.pub_conns == 0 || self.pub_conns > 64 {
             return usage("--pub-conns must be in 1..=64");
+        }
+        if self.pub_inflight == 0 || self.pub_inflight > crate::publisher::IN_FLIGHT_MAX {
+            return usage(format!(
+                "--pub-inflight must be in 1..={}",
+                crate::publisher::IN_FLIGHT_MAX
+            ));
         }
         if !self.sub_path.starts_with('/') {
             return usage("--sub-path must start with /");
@@ -474,7 +654,7 @@ impl RunArgs {
 
         let source_ips = if !self.source_ips.is_empty() {
             self.source_ips.clone()
-        } else if base.addr.ip().is_loopback() {
+        } else if bases.iter().all(|(_, b, _)| b.addr.ip().is_loopback()) {
             // Explicit source pairs even for one address: the kernel's own
             // port search is quadratic in connections (see engine::ports).
             let n = self.subscribers.div_ceil(PORTS_PER_SOURCE_IP);
@@ -482,16 +662,6 @@ impl RunArgs {
         } else {
             Vec::new()
         };
-        if !source_ips.is_empty()
-            && self.subscribers.div_ceil(source_ips.len()) > PORTS_PER_SOURCE_IP
-        {
-            return usage(format!(
-                "--source-ips: {} addresses give ~{} ports, fewer than --subscribers {}",
-                source_ips.len(),
-                source_ips.len() * PORTS_PER_SOURCE_IP,
-                self.subscribers
-            ));
-        }
 
         let topics: Vec<String> = (0..self.topics)
             .map(|i| format!("{}{i}", self.topic_prefix))
@@ -501,65 +671,205 @@ impl RunArgs {
             .iter()
             .map(|h| format!("{h}\r\n"))
             .collect();
-        let sub_requests = topics
+        let nodes: Vec<Node> = bases
             .iter()
-            .map(|t| {
-                let path = self.sub_path.replace("{topic}", &percent_encode(t));
-                format!(
-                    "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n{extra}",
-                    base.host_header
-                )
+            .map(|(url, b, weight)| Node {
+                url: url.clone(),
+                server: b.addr,
+                weight: *weight,
+                sub_requests: topics
+                    .iter()
+                    .map(|t| {
+                        let path = self.sub_path.replace("{topic}", &percent_encode(t));
+                        format!(
+                            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n{extra}",
+                            b.host_header
+                        )
+                    })
+                    .collect(),
             })
             .collect();
+        let weights: Vec<u32> = nodes.iter().map(|n| n.weight).collect();
 
-        let pub_url = match &self.pub_url {
-            Some(u) => parse_http_url(u)?,
-            None => HttpUrl {
+        let pub_urls: Vec<HttpUrl> = if self.pub_url.is_empty() {
+            let default = |b: &HttpUrl| HttpUrl {
                 path: "/publish".into(),
-                ..base.clone()
-            },
+                ..b.clone()
+            };
+            match topology {
+                Topology::Independent => bases.iter().map(|(_, b, _)| default(b)).collect(),
+                Topology::Cluster => vec![default(&base)],
+            }
+        } else {
+            if self.pub_url.len() > NODES_MAX {
+                return usage(format!("--pub-url: at most {NODES_MAX}"));
+            }
+            self.pub_url
+                .iter()
+                .map(|u| parse_http_url(u))
+                .collect::<Result<_, _>>()?
         };
+        let mut pub_groups = Vec::with_capacity(pub_urls.len());
+        for p in &pub_urls {
+            pub_groups.push(match topology {
+                Topology::Cluster => 0,
+                Topology::Independent => match nodes.iter().position(|n| n.server == p.addr) {
+                    Some(i) => i,
+                    None => {
+                        return usage(format!(
+                            "--pub-url {}{}: with --topology independent an event reaches only the \
+                             subscribers of the node it was published on, and {} is none of the --url \
+                             nodes (use --topology cluster if the nodes share events)",
+                            p.host_header, p.path, p.addr
+                        ))
+                    }
+                },
+            });
+        }
+
+        let schedule = match &self.scenario {
+            None => {
+                crate::scenario::Schedule::constant(self.rate, self.duration_s, self.payload_bytes)
+            }
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| UsageError(format!("--scenario {}: {e}", path.display())))?;
+                crate::scenario::Schedule::parse(&text, nodes.len(), self.payload_bytes)
+                    .map_err(|e| UsageError(format!("--scenario {}: {e}", path.display())))?
+            }
+        };
+        let duration_s = schedule.duration_ns().div_ceil(1_000_000_000);
+        let rate = schedule.stages[0].segments[0].rate;
+        let reconnect = self.reconnect || schedule.needs_reconnect();
 
         Ok(RunConfig {
             server: base.addr,
+            node_cycle: node_cycle(&weights),
+            nodes,
+            topology,
+            pub_groups,
             subscribers: self.subscribers,
-            rate: self.rate,
-            duration_s: self.duration_s,
+            rate,
+            duration_s,
             payload_bytes: self.payload_bytes,
             topics,
             connect_rate: self.connect_rate,
             source_ips,
-            sub_requests,
-            publish: PublishConfig {
-                server: pub_url.addr,
-                host_header: pub_url.host_header,
-                path: pub_url.path,
-                body_template: self.pub_body_template.clone(),
-                content_type: self.pub_content_type.clone(),
-                headers: self.pub_headers.clone(),
-                conns: self.pub_conns,
-            },
+            source_ips_default: self.source_ips.is_empty(),
+            busy_pairs: Arc::default(),
+            publish: pub_urls
+                .into_iter()
+                .map(|p| PublishConfig {
+                    server: p.addr,
+                    host_header: p.host_header,
+                    path: p.path,
+                    body_template: self.pub_body_template.clone(),
+                    content_type: self.pub_content_type.clone(),
+                    headers: self.pub_headers.clone(),
+                    conns: self.pub_conns,
+                    inflight: self.pub_inflight,
+                })
+                .collect(),
             threads,
             slots_per_thread,
             connect_timeout: Duration::from_secs_f64(self.connect_timeout_s),
             drain: Duration::from_secs_f64(self.drain_s),
             slow_fraction: self.slow_fraction,
             slow_mode,
-            reconnect: self.reconnect,
+            reconnect,
             max_p99_ms: self.max_p99_ms,
             max_loss: self.max_loss,
             min_connected: self.min_connected,
+            min_published: self.min_published,
+            max_publish_p99_ms: self.max_publish_p99_ms,
+            schedule,
             json: self.json.clone(),
             html: self.html.clone(),
+            histogram_out: self.histogram_out.clone(),
             quiet: self.quiet,
         })
     }
 }
 
+/// Most loopback source addresses the default grows to (127.0.0.1 ..= .254).
+const DEFAULT_SOURCE_IPS_MAX: usize = 254;
+
 impl RunConfig {
+    /// Audience groups: one per node when they are independent, one in a cluster.
+    pub fn groups(&self) -> usize {
+        match self.topology {
+            Topology::Independent => self.nodes.len(),
+            Topology::Cluster => 1,
+        }
+    }
+
+    /// Node subscriber `i` connects to.
+    pub fn node_of(&self, i: usize) -> usize {
+        self.node_cycle[i % self.node_cycle.len()] as usize
+    }
+
+    /// The expectation channel of a subscriber on `node`, `topic`: what it
+    /// is owed is what was accepted on that channel.
+    pub fn channel(&self, node: usize, topic: usize) -> usize {
+        let group = match self.topology {
+            Topology::Independent => node,
+            Topology::Cluster => 0,
+        };
+        group * self.topics.len() + topic
+    }
+
+    /// Publish target of event `k`: a topic's events take turns over the targets.
+    pub fn pub_target(&self, k: u64) -> usize {
+        ((k / self.topics.len() as u64) % self.publish.len() as u64) as usize
+    }
+
+    /// Fit the source addresses to the pairs still free toward the server
+    /// (`busy`: pairs earlier connections still hold, from the kernel's
+    /// table). The loopback default grows until it keeps the same headroom
+    /// as on an idle machine (free pairs >= 2 x subscribers); an operator's
+    /// list too small for the run is refused before anything connects, with
+    /// the numbers. Returns a note when the default grew.
+    pub fn plan_sources(&mut self, busy: BusyPairs) -> Result<Option<String>, UsageError> {
+        let mut note = None;
+        if !self.source_ips.is_empty() {
+            let need = self.subscribers as u64;
+            let mut free = free_pairs(&self.source_ips, &busy);
+            if self.source_ips_default {
+                let before = self.source_ips.len();
+                while free < 2 * need && self.source_ips.len() < DEFAULT_SOURCE_IPS_MAX {
+                    let next = self.source_ips.len() as u8 + 1;
+                    self.source_ips.push(Ipv4Addr::new(127, 0, 0, next));
+                    free = free_pairs(&self.source_ips, &busy);
+                }
+                if self.source_ips.len() > before {
+                    note = Some(format!(
+                        "{} source pairs toward {} are still held by earlier connections;                          connecting from 127.0.0.1..127.0.0.{} ({free} pairs free)",
+                        busy.len(),
+                        self.server,
+                        self.source_ips.len()
+                    ));
+                }
+            }
+            if free < need {
+                let per_ip =
+                    (crate::engine::ports::PORT_MAX - crate::engine::ports::PORT_MIN + 1) as u64;
+                let more = (need - free).div_ceil(per_ip);
+                return usage(format!(
+                    "source address space exhausted: {} address(es) x {per_ip} ports = {} pairs,                      {} still held by earlier connections to {} (closing, or TIME_WAIT younger                      than a few seconds), {free} free < --subscribers {need}; add at least {more}                      address(es) to --source-ips (e.g. 127.0.0.2 on loopback) or wait for TIME_WAIT (60 s)",
+                    self.source_ips.len(),
+                    per_ip * self.source_ips.len() as u64,
+                    per_ip * self.source_ips.len() as u64 - free,
+                    self.server,
+                ));
+            }
+        }
+        self.busy_pairs = Arc::new(busy);
+        Ok(note)
+    }
+
     /// Total events the schedule publishes.
     pub fn events_total(&self) -> u64 {
-        (self.rate * self.duration_s as f64).round().max(1.0) as u64
+        self.schedule.events_estimate()
     }
 
     /// Whether subscriber `i` is one of the slow ones: spreads exactly
@@ -578,7 +888,9 @@ mod tests {
         let mut v = vec!["stentor-loadgen", "run"];
         v.extend_from_slice(extra);
         let cli = Cli::try_parse_from(v).map_err(|e| UsageError(e.to_string()))?;
-        let Command::Run(a) = cli.command;
+        let Command::Run(a) = cli.command else {
+            return Err(UsageError("not a run".into()));
+        };
         a.validate(Some(20_000))
     }
 
@@ -587,8 +899,8 @@ mod tests {
         let c = args(&[]).expect("defaults validate");
         assert_eq!(c.subscribers, 1000);
         assert_eq!(c.events_total(), 1000);
-        assert_eq!(c.publish.path, "/publish");
-        assert!(c.sub_requests[0].starts_with("GET /events?topic=t0 HTTP/1.1\r\n"));
+        assert_eq!(c.publish[0].path, "/publish");
+        assert!(c.nodes[0].sub_requests[0].starts_with("GET /events?topic=t0 HTTP/1.1\r\n"));
     }
 
     #[test]
@@ -623,6 +935,69 @@ mod tests {
         assert_eq!((0..1000).filter(|&i| c.is_slow(i)).count(), 100);
         let c = args(&["--subscribers", "10"]).expect("valid");
         assert_eq!((0..10).filter(|&i| c.is_slow(i)).count(), 0);
+    }
+
+    #[test]
+    fn source_space_grows_by_default_and_refuses_a_short_list() {
+        let lo = |d: u8| Ipv4Addr::new(127, 0, 0, d);
+        let held: BusyPairs = (10_000..60_000u16).map(|p| (lo(1), p)).collect();
+        let mut c = args(&["--subscribers", "20000"]).expect("valid");
+        assert_eq!(c.source_ips, vec![lo(1)]);
+        let note = c.plan_sources(held.clone()).expect("grows");
+        assert!(c.source_ips.len() >= 2, "{:?}", c.source_ips);
+        assert!(note.is_some_and(|n| n.contains("still held")));
+        let mut c = args(&["--subscribers", "20000", "--source-ips", "127.0.0.1"]).expect("valid");
+        let e = c.plan_sources(held).expect_err("exhausted");
+        assert!(
+            e.0.contains("exhausted") && e.0.contains("--source-ips"),
+            "{e}"
+        );
+        let mut c = args(&["--subscribers", "20000", "--source-ips", "127.0.0.1"]).expect("valid");
+        assert_eq!(c.plan_sources(BusyPairs::new()), Ok(None));
+    }
+
+    #[test]
+    fn nodes_weights_and_topology() {
+        let c = args(&[
+            "--url",
+            "http://127.0.0.1:1@3",
+            "--url",
+            "http://127.0.0.1:2",
+            "--topics",
+            "2",
+        ])
+        .expect("valid");
+        assert_eq!(c.nodes.len(), 2);
+        assert_eq!((c.nodes[0].weight, c.nodes[1].weight), (3, 1));
+        assert_eq!((0..400).filter(|&i| c.node_of(i) == 0).count(), 300);
+        // Independent by default: each node publishes its own events.
+        assert_eq!(c.publish.len(), 2);
+        assert_eq!(c.pub_groups, vec![0, 1]);
+        assert_eq!((c.channel(1, 1), c.groups()), (3, 2));
+        // A topic's events take turns over the targets.
+        assert_eq!(
+            (0..4).map(|k| c.pub_target(k)).collect::<Vec<_>>(),
+            vec![0, 0, 1, 1]
+        );
+        let c = args(&[
+            "--url",
+            "http://127.0.0.1:1",
+            "--url",
+            "http://127.0.0.1:2",
+            "--topology",
+            "cluster",
+        ])
+        .expect("valid");
+        assert_eq!((c.publish.len(), c.groups(), c.channel(1, 0)), (1, 1, 0));
+        for bad in [
+            &["--url", "http://127.0.0.1:1@0"][..],
+            &["--url", "http://127.0.0.1:1", "--url", "http://127.0.0.1:1"],
+            &["--pub-url", "http://127.0.0.1:9/publish"],
+            &["--topology", "mesh"],
+        ] {
+            assert!(args(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(node_cycle(&[2, 1]), vec![0, 1, 0]);
     }
 
     #[test]

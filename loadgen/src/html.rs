@@ -1,128 +1,90 @@
-//! A self-contained HTML report: key figures, the latency distribution and a
-//! per-second timeline, drawn as inline SVG (no scripts, no CDN).
+//! A self-contained HTML report: key figures, the latency distribution and
+//! the run second by second, drawn as inline SVG by the chart module shared
+//! with the bench (no scripts, no CDN).
 
 use std::fmt::Write;
 
+use stentor_loadgen::svg::{self, Chart, Series};
+
 use crate::report::Report;
 
-const W: f64 = 720.0;
-const H: f64 = 240.0;
-/// Left margin (y tick labels), right margin (last x label), bottom margin.
-const PAD: f64 = 60.0;
-const PAD_RIGHT: f64 = 28.0;
-
-/// A tick label short enough for the margin: 1.2M, 35k, 487, 3.5, 0.25.
-fn short(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.1}M", v / 1e6)
-    } else if v >= 1e4 {
-        format!("{:.0}k", v / 1e3)
-    } else if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    svg::escape(s)
 }
 
-/// A polyline chart of (x, y) points with axis labels; `y_max` 0 = auto.
-fn line_chart(
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    pts: &[(f64, f64)],
-    log_x: bool,
-) -> String {
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r#"<figure><figcaption>{} ({})</figcaption><svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">"#,
-        esc(title),
-        esc(y_label)
-    );
-    let _ = write!(
-        svg,
-        r##"<rect x="{PAD}" y="8" width="{}" height="{}" fill="#fafafa" stroke="#ccc"/>"##,
-        W - PAD - PAD_RIGHT,
-        H - PAD - 8.0
-    );
-    if pts.is_empty() {
-        svg += r#"<text x="360" y="120" text-anchor="middle">no data</text></svg></figure>"#;
-        return svg;
+fn series(name: &str, points: Vec<(f64, f64)>) -> Series {
+    Series {
+        name: name.to_string(),
+        points,
+        dashed: false,
     }
-    let fx = |x: f64| {
-        if log_x {
-            -(100.0 - x.min(99.9999)).log10()
-        } else {
-            x
-        }
+}
+
+fn chart(title: &str, y_label: &str, log_y: bool, lines: &[Series]) -> String {
+    let c = Chart {
+        title,
+        x_label: "second since the run began",
+        y_label,
+        log_x: false,
+        log_y,
     };
-    let (x0, x1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| {
-        (a.min(fx(p.0)), b.max(fx(p.0)))
-    });
-    let y1 = pts.iter().fold(0.0f64, |m, p| m.max(p.1)).max(1e-9) * 1.05;
-    let sx = |x: f64| PAD + (fx(x) - x0) / (x1 - x0).max(1e-9) * (W - PAD - PAD_RIGHT);
-    let sy = |y: f64| 8.0 + (H - PAD - 8.0) * (1.0 - y / y1);
-    let path: Vec<String> = pts
-        .iter()
-        .map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1)))
-        .collect();
-    let _ = write!(
-        svg,
-        r##"<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{}"/>"##,
-        path.join(" ")
-    );
-    for p in pts {
-        let _ = write!(
-            svg,
-            r##"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="#1f6feb"/>"##,
-            sx(p.0),
-            sy(p.1)
-        );
-    }
-    for i in 0..=4 {
-        let y = y1 * i as f64 / 4.0;
-        let _ = write!(
-            svg,
-            r##"<text x="{}" y="{:.1}" font-size="11" text-anchor="end">{}</text><line x1="{PAD}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#eee"/>"##,
-            PAD - 4.0,
-            sy(y) + 4.0,
-            short(y),
-            W - PAD_RIGHT,
-            sy(y),
-            sy(y)
-        );
-    }
-    let ticks: Vec<f64> = if log_x {
-        vec![0.0, 50.0, 90.0, 99.0, 99.9, 99.99]
-    } else {
-        let last = pts.last().map_or(0.0, |p| p.0);
-        (0..=5).map(|i| (last * i as f64 / 5.0).round()).collect()
+    format!("<figure>{}</figure>", svg::line_chart(&c, lines))
+}
+
+/// The per-second charts: fast and slow subscribers' latency apart, on a
+/// log axis so a 10 ms fast p99 and an 8 s slow backlog both show.
+fn series_charts(r: &Report) -> String {
+    let pts = |f: &dyn Fn(&crate::series::SeriesPoint) -> f64| -> Vec<(f64, f64)> {
+        r.series.iter().map(|p| (f64::from(p.t_s), f(p))).collect()
     };
-    for t in ticks {
-        let _ = write!(
-            svg,
-            r#"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle">{t}</text>"#,
-            sx(t),
-            H - PAD + 16.0
-        );
-    }
-    let _ = write!(
-        svg,
-        r#"<text x="{}" y="{}" font-size="12" text-anchor="middle">{}</text></svg></figure>"#,
-        W / 2.0,
-        H - 8.0,
-        esc(x_label),
+    let ms = |us: u64| us as f64 / 1e3;
+    let mut h = String::new();
+    h += &chart(
+        "Latency per second (log scale; seconds without deliveries are gaps)",
+        "ms",
+        true,
+        &[
+            series("fast p50", pts(&|p| ms(p.fast_latency_us.p50))),
+            series("fast p99", pts(&|p| ms(p.fast_latency_us.p99))),
+            series("fast max", pts(&|p| ms(p.fast_latency_us.max))),
+            series("slow p99", pts(&|p| ms(p.slow_latency_us.p99))),
+            series("slow max", pts(&|p| ms(p.slow_latency_us.max))),
+        ],
     );
-    svg
+    h += &chart(
+        "Deliveries and publishes per second",
+        "per second",
+        false,
+        &[
+            series("fast deliveries", pts(&|p| p.deliveries_fast as f64)),
+            series("slow deliveries", pts(&|p| p.deliveries_slow as f64)),
+        ],
+    );
+    h += &chart(
+        "Subscribers",
+        "subscribers, per second",
+        false,
+        &[
+            series("connected", pts(&|p| p.connected as f64)),
+            series("connects/s", pts(&|p| p.connects as f64)),
+            series("resumes/s", pts(&|p| p.resumes as f64)),
+        ],
+    );
+    h += &chart(
+        "Errors, disconnects and slow drops per second",
+        "per second",
+        false,
+        &[
+            series(
+                "connect errors",
+                pts(&|p| p.errors.values().sum::<u64>() as f64),
+            ),
+            series("disconnects", pts(&|p| p.disconnects as f64)),
+            series("slow drops", pts(&|p| p.slow_drops as f64)),
+            series("events sent", pts(&|p| p.events_sent as f64)),
+        ],
+    );
+    h
 }
 
 pub fn render(r: &Report) -> String {
@@ -199,43 +161,32 @@ pub fn render(r: &Report) -> String {
     for w in &r.warnings {
         let _ = write!(h, r#"<p class="warn">warning: {}</p>"#, esc(w));
     }
+    // Percentile p drawn at 1 / (1 - p): 10 = p90, 100 = p99, 1000 = p99.9,
+    // so the tail gets the room it deserves on a log axis.
     let dist: Vec<(f64, f64)> = r
         .latency_distribution
         .iter()
         .filter(|p| p.percentile < 100.0)
-        .map(|p| (p.percentile, p.latency_us as f64 / 1e3))
+        .map(|p| {
+            (
+                1.0 / (1.0 - p.percentile / 100.0),
+                p.latency_us as f64 / 1e3,
+            )
+        })
         .collect();
-    h += &line_chart(
-        "Latency distribution (fast subscribers)",
-        "percentile",
-        "ms",
-        &dist,
-        true,
+    let c = Chart {
+        title: "Latency distribution (fast subscribers)",
+        x_label: "1 / (1 - percentile): 10 = p90, 100 = p99, 1000 = p99.9",
+        y_label: "ms",
+        log_x: true,
+        log_y: true,
+    };
+    let _ = write!(
+        h,
+        "<figure>{}</figure>",
+        svg::line_chart(&c, &[series("latency", dist)])
     );
-    let dps: Vec<(f64, f64)> = r
-        .timeline
-        .iter()
-        .map(|t| (t.second as f64, t.deliveries as f64))
-        .collect();
-    h += &line_chart(
-        "Deliveries per second",
-        "second since publishing began",
-        "deliveries/s",
-        &dps,
-        false,
-    );
-    let p99: Vec<(f64, f64)> = r
-        .timeline
-        .iter()
-        .map(|t| (t.second as f64, t.p99_us as f64 / 1e3))
-        .collect();
-    h += &line_chart(
-        "p99 latency per second",
-        "second since publishing began",
-        "ms",
-        &p99,
-        false,
-    );
+    h += &series_charts(r);
     h += "</body></html>\n";
     h
 }
@@ -246,9 +197,8 @@ mod tests {
 
     #[test]
     fn escapes_and_draws() {
-        assert_eq!(esc("<a&\">"), "&lt;a&amp;&quot;&gt;");
-        let svg = line_chart("t", "x", "y", &[(0.0, 1.0), (1.0, 2.0)], false);
+        assert_eq!(esc("<a&>"), "&lt;a&amp;&gt;");
+        let svg = chart("t", "y", true, &[series("a", vec![(0.0, 1.0), (1.0, 2.0)])]);
         assert!(svg.contains("<polyline") && svg.ends_with("</figure>"));
-        assert!(line_chart("t", "x", "y", &[], true).contains("no data"));
     }
 }

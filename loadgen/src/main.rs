@@ -15,10 +15,13 @@ mod cli;
 mod engine;
 mod html;
 mod http;
+mod merge;
 mod payload;
 mod publisher;
 mod report;
 mod run;
+mod scenario;
+mod series;
 mod shared;
 mod stats;
 mod stream;
@@ -33,6 +36,51 @@ const EXIT_USAGE_OR_CONNECT: i32 = 2;
 
 fn main() {
     std::process::exit(real_main());
+}
+
+fn merge_main(m: &cli::MergeArgs) -> i32 {
+    let merged = match merge::merge(&m.reports) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("stentor-loadgen merge: {e}");
+            return EXIT_USAGE_OR_CONNECT;
+        }
+    };
+    if let Some(path) = &m.json {
+        let text = serde_json::to_string_pretty(&merged).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!(
+                "stentor-loadgen merge: cannot write {}: {e}",
+                path.display()
+            );
+            return EXIT_USAGE_OR_CONNECT;
+        }
+    }
+    if let Some(path) = &m.html {
+        if let Err(e) = std::fs::write(path, merge::html(&merged)) {
+            eprintln!(
+                "stentor-loadgen merge: cannot write {}: {e}",
+                path.display()
+            );
+            return EXIT_USAGE_OR_CONNECT;
+        }
+    }
+    let l = &merged.fast_latency_us;
+    println!(
+        "merged {} runs (starts within {:.3} s): {} of {} subscribers connected, loss {:.6}, fast p50 {:.3} ms p99 {:.3} ms max {:.3} ms",
+        merged.runs.len(),
+        merged.start_spread_s,
+        merged.counts.get("subscribers_connected").copied().unwrap_or(0),
+        merged.counts.get("subscribers_requested").copied().unwrap_or(0),
+        merged.loss_ratio,
+        l.p50 as f64 / 1e3,
+        l.p99 as f64 / 1e3,
+        l.max as f64 / 1e3
+    );
+    for w in &merged.warnings {
+        println!("warning: {w}");
+    }
+    EXIT_SLO_MET
 }
 
 fn real_main() -> i32 {
@@ -57,18 +105,44 @@ fn real_main() -> i32 {
             return EXIT_USAGE_OR_CONNECT;
         }
     };
-    let cli::Command::Run(args) = cli.command;
+    let args = match cli.command {
+        cli::Command::Run(args) => args,
+        cli::Command::Merge(m) => return merge_main(&m),
+    };
     let nofile = cli::raise_nofile_limit();
-    let cfg = match args.validate(nofile) {
+    let mut cfg = match args.validate(nofile) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("stentor-loadgen: {e}");
             return EXIT_USAGE_OR_CONNECT;
         }
     };
+    // Source pairs earlier connections still hold toward the server: skipped,
+    // and counted against the address space before anything connects.
+    let servers: Vec<std::net::SocketAddrV4> = cfg
+        .nodes
+        .iter()
+        .filter_map(|n| match n.server {
+            std::net::SocketAddr::V4(v4) => Some(v4),
+            std::net::SocketAddr::V6(_) => None,
+        })
+        .collect();
+    let busy = if cfg.source_ips.is_empty() {
+        Default::default()
+    } else {
+        engine::busy::snapshot(&servers)
+    };
+    match cfg.plan_sources(busy) {
+        Ok(Some(note)) if !cfg.quiet => eprintln!("stentor-loadgen: {note}"),
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("stentor-loadgen: {e}");
+            return EXIT_USAGE_OR_CONNECT;
+        }
+    }
     let (json, html_path, quiet) = (cfg.json.clone(), cfg.html.clone(), cfg.quiet);
     shared::install_signal_handlers();
-    let report = match run::run(cfg, &args.url) {
+    let report = match run::run(cfg, &args.url.join(" ")) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("stentor-loadgen: {}", e.0);

@@ -1,14 +1,20 @@
-//! Open-loop publisher: event k is due at start + k/rate whatever the server
-//! does; a late send is recorded as publish lag, never absorbed into the
-//! schedule (no coordinated omission). Requests are pipelined on keep-alive
-//! HTTP/1.1 connections: one writer thread per connection sends on schedule,
-//! one reader thread matches responses to requests in order.
+//! Publisher on a schedule: event k is due at start + k/rate whatever the
+//! server does; a late send is recorded as publish lag, never absorbed into
+//! the schedule (no coordinated omission). Each keep-alive HTTP/1.1
+//! connection has at most `--pub-inflight` requests unanswered: 1 (the
+//! default) is how application servers publish (send, wait for the answer,
+//! send the next), so a server that answers a publish only after its
+//! fan-out shows as round-trip time and lag; more pipelines. One writer
+//! thread per connection sends, one reader thread matches responses to
+//! requests in order and times each round trip. Events still unsent when
+//! the schedule is over by [`schedule_overrun_ns`] are not sent (counted
+//! `behind_schedule`), so a publisher that cannot keep up ends with the run.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -19,9 +25,16 @@ use crate::payload;
 use crate::shared::Shared;
 use crate::stats::{bump, new_histogram, Counts};
 
-/// Requests sent but not yet answered, per connection; beyond it the writer
-/// waits (the server is not reading), which shows up as publish lag.
-const IN_FLIGHT_MAX: usize = 10_000;
+/// Upper bound on `--pub-inflight`: requests sent but not yet answered per
+/// connection; at the limit the writer waits, which shows up as publish lag.
+pub const IN_FLIGHT_MAX: usize = 10_000;
+/// How long the writer sleeps between looks at the stop flag while it waits
+/// for an answer.
+const ANSWER_POLL: Duration = Duration::from_millis(50);
+/// Events are sent at most this long after the schedule ended (a share of
+/// the run, at least [`SCHEDULE_OVERRUN_NS_MIN`]).
+const SCHEDULE_OVERRUN_FRACTION: f64 = 0.1;
+const SCHEDULE_OVERRUN_NS_MIN: u64 = 1_000_000_000;
 /// How long the reader waits for the last responses after the last send.
 const RESPONSE_GRACE: Duration = Duration::from_secs(5);
 /// Read timeout, so readers notice the end of the run.
@@ -38,6 +51,12 @@ pub struct PubStats {
     pub errors: Counts,
     /// Actual send time minus scheduled time, µs.
     pub lag_us: Histogram<u64>,
+    /// Request written to response parsed, µs.
+    pub round_trip_us: Histogram<u64>,
+    /// Events never sent: the schedule was over by more than the overrun.
+    pub behind_schedule: u64,
+    /// Events this publisher's schedule held.
+    pub scheduled: u64,
 }
 
 impl Default for PubStats {
@@ -47,6 +66,9 @@ impl Default for PubStats {
             accepted: 0,
             errors: Counts::new(),
             lag_us: new_histogram(3),
+            round_trip_us: new_histogram(3),
+            behind_schedule: 0,
+            scheduled: 0,
         }
     }
 }
@@ -59,6 +81,9 @@ impl PubStats {
             *self.errors.entry(k).or_insert(0) += v;
         }
         let _ = self.lag_us.add(&o.lag_us);
+        let _ = self.round_trip_us.add(&o.round_trip_us);
+        self.behind_schedule += o.behind_schedule;
+        self.scheduled += o.scheduled;
     }
 }
 
@@ -71,14 +96,17 @@ pub fn probe(cfg: &PublishConfig) -> io::Result<()> {
 /// Publish the whole schedule starting at `start_ns` (since the epoch);
 /// returns when every request has been answered or given up on.
 pub fn run(cfg: Arc<RunConfig>, shared: Arc<Shared>, start_ns: u64) -> PubStats {
-    let conns = cfg.publish.conns;
-    let handles: Vec<_> = (0..conns)
-        .map(|c| {
+    let writers: Vec<(usize, usize)> = (0..cfg.publish.len())
+        .flat_map(|t| (0..cfg.publish[t].conns).map(move |c| (t, c)))
+        .collect();
+    let handles: Vec<_> = writers
+        .into_iter()
+        .map(|(t, c)| {
             let cfg = cfg.clone();
             let shared = shared.clone();
             std::thread::Builder::new()
-                .name(format!("pub-{c}"))
-                .spawn(move || Writer::new(cfg, shared, c, start_ns).run())
+                .name(format!("pub-{t}-{c}"))
+                .spawn(move || Writer::new(cfg, shared, t, c, start_ns).run())
         })
         .collect();
     let mut total = PubStats::default();
@@ -94,9 +122,37 @@ pub fn run(cfg: Arc<RunConfig>, shared: Arc<Shared>, start_ns: u64) -> PubStats 
     total
 }
 
-/// Requests awaiting responses on one connection, oldest first: the topic
-/// index of each.
-type Pending = Arc<Mutex<VecDeque<usize>>>;
+/// How long after the scheduled end events may still be sent.
+pub fn schedule_overrun_ns(duration_s: u64) -> u64 {
+    ((duration_s as f64 * 1e9 * SCHEDULE_OVERRUN_FRACTION) as u64).max(SCHEDULE_OVERRUN_NS_MIN)
+}
+
+/// A request awaiting its response: the expectation channel its event is
+/// counted on ([`RunConfig::channel`]; [`RETIRED`] marks the end of a
+/// retired connection's queue) and when it was written.
+#[derive(Debug, Clone, Copy)]
+struct Req {
+    topic: usize,
+    sent_ns: u64,
+}
+
+const RETIRED: usize = usize::MAX;
+
+/// Requests awaiting responses on one connection, oldest first, and the
+/// signal the reader gives when one is answered.
+#[derive(Debug, Default)]
+struct Queue {
+    q: Mutex<VecDeque<Req>>,
+    answered: Condvar,
+}
+
+impl Queue {
+    fn lock(&self) -> Result<MutexGuard<'_, VecDeque<Req>>, ()> {
+        self.q.lock().map_err(|_| ())
+    }
+}
+
+type Pending = Arc<Queue>;
 
 struct Conn {
     stream: TcpStream,
@@ -107,6 +163,8 @@ struct Conn {
 struct Writer {
     cfg: Arc<RunConfig>,
     shared: Arc<Shared>,
+    /// Publish target (index into `cfg.publish`) and connection to it.
+    target: usize,
     conn_idx: usize,
     start_ns: u64,
     stats: PubStats,
@@ -117,10 +175,17 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(cfg: Arc<RunConfig>, shared: Arc<Shared>, conn_idx: usize, start_ns: u64) -> Self {
+    fn new(
+        cfg: Arc<RunConfig>,
+        shared: Arc<Shared>,
+        target: usize,
+        conn_idx: usize,
+        start_ns: u64,
+    ) -> Self {
         Self {
             cfg,
             shared,
+            target,
             conn_idx,
             start_ns,
             stats: PubStats::default(),
@@ -131,33 +196,60 @@ impl Writer {
     }
 
     fn run(mut self) -> PubStats {
-        let total = self.cfg.events_total();
         let topics = self.cfg.topics.len() as u64;
-        let interval_ns = 1e9 / self.cfg.rate;
+        let cutoff_ns = self.start_ns
+            + self.cfg.duration_s * 1_000_000_000
+            + schedule_overrun_ns(self.cfg.duration_s);
+        let conns = self.cfg.publish[self.target].conns as u64;
+        let group = self.cfg.pub_groups[self.target];
+        // Event k is this writer's when it goes to this target and, among
+        // the target's connections, to this one.
+        let (cfg, target, conn_idx) = (self.cfg.clone(), self.target, self.conn_idx as u64);
+        let mine = |k: u64| cfg.pub_target(k) == target && k % conns == conn_idx;
         let mut data = String::new();
         let mut req = Vec::new();
-        let mut k = self.conn_idx as u64;
-        while k < total {
+        let schedule = cfg.schedule.clone();
+        let mut events = schedule.iter().enumerate();
+        for (k, (offset_ns, stage)) in events.by_ref() {
+            let k = k as u64;
+            if !mine(k) {
+                continue;
+            }
+            self.stats.scheduled += 1;
             if self.shared.flag(&self.shared.stop) || crate::shared::interrupted() {
                 break;
             }
-            let due_ns = self.start_ns + (k as f64 * interval_ns) as u64;
+            if self.shared.now_ns() > cutoff_ns {
+                // The server answered too slowly for this publisher to get
+                // through the schedule: the rest is not sent.
+                self.stats.behind_schedule += 1;
+                break;
+            }
+            let due_ns = self.start_ns + offset_ns;
             sleep_until(&self.shared, due_ns);
             let topic = (k % topics) as usize;
             let seq = k / topics;
-            payload::encode(seq, due_ns, self.cfg.payload_bytes, &mut data);
+            let payload_bytes = schedule.stages[stage].payload_bytes;
+            payload::encode(seq, due_ns, payload_bytes, &mut data);
             build_request(
-                &self.cfg.publish,
+                &self.cfg.publish[self.target],
                 &self.cfg.topics[topic],
                 &data,
                 seq,
                 &mut req,
             );
-            self.send(topic, &req);
+            self.send(group * topics as usize + topic, &req);
             let lag_us = self.shared.now_ns().saturating_sub(due_ns) / 1_000;
             self.stats.lag_us.saturating_record(lag_us.max(1));
             self.shared.events_sent.fetch_add(1, Ordering::Relaxed);
-            k += self.cfg.publish.conns as u64;
+        }
+        // Events left when the run was cut short or fell behind: still
+        // scheduled, and (unless stopped) counted as behind schedule.
+        let stopped = self.shared.flag(&self.shared.stop) || crate::shared::interrupted();
+        let left = events.filter(|(k, _)| mine(*k as u64)).count() as u64;
+        self.stats.scheduled += left;
+        if !stopped {
+            self.stats.behind_schedule += left;
         }
         // Half-close is not used: some servers close the whole connection on
         // it. Readers finish when every pending request is answered.
@@ -171,8 +263,8 @@ impl Writer {
             // Requests written after the reader had already given up (the
             // server closed the connection) were never answered.
             if let Ok(mut p) = pending.lock() {
-                for t in p.drain(..) {
-                    if t != usize::MAX {
+                for r in p.drain(..) {
+                    if r.topic != RETIRED {
                         bump(&mut total.errors, "no_response");
                     }
                 }
@@ -196,17 +288,25 @@ impl Writer {
             }
         }
         let Some(conn) = &mut self.conn else { return };
-        // Wait while the server has too many of our requests unanswered.
-        let mut waited = 0;
-        while pending_len(&conn.pending) >= IN_FLIGHT_MAX
-            && waited < 1000
-            && !self.shared.flag(&self.shared.stop)
-        {
-            std::thread::sleep(Duration::from_millis(5));
-            waited += 1;
-        }
-        if let Ok(mut p) = conn.pending.lock() {
-            p.push_back(topic);
+        // Wait while --pub-inflight requests are unanswered (1: for the
+        // previous answer). The reader signals each answer; the poll only
+        // bounds how late a stop is seen.
+        let inflight = self.cfg.publish[self.target].inflight;
+        if let Ok(mut q) = conn.pending.lock() {
+            while q.len() >= inflight
+                && !conn.reader.is_finished()
+                && !self.shared.flag(&self.shared.stop)
+                && !crate::shared::interrupted()
+            {
+                q = match conn.pending.answered.wait_timeout(q, ANSWER_POLL) {
+                    Ok((q, _)) => q,
+                    Err(_) => return,
+                };
+            }
+            q.push_back(Req {
+                topic,
+                sent_ns: self.shared.now_ns(),
+            });
         }
         if let Err(e) = conn.stream.write_all(req) {
             bump(
@@ -228,17 +328,19 @@ impl Writer {
             return false;
         }
         self.last_connect = Some(std::time::Instant::now());
-        let stream =
-            match TcpStream::connect_timeout(&self.cfg.publish.server, Duration::from_secs(5)) {
-                Ok(s) => s,
-                Err(e) => {
-                    bump(
-                        &mut self.stats.errors,
-                        &format!("connect_{:?}", e.kind()).to_lowercase(),
-                    );
-                    return false;
-                }
-            };
+        let stream = match TcpStream::connect_timeout(
+            &self.cfg.publish[self.target].server,
+            Duration::from_secs(5),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                bump(
+                    &mut self.stats.errors,
+                    &format!("connect_{:?}", e.kind()).to_lowercase(),
+                );
+                return false;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
         let reader_stream = match stream.try_clone() {
@@ -246,11 +348,11 @@ impl Writer {
             Err(_) => return false,
         };
         let _ = reader_stream.set_read_timeout(Some(READ_POLL));
-        let pending: Pending = Arc::new(Mutex::new(VecDeque::new()));
+        let pending: Pending = Arc::default();
         let shared = self.shared.clone();
         let p = pending.clone();
         let Ok(reader) = std::thread::Builder::new()
-            .name(format!("pub-read-{}", self.conn_idx))
+            .name(format!("pub-read-{}-{}", self.target, self.conn_idx))
             .spawn(move || read_responses(reader_stream, p, shared))
         else {
             return false;
@@ -267,16 +369,15 @@ impl Writer {
     fn retire_conn(&mut self) {
         if let Some(c) = self.conn.take() {
             if let Ok(mut p) = c.pending.lock() {
-                // An empty marker is not needed: the reader watches `retired`.
-                p.push_back(usize::MAX);
+                // The reader finishes once only this marker is left.
+                p.push_back(Req {
+                    topic: RETIRED,
+                    sent_ns: 0,
+                });
             }
             self.finished_readers.push((c.reader, c.pending));
         }
     }
-}
-
-fn pending_len(p: &Pending) -> usize {
-    p.lock().map(|q| q.len()).unwrap_or(0)
 }
 
 /// Sleep until `due_ns`. No spinning: at high rates a spin would take a
@@ -331,9 +432,12 @@ fn read_responses(mut stream: TcpStream, pending: Pending, shared: Arc<Shared>) 
             match parse_response(&buf) {
                 Ok(Some((status, used))) => {
                     buf.drain(..used);
-                    let topic = pending.lock().ok().and_then(|mut p| p.pop_front());
-                    match topic {
-                        Some(t) if t != usize::MAX => {
+                    let req = pending.lock().ok().and_then(|mut p| p.pop_front());
+                    pending.answered.notify_all();
+                    match req {
+                        Some(Req { topic: t, sent_ns }) if t != RETIRED => {
+                            let rtt_us = shared.now_ns().saturating_sub(sent_ns) / 1_000;
+                            stats.round_trip_us.saturating_record(rtt_us.max(1));
                             if (200..300).contains(&status) {
                                 stats.accepted += 1;
                                 shared.accepted[t].fetch_add(1, Ordering::AcqRel);
@@ -352,7 +456,7 @@ fn read_responses(mut stream: TcpStream, pending: Pending, shared: Arc<Shared>) 
             }
         }
         let (len, retired) = match pending.lock() {
-            Ok(p) => (p.len(), p.back() == Some(&usize::MAX)),
+            Ok(p) => (p.len(), p.back().is_some_and(|r| r.topic == RETIRED)),
             Err(_) => (0, true),
         };
         if retired {
@@ -388,14 +492,18 @@ fn read_responses(mut stream: TcpStream, pending: Pending, shared: Arc<Shared>) 
 /// Count every still-pending request as failed with `kind`.
 fn give_up(mut stats: PubStats, pending: &Pending, kind: &str) -> PubStats {
     if let Ok(mut p) = pending.lock() {
-        for t in p.drain(..) {
-            if t != usize::MAX {
+        for r in p.drain(..) {
+            if r.topic != RETIRED {
                 bump(&mut stats.errors, kind);
             }
         }
         // Leave the retired marker semantics intact for the writer's view.
-        p.push_back(usize::MAX);
+        p.push_back(Req {
+            topic: RETIRED,
+            sent_ns: 0,
+        });
     }
+    pending.answered.notify_all();
     stats
 }
 
@@ -472,6 +580,7 @@ mod tests {
             content_type: "x".into(),
             headers: vec!["Authorization: Bearer t".into()],
             conns: 1,
+            inflight: 1,
         };
         let mut out = Vec::new();
         build_request(&cfg, "a/b", "seq=1 t_ns=2 ", 1, &mut out);

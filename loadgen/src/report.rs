@@ -105,18 +105,79 @@ pub struct Slo {
     pub max_p99_ms: Option<f64>,
     pub max_loss: Option<f64>,
     pub min_connected: Option<f64>,
+    pub min_published: Option<f64>,
+    pub max_publish_p99_ms: Option<f64>,
     pub met: bool,
     pub failures: Vec<String>,
+}
+
+/// One scenario stage (a plain run is one stage named `run`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub name: String,
+    pub profile: String,
+    /// Offsets from the start of publishing, s.
+    pub start_s: f64,
+    pub duration_s: f64,
+    pub payload_bytes: usize,
+    pub churn_per_s: f64,
+    /// `all`, `node N`, or absent.
+    pub storm: Option<String>,
+    /// Fast subscribers' latency of events scheduled in this stage.
+    pub fast_latency_us: Percentiles,
+    /// Subscribers its churn and its storm disconnected.
+    pub churned: u64,
+    pub stormed: u64,
+    /// Disconnect (churn or storm) to streaming again, ms.
+    pub resume_ms: Percentiles,
+    /// Disconnected by this stage and never streaming again by the end.
+    pub not_resumed: u64,
+    pub max_p99_ms: Option<f64>,
+    pub max_resume_s: Option<f64>,
+    pub slo_met: bool,
+    pub slo_failures: Vec<String>,
+}
+
+/// One node's share of the run (`--url` order).
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReport {
+    pub url: String,
+    pub weight: u32,
+    pub subscribers_requested: u64,
+    pub subscribers_connected: u64,
+    pub connect_errors: Counts,
+    pub disconnects: Counts,
+    /// What this node's fast subscribers were owed: events accepted where
+    /// they reach this node (its own publishes when independent, all in a cluster).
+    pub deliveries_expected: u64,
+    pub deliveries_received: u64,
+    pub loss: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub fast_latency_us: Percentiles,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub url: String,
+    /// How events published on one node reach the others' subscribers.
+    pub topology: crate::cli::Topology,
+    /// Per node; the top-level figures are their total.
+    pub nodes: Vec<NodeReport>,
+    /// Per stage of the schedule, with its SLOs.
+    pub stages: Vec<StageReport>,
     pub subscribers_requested: usize,
     pub subscribers_connected: u64,
     pub connect_time_ms: f64,
     pub connect_latency_us: Percentiles,
     pub connect_errors: Counts,
+    /// Connects tried again from a fresh source pair because the last one's
+    /// 4-tuple was still taken (not errors; see docs/loadgen.md).
+    pub source_pair_retries: u64,
+    /// Source addresses the subscribers connected from (empty: the kernel chose).
+    pub source_ips: Vec<std::net::Ipv4Addr>,
+    /// Source pairs earlier connections still held toward the server at the start (skipped).
+    pub source_pairs_busy_at_start: usize,
     pub http_statuses: Counts,
     pub topics: usize,
     pub rate: f64,
@@ -128,6 +189,16 @@ pub struct Report {
     pub publish_errors: Counts,
     pub publish_lag_ms_max: f64,
     pub publish_lag_ms_p99: f64,
+    pub publish_lag_ms_p50: f64,
+    /// Requests in flight per publish connection (1 = sequential publisher).
+    pub publish_inflight: usize,
+    /// Publish request written to its response parsed, µs.
+    pub publish_round_trip_us: Percentiles,
+    /// Events never sent because the schedule was over (by 10% of the run,
+    /// at least 1 s): the publisher could not keep up with the rate.
+    pub events_behind_schedule: u64,
+    /// Events accepted per second of the publishing window.
+    pub publish_rate_achieved: f64,
     pub deliveries_expected: u64,
     pub deliveries_received: u64,
     pub loss: u64,
@@ -146,6 +217,15 @@ pub struct Report {
     pub resume: ResumeReport,
     pub loadgen: LoadgenReport,
     pub timeline: Vec<TimelinePoint>,
+    /// Wall clock when the run began, s since the Unix epoch (`merge` states
+    /// the offsets between runs from it).
+    pub started_unix_s: f64,
+    /// The `--histogram-out` file, for `merge`.
+    pub histogram_file: Option<String>,
+    /// When publishing began, seconds since the run began (`series` time base).
+    pub publish_start_s: f64,
+    /// The run second by second since it began (see docs/loadgen.md).
+    pub series: Vec<crate::series::SeriesPoint>,
     pub latency_distribution: Vec<DistributionPoint>,
     pub slo: Slo,
     pub warnings: Vec<String>,
@@ -211,7 +291,16 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
     let lag_max_ms = ms(ps.lag_us.max());
     if lag_max_ms > 100.0 {
         warnings.push(format!(
-            "publisher ran up to {lag_max_ms:.0} ms behind schedule (server slow to accept, or loadgen saturated); latency is still measured from the schedule"
+            "publisher ran up to {lag_max_ms:.0} ms behind schedule (server slow to answer, or loadgen saturated); latency is still measured from the schedule"
+        ));
+    }
+    if ps.behind_schedule > 0 {
+        warnings.push(format!(
+            "{} of {} events were never sent: with {} request(s) in flight per connection the publisher fell behind the schedule (publish round trip p50 {:.2} ms)",
+            ps.behind_schedule,
+            cfg.events_total(),
+            cfg.publish.iter().map(|p| p.inflight * p.conns).sum::<usize>(),
+            ms(ps.round_trip_us.value_at_quantile(0.5)),
         ));
     }
     if st.subscribers_connected < cfg.subscribers as u64 {
@@ -262,19 +351,116 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
         .collect()
     };
 
+    let nodes = cfg
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let empty = Stats::default();
+            let s = st.per_node.get(i).unwrap_or(&empty);
+            NodeReport {
+                url: n.url.clone(),
+                weight: n.weight,
+                subscribers_requested: (0..cfg.subscribers)
+                    .filter(|&g| cfg.node_of(g) == i)
+                    .count() as u64,
+                subscribers_connected: s.subscribers_connected,
+                connect_errors: s.connect_errors.clone(),
+                disconnects: s.disconnects.clone(),
+                deliveries_expected: s.deliveries_expected,
+                deliveries_received: s.deliveries_received,
+                loss: s.loss,
+                duplicates: s.duplicates,
+                out_of_order: s.out_of_order,
+                fast_latency_us: Percentiles::of(&s.fast_latency_us),
+            }
+        })
+        .collect();
+    let stages = cfg
+        .schedule
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let empty = crate::stats::new_histogram(3);
+            let fast = Percentiles::of(st.stage_fast_us.get(i).unwrap_or(&empty));
+            let resume_us = Percentiles::of(st.stage_resume_us.get(i).unwrap_or(&empty));
+            let resume_ms = Percentiles {
+                p50: resume_us.p50 / 1000,
+                p90: resume_us.p90 / 1000,
+                p99: resume_us.p99 / 1000,
+                p999: resume_us.p999 / 1000,
+                max: resume_us.max / 1000,
+                count: resume_us.count,
+            };
+            let not_resumed = st.stage_not_resumed.get(i).copied().unwrap_or(0);
+            let mut failures = Vec::new();
+            if let Some(max) = s.max_p99_ms {
+                let p99 = ms(fast.p99);
+                if fast.count == 0 {
+                    failures.push(format!("stage {:?}: no deliveries to measure p99", s.name));
+                } else if p99 > max {
+                    failures.push(format!(
+                        "stage {:?}: p99 {p99:.3} ms > max_p99_ms {max}",
+                        s.name
+                    ));
+                }
+            }
+            if let Some(max) = s.max_resume_s {
+                let worst = resume_us.max as f64 / 1e6;
+                if not_resumed > 0 {
+                    failures.push(format!(
+                        "stage {:?}: {not_resumed} disconnected subscribers never streamed again",
+                        s.name
+                    ));
+                } else if worst > max {
+                    failures.push(format!(
+                        "stage {:?}: slowest resume {worst:.3} s > max_resume_s {max}",
+                        s.name
+                    ));
+                }
+            }
+            StageReport {
+                name: s.name.clone(),
+                profile: s.profile.clone(),
+                start_s: s.start_ns as f64 / 1e9,
+                duration_s: (s.end_ns - s.start_ns) as f64 / 1e9,
+                payload_bytes: s.payload_bytes,
+                churn_per_s: s.churn_per_s,
+                storm: s
+                    .storm
+                    .map(|n| n.map_or("all".to_string(), |n| format!("node {n}"))),
+                fast_latency_us: fast,
+                churned: st.stage_churned.get(i).copied().unwrap_or(0),
+                stormed: st.stage_stormed.get(i).copied().unwrap_or(0),
+                resume_ms,
+                not_resumed,
+                max_p99_ms: s.max_p99_ms,
+                max_resume_s: s.max_resume_s,
+                slo_met: failures.is_empty(),
+                slo_failures: failures,
+            }
+        })
+        .collect();
     let mut r = Report {
         url: url.to_string(),
+        topology: cfg.topology,
+        nodes,
+        stages,
         subscribers_requested: cfg.subscribers,
         subscribers_connected: st.subscribers_connected,
         connect_time_ms: t.connect_s * 1000.0,
         connect_latency_us: Percentiles::of(&st.connect_us),
         connect_errors: st.connect_errors.clone(),
+        source_pair_retries: st.source_pair_retries,
+        source_ips: cfg.source_ips.clone(),
+        source_pairs_busy_at_start: cfg.busy_pairs.len(),
         http_statuses: st.http_statuses.clone(),
         topics: cfg.topics.len(),
         rate: cfg.rate,
         duration_s: cfg.duration_s,
         payload_bytes: cfg.payload_bytes,
-        events_scheduled: cfg.events_total(),
+        events_scheduled: ps.scheduled,
         events_published: ps.sent,
         events_accepted: ps.accepted,
         publish_errors: ps.errors.clone(),
@@ -284,6 +470,15 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
         } else {
             ms(ps.lag_us.value_at_quantile(0.99))
         },
+        publish_lag_ms_p50: if ps.lag_us.is_empty() {
+            0.0
+        } else {
+            ms(ps.lag_us.value_at_quantile(0.5))
+        },
+        publish_inflight: cfg.publish[0].inflight,
+        publish_round_trip_us: Percentiles::of(&ps.round_trip_us),
+        events_behind_schedule: ps.behind_schedule,
+        publish_rate_achieved: ps.accepted as f64 / t.publish_s,
         deliveries_expected: st.deliveries_expected,
         deliveries_received: st.deliveries_received,
         loss: st.loss,
@@ -327,24 +522,59 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
             subscriber_thread_cpu_s: st.thread_cpu_s.clone(),
         },
         timeline,
+        publish_start_s: 0.0,
+        started_unix_s: 0.0,
+        histogram_file: None,
+        series: Vec::new(),
         latency_distribution,
         slo: Slo {
             max_p99_ms: cfg.max_p99_ms,
             max_loss: cfg.max_loss,
             min_connected: cfg.min_connected,
+            min_published: cfg.min_published,
+            max_publish_p99_ms: cfg.max_publish_p99_ms,
             met: true,
             failures: Vec::new(),
         },
         warnings,
     };
     r.slo.failures = slo_failures(cfg, &r);
+    let stage_failures: Vec<String> = r
+        .stages
+        .iter()
+        .flat_map(|s| s.slo_failures.clone())
+        .collect();
+    r.slo.failures.extend(stage_failures);
     r.slo.met = r.slo.failures.is_empty();
     r
 }
 
 fn slo_failures(cfg: &RunConfig, r: &Report) -> Vec<String> {
     let mut f = Vec::new();
-    let any_slo = cfg.max_p99_ms.is_some() || cfg.max_loss.is_some() || cfg.min_connected.is_some();
+    let any_slo = cfg.max_p99_ms.is_some()
+        || cfg.max_loss.is_some()
+        || cfg.min_connected.is_some()
+        || cfg.min_published.is_some()
+        || cfg.max_publish_p99_ms.is_some();
+    if let Some(min) = cfg.min_published {
+        let share = r.events_accepted as f64 / r.events_scheduled.max(1) as f64;
+        if share < min {
+            f.push(format!(
+                "published {} of {} scheduled events ({:.1}%) < --min-published {min}",
+                r.events_accepted,
+                r.events_scheduled,
+                share * 100.0
+            ));
+        }
+    }
+    if let Some(max) = cfg.max_publish_p99_ms {
+        let p99 = ms(r.publish_round_trip_us.p99);
+        if p99 > max {
+            f.push(format!(
+                "publish round trip p99 {p99:.3} ms > --max-publish-p99-ms {max}"
+            ));
+        }
+    }
     if let Some(max) = cfg.max_p99_ms {
         let p99 = ms(r.fast_latency_us.p99);
         if r.fast_latency_us.count == 0 {
@@ -399,6 +629,7 @@ pub fn summary(r: &Report) -> String {
         "stentor-loadgen: {url}\n\
          subscribers  {conn}/{req} connected in {ct:.2} s (connect p50 {cp50:.2} ms, p99 {cp99:.2} ms); errors: {cerr}\n\
          publishing   {pubd}/{sched} events sent, {acc} accepted at {rate} ev/s over {dur} s x {bytes} B; lag max {lag:.2} ms; errors: {perr}\n\
+         publish rtt  p50 {rt50:.3} ms  p99 {rt99:.3} ms  max {rtmax:.3} ms  ({inflight} in flight per connection; {behind} not sent, behind schedule)\n\
          deliveries   {recv}/{exp} received ({dps:.0}/s); loss {loss} ({lr:.6}), duplicates {dup}, out of order {ooo}\n\
          latency      p50 {p50:.3} ms  p90 {p90:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms  max {max:.3} ms  (fast subscribers)\n\
          disconnects  {disc}\n",
@@ -416,6 +647,11 @@ pub fn summary(r: &Report) -> String {
         dur = r.duration_s,
         bytes = r.payload_bytes,
         lag = r.publish_lag_ms_max,
+        rt50 = ms(r.publish_round_trip_us.p50),
+        rt99 = ms(r.publish_round_trip_us.p99),
+        rtmax = ms(r.publish_round_trip_us.max),
+        inflight = r.publish_inflight,
+        behind = r.events_behind_schedule,
         perr = kinds(&r.publish_errors),
         recv = r.deliveries_received,
         exp = r.deliveries_expected,
@@ -467,11 +703,54 @@ pub fn summary(r: &Report) -> String {
         r.loadgen.cpu_cores_busy,
         r.loadgen.cores
     );
+    if r.stages.len() > 1 || r.stages.iter().any(|s| s.churned + s.stormed > 0) {
+        for st in &r.stages {
+            s += &format!(
+                "stage        {:?} ({}, {:.0}-{:.0} s): p50 {:.3} ms p99 {:.3} ms max {:.3} ms; churned {} stormed {}, resumed p50 {} ms max {} ms, {} not resumed; SLO {}\n",
+                st.name,
+                st.profile,
+                st.start_s,
+                st.start_s + st.duration_s,
+                ms(st.fast_latency_us.p50),
+                ms(st.fast_latency_us.p99),
+                ms(st.fast_latency_us.max),
+                st.churned,
+                st.stormed,
+                st.resume_ms.p50,
+                st.resume_ms.max,
+                st.not_resumed,
+                if st.slo_met { "met" } else { "NOT met" },
+            );
+        }
+    }
+    if r.nodes.len() > 1 {
+        for n in &r.nodes {
+            s += &format!(
+                "node         {} (weight {}): {}/{} connected, {}/{} received, loss {}, duplicates {}, p50 {:.3} ms p99 {:.3} ms max {:.3} ms; errors: {}\n",
+                n.url,
+                n.weight,
+                n.subscribers_connected,
+                n.subscribers_requested,
+                n.deliveries_received,
+                n.deliveries_expected,
+                n.loss,
+                n.duplicates,
+                ms(n.fast_latency_us.p50),
+                ms(n.fast_latency_us.p99),
+                ms(n.fast_latency_us.max),
+                kinds(&n.connect_errors),
+            );
+        }
+        s += &format!("topology     {:?} ({} nodes)\n", r.topology, r.nodes.len()).to_lowercase();
+    }
     for w in &r.warnings {
         s += &format!("warning      {w}\n");
     }
-    let any_slo =
-        r.slo.max_p99_ms.is_some() || r.slo.max_loss.is_some() || r.slo.min_connected.is_some();
+    let any_slo = r.slo.max_p99_ms.is_some()
+        || r.slo.max_loss.is_some()
+        || r.slo.min_connected.is_some()
+        || r.slo.min_published.is_some()
+        || r.slo.max_publish_p99_ms.is_some();
     s += &if r.slo.met && !any_slo {
         "SLO          none set (--max-p99-ms, --max-loss, --min-connected)\n".to_string()
     } else if r.slo.met {

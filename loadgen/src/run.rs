@@ -13,6 +13,7 @@ use crate::cli::RunConfig;
 use crate::engine;
 use crate::publisher;
 use crate::report::{self, Report, RunTimes};
+use crate::series::Collector;
 use crate::shared::{interrupted, Shared};
 use crate::stats::Stats;
 
@@ -31,16 +32,19 @@ pub struct RunError(pub String);
 
 pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
     let cfg = Arc::new(cfg);
-    publisher::probe(&cfg.publish).map_err(|e| {
-        RunError(format!(
-            "cannot connect to publish endpoint {}: {e}",
-            cfg.publish.server
-        ))
-    })?;
-    let shared = Arc::new(Shared::new(cfg.topics.len(), cfg.threads));
+    for p in &cfg.publish {
+        publisher::probe(p).map_err(|e| {
+            RunError(format!(
+                "cannot connect to publish endpoint {}: {e}",
+                p.server
+            ))
+        })?;
+    }
+    let shared = Arc::new(Shared::new(cfg.groups() * cfg.topics.len(), cfg.threads));
     let progress = Progress::new(&cfg, shared.clone());
     let cpu_start = engine::process_cpu_s();
     let wall_start = Instant::now();
+    let started = std::time::SystemTime::now();
 
     // Ramp.
     let mut handles = Vec::with_capacity(cfg.threads);
@@ -140,6 +144,7 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
 
     let stats = stop(&shared, handles)?;
     progress.finish();
+    let series = progress.series.take().finish(&shared);
     let times = RunTimes {
         connect_s,
         publish_s: publish_s.max(1e-3),
@@ -149,6 +154,26 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let mut report = report::build(&cfg, url, &stats, &pub_stats, &times);
+    report.publish_start_s = start_ns as f64 / 1e9;
+    report.series = series;
+    report.started_unix_s = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    if let Some(path) = &cfg.histogram_out {
+        crate::merge::write_log(
+            path,
+            started,
+            wall_start.elapsed(),
+            &[
+                ("fast_latency_us", &stats.fast_latency_us),
+                ("all_latency_us", &stats.all_latency_us),
+                ("connect_us", &stats.connect_us),
+                ("publish_round_trip_us", &pub_stats.round_trip_us),
+            ],
+        )
+        .map_err(RunError)?;
+        report.histogram_file = Some(path.display().to_string());
+    }
     if interrupted() {
         report
             .warnings
@@ -188,8 +213,10 @@ fn stop(
     Ok(total)
 }
 
-/// The live progress line: only on a terminal.
+/// The live progress line (only on a terminal), and the per-second series
+/// collected at the same pace.
 struct Progress {
+    series: std::cell::RefCell<Collector>,
     bar: Option<ProgressBar>,
     shared: Arc<Shared>,
     requested: usize,
@@ -206,6 +233,7 @@ impl Progress {
             b
         });
         Self {
+            series: Default::default(),
             bar,
             shared,
             requested: cfg.subscribers,
@@ -214,6 +242,7 @@ impl Progress {
     }
 
     fn tick(&self, phase: &str) {
+        self.series.borrow_mut().poll(&self.shared);
         let Some(bar) = &self.bar else { return };
         let s = &self.shared;
         let p99 = s

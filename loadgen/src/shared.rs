@@ -3,7 +3,10 @@
 //! detailed statistics stay thread-local until the end.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
+
+use crate::series::SeriesPart;
 
 /// Sentinel for "publishing has not started".
 pub const NOT_STARTED: u64 = u64::MAX;
@@ -56,10 +59,11 @@ pub struct Shared {
     pub resolved: AtomicU64,
     /// Subscribers currently streaming.
     pub streaming: AtomicU64,
-    /// Events accepted (2xx) per topic.
+    /// Events accepted (2xx) per expectation channel (`RunConfig::channel`:
+    /// a topic, per node when the nodes are independent).
     pub accepted: Vec<AtomicU64>,
     pub events_sent: AtomicU64,
-    /// Fast subscribers alive (streaming or about to reconnect), per topic.
+    /// Fast subscribers alive (streaming or about to reconnect), per channel.
     pub live_fast: Vec<AtomicU64>,
     /// Unique deliveries to the live fast subscribers.
     pub live_unique: AtomicU64,
@@ -74,10 +78,12 @@ pub struct Shared {
     /// Per subscriber thread: dropped subscribers still catching up;
     /// [`NOT_STARTED`] until the thread has started its catch-up.
     pub catchup_left: Vec<AtomicU64>,
+    /// Finished seconds shipped by the subscriber threads for the `series`.
+    pub series_parts: Mutex<Vec<SeriesPart>>,
 }
 
 impl Shared {
-    pub fn new(topics: usize, threads: usize) -> Self {
+    pub fn new(channels: usize, threads: usize) -> Self {
         Self {
             epoch: Instant::now(),
             ramp_over: AtomicBool::new(false),
@@ -88,15 +94,16 @@ impl Shared {
             stop: AtomicBool::new(false),
             resolved: AtomicU64::new(0),
             streaming: AtomicU64::new(0),
-            accepted: (0..topics).map(|_| AtomicU64::new(0)).collect(),
+            accepted: (0..channels).map(|_| AtomicU64::new(0)).collect(),
             events_sent: AtomicU64::new(0),
-            live_fast: (0..topics).map(|_| AtomicU64::new(0)).collect(),
+            live_fast: (0..channels).map(|_| AtomicU64::new(0)).collect(),
             live_unique: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             verdicts_pending: AtomicU64::new(0),
             verdict_acks: AtomicU64::new(0),
             p99_us: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             catchup_left: (0..threads).map(|_| AtomicU64::new(NOT_STARTED)).collect(),
+            series_parts: Mutex::new(Vec::new()),
         }
     }
 

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
+use crate::series::PartCursor;
+
 /// Highest latency a histogram holds (one hour, µs); larger values saturate.
 pub const LATENCY_US_MAX: u64 = 3_600_000_000;
 /// Seconds on the per-second timeline (the run length is capped to match).
@@ -67,6 +69,9 @@ pub struct Stats {
     pub slow_drops_seen_at_end: u64,
 
     pub reconnects: u64,
+    /// Connects tried again from a fresh source pair because connect() found
+    /// the 4-tuple still taken (EADDRNOTAVAIL); not errors.
+    pub source_pair_retries: u64,
     /// Reconnects of dropped slow subscribers started by the catch-up.
     pub catchup_reconnects: u64,
     pub resumed_subscribers: u64,
@@ -76,6 +81,23 @@ pub struct Stats {
 
     /// CPU time used by subscriber threads (user + system), seconds.
     pub thread_cpu_s: Vec<f64>,
+    /// Where each scenario stage ends (offsets from publishing start, ns);
+    /// empty: no per-stage figures.
+    pub stage_ends_ns: Vec<u64>,
+    /// Per stage: fast subscribers' latency of events scheduled in it.
+    pub stage_fast_us: Vec<Histogram<u64>>,
+    /// Per stage: subscribers its churn or storm disconnected.
+    pub stage_churned: Vec<u64>,
+    pub stage_stormed: Vec<u64>,
+    /// Per stage: disconnect (churn or storm) to streaming again, µs.
+    pub stage_resume_us: Vec<Histogram<u64>>,
+    /// Per stage: subscribers it disconnected that never streamed again.
+    pub stage_not_resumed: Vec<u64>,
+    /// This thread's current second for the `series` (and finished ones not shipped yet).
+    pub series: PartCursor,
+    /// The same, per node (`--url` order), for what happens to a
+    /// subscriber (connects, deliveries, loss); empty inside a node's own.
+    pub per_node: Vec<Stats>,
 }
 
 impl Default for Stats {
@@ -104,12 +126,21 @@ impl Default for Stats {
             slow_drop_after_us: new_histogram(3),
             slow_drops_seen_at_end: 0,
             reconnects: 0,
+            source_pair_retries: 0,
             catchup_reconnects: 0,
             resumed_subscribers: 0,
             resumed_exactly_once: 0,
             resumed_loss: 0,
             resumed_duplicates: 0,
             thread_cpu_s: Vec::new(),
+            per_node: Vec::new(),
+            series: PartCursor::default(),
+            stage_ends_ns: Vec::new(),
+            stage_fast_us: Vec::new(),
+            stage_churned: Vec::new(),
+            stage_stormed: Vec::new(),
+            stage_resume_us: Vec::new(),
+            stage_not_resumed: Vec::new(),
         }
     }
 }
@@ -117,8 +148,9 @@ impl Default for Stats {
 impl Stats {
     /// Record one delivery `latency_us` that arrived `second` seconds after
     /// publishing began.
-    pub fn record_delivery(&mut self, latency_us: u64, second: usize, slow: bool) {
+    pub fn record_delivery(&mut self, latency_us: u64, second: usize, run_second: u32, slow: bool) {
         let v = latency_us.clamp(1, LATENCY_US_MAX);
+        self.series.at(run_second).record(v, slow);
         self.all_latency_us.saturating_record(v);
         if slow {
             self.slow_deliveries_received += 1;
@@ -139,7 +171,51 @@ impl Stats {
         }
     }
 
+    /// Per-stage vectors sized for `stages`.
+    pub fn with_stages(mut self, ends_ns: Vec<u64>) -> Self {
+        let n = ends_ns.len();
+        self.stage_ends_ns = ends_ns;
+        self.stage_fast_us = (0..n).map(|_| new_histogram(3)).collect();
+        self.stage_resume_us = (0..n).map(|_| new_histogram(3)).collect();
+        self.stage_churned = vec![0; n];
+        self.stage_stormed = vec![0; n];
+        self.stage_not_resumed = vec![0; n];
+        self
+    }
+
+    /// A fast delivery of an event scheduled `offset_ns` after publishing began.
+    pub fn record_stage(&mut self, offset_ns: u64, latency_us: u64) {
+        let Some(i) = self.stage_ends_ns.iter().position(|&e| offset_ns < e) else {
+            return;
+        };
+        self.stage_fast_us[i].saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
+    }
+
     pub fn merge(&mut self, o: Stats) {
+        if self.stage_ends_ns.len() < o.stage_ends_ns.len() {
+            let n = o.stage_ends_ns.len();
+            self.stage_ends_ns = o.stage_ends_ns.clone();
+            self.stage_fast_us.resize_with(n, || new_histogram(3));
+            self.stage_resume_us.resize_with(n, || new_histogram(3));
+            self.stage_churned.resize(n, 0);
+            self.stage_stormed.resize(n, 0);
+            self.stage_not_resumed.resize(n, 0);
+        }
+        for (i, h) in o.stage_fast_us.iter().enumerate() {
+            let _ = self.stage_fast_us[i].add(h);
+        }
+        for (i, h) in o.stage_resume_us.iter().enumerate() {
+            let _ = self.stage_resume_us[i].add(h);
+        }
+        for (i, v) in o.stage_churned.iter().enumerate() {
+            self.stage_churned[i] += v;
+        }
+        for (i, v) in o.stage_stormed.iter().enumerate() {
+            self.stage_stormed[i] += v;
+        }
+        for (i, v) in o.stage_not_resumed.iter().enumerate() {
+            self.stage_not_resumed[i] += v;
+        }
         // Histograms share bounds, so add cannot fail; a failure would only
         // lose the other thread's samples, never panic.
         let _ = self.fast_latency_us.add(&o.fast_latency_us);
@@ -180,12 +256,19 @@ impl Stats {
         self.slow_deliveries_received += o.slow_deliveries_received;
         self.slow_drops_seen_at_end += o.slow_drops_seen_at_end;
         self.reconnects += o.reconnects;
+        self.source_pair_retries += o.source_pair_retries;
         self.catchup_reconnects += o.catchup_reconnects;
         self.resumed_subscribers += o.resumed_subscribers;
         self.resumed_exactly_once += o.resumed_exactly_once;
         self.resumed_loss += o.resumed_loss;
         self.resumed_duplicates += o.resumed_duplicates;
         self.thread_cpu_s.extend(o.thread_cpu_s);
+        if self.per_node.len() < o.per_node.len() {
+            self.per_node.resize_with(o.per_node.len(), Stats::default);
+        }
+        for (mine, theirs) in self.per_node.iter_mut().zip(o.per_node) {
+            mine.merge(theirs);
+        }
     }
 }
 
@@ -196,11 +279,11 @@ mod tests {
     #[test]
     fn merge_adds_everything() {
         let mut a = Stats::default();
-        a.record_delivery(1000, 0, false);
+        a.record_delivery(1000, 0, 0, false);
         bump(&mut a.disconnects, "eof");
         let mut b = Stats::default();
-        b.record_delivery(3000, 2, false);
-        b.record_delivery(5000, 2, true);
+        b.record_delivery(3000, 2, 0, false);
+        b.record_delivery(5000, 2, 0, true);
         bump(&mut b.disconnects, "eof");
         a.merge(b);
         assert_eq!(a.deliveries_received, 2);

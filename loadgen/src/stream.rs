@@ -185,7 +185,11 @@ fn record_event(data: &str, clock: Clock, ledger: &mut SubLedger, stats: &mut St
             }
             let latency_us = clock.now_ns.saturating_sub(t_ns) / 1_000;
             let second = clock.now_ns.saturating_sub(clock.publish_start_ns) / 1_000_000_000;
-            stats.record_delivery(latency_us, second as usize, ledger.slow);
+            let run_second = (clock.now_ns / 1_000_000_000) as u32;
+            stats.record_delivery(latency_us, second as usize, run_second, ledger.slow);
+            if !ledger.slow {
+                stats.record_stage(t_ns.saturating_sub(clock.publish_start_ns), latency_us);
+            }
             if ledger.slow && ledger.behind_since_ns.is_none() && latency_us > BEHIND_LATENCY_US {
                 ledger.behind_since_ns = Some(clock.now_ns);
             }

@@ -127,6 +127,25 @@ fn clean_run_counts_everything_and_meets_slo() {
         );
     }
     assert!(r["deliveries_per_s"].as_f64().unwrap_or(0.0) > 0.0);
+    // The typed contract other tools (the bench) read parses a real report.
+    let typed = stentor_loadgen::contract::RunReport::from_json(&r.to_string()).expect("contract");
+    assert_eq!(typed.deliveries_received, 2000);
+    assert_eq!(typed.fast_latency_us.count, 2000);
+    assert!(typed.slo.met && typed.publish_inflight == 1);
+    // The series adds up to the totals, second by second.
+    let series = r["series"].as_array().expect("series");
+    let sum = |k: &str| {
+        series
+            .iter()
+            .map(|p| p[k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!(sum("deliveries_fast"), 2000, "{r:#}");
+    assert_eq!(sum("connects"), 20);
+    assert_eq!(sum("events_sent"), 100);
+    assert_eq!(sum("deliveries_slow"), 0);
+    assert!(series.iter().any(|p| p["connected"] == 20), "{r:#}");
+    assert!(series.iter().any(|p| n(p, "fast_latency_us.p99") > 0));
     assert!(r["publish_lag_ms_max"].is_number());
     assert!(r["warnings"].is_array());
     let page = std::fs::read_to_string(&html).expect("html written");
@@ -558,4 +577,47 @@ fn topics_split_the_events_exactly() {
     // 12 events of topic t3, 5 subscribers each.
     assert_eq!(n(r, "loss"), 12 * 5);
     assert_eq!(n(r, "out_of_order"), 0);
+}
+
+/// A server that answers each publish 50 ms after reading it: a sequential
+/// publisher (the default) gets about 20 of 50 ev/s through, times each
+/// round trip and reports the rest as never sent; four connections (the
+/// fake answers each connection's requests one at a time) keep up.
+#[test]
+fn sequential_publisher_waits_for_each_answer() {
+    let srv = FakeServer::start(Faults {
+        answer_delay: std::time::Duration::from_millis(50),
+        ..Faults::default()
+    });
+    let base = ["--subscribers", "5", "--rate", "50", "--duration-s", "1"];
+    let mut args = base.to_vec();
+    args.extend(["--min-published", "0.99"]);
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(o.code, 1, "fell behind: SLO missed; {}", o.stderr);
+    assert!(
+        r["slo"]["failures"].to_string().contains("--min-published"),
+        "{r:#}"
+    );
+    assert_eq!(n(r, "publish_inflight"), 1);
+    let sent = n(r, "events_published");
+    let behind = n(r, "events_behind_schedule");
+    assert_eq!(sent + behind, 50, "{r:#}");
+    // 2 s (schedule + overrun) at one answer per >= 50 ms.
+    assert!((10..=41).contains(&sent) && behind > 0, "{r:#}");
+    assert!(n(r, "publish_round_trip_us.p50") >= 50_000, "{r:#}");
+    assert_eq!(n(r, "publish_round_trip_us.count"), n(r, "events_accepted"));
+    assert!(
+        r["publish_lag_ms_max"].as_f64().unwrap_or(0.0) > 500.0,
+        "{r:#}"
+    );
+    assert_eq!(n(r, "loss"), 0, "expectations follow what was accepted");
+
+    let mut args = base.to_vec();
+    args.extend(["--pub-conns", "4", "--pub-inflight", "2"]);
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(n(r, "events_behind_schedule"), 0, "{r:#}");
+    assert_eq!(n(r, "events_accepted"), 50, "{r:#}");
+    assert_eq!(n(r, "publish_inflight"), 2);
 }

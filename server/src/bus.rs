@@ -514,6 +514,28 @@ mod tests {
         assert!(s.publish_batch(vec![request("t", "x")]).is_ok());
     }
 
+    /// Defect: the inbox was bounded by frame count only, so large events
+    /// filled a stalled worker's inbox with gigabytes. Now bytes bound it too.
+    #[test]
+    fn a_full_inbox_by_bytes_refuses_publishing() {
+        let s = shared(1);
+        let big = "x".repeat(1 << 20);
+        let mut published = 0;
+        let refused = loop {
+            match s.publish_batch(vec![request("t", &big)]) {
+                Ok(_) => published += 1,
+                Err(e) => break e,
+            }
+            assert!(published <= 100, "never refused");
+        };
+        assert_eq!(refused.status, 503);
+        assert!(published * (1 << 20) >= INBOX_BYTES_MAX);
+        assert!(published < INBOX_FRAMES_MAX);
+        let mut drained = Vec::new();
+        s.inboxes[0].take_into(&mut drained);
+        assert!(s.publish_batch(vec![request("t", &big)]).is_ok());
+    }
+
     #[test]
     fn a_full_node_forgets_topics_nobody_listens_to() {
         use clap::Parser;

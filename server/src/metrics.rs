@@ -166,6 +166,7 @@ pub struct WorkerMetrics {
     pub ring_submissions_total: AtomicU64,
     pub ring_completions_total: AtomicU64,
     pub busy_ns_total: AtomicU64,
+    pub fanout_cuts_total: AtomicU64,
     pub closed_total: [AtomicU64; CLOSE_REASONS],
     pub frames_per_send: Histogram,
     // Gauges, set at each sweep.
@@ -187,6 +188,7 @@ impl Default for WorkerMetrics {
             ring_submissions_total: AtomicU64::new(0),
             ring_completions_total: AtomicU64::new(0),
             busy_ns_total: AtomicU64::new(0),
+            fanout_cuts_total: AtomicU64::new(0),
             closed_total: [const { AtomicU64::new(0) }; CLOSE_REASONS],
             frames_per_send: Histogram::new(&FRAMES_PER_SEND_BOUNDS),
             streams: AtomicU64::new(0),
@@ -210,6 +212,8 @@ pub struct WorkerStats {
     pub ring_submissions: u64,
     pub ring_completions: u64,
     pub busy_ns: u64,
+    /// Turns whose stream sends were cut at the per-turn limit.
+    pub fanout_cuts: u64,
     pub closed: [u64; CLOSE_REASONS],
     pub frames_per_send: [u64; FRAMES_PER_SEND_BOUNDS.len() + 1],
     pub frames_sent: u64,
@@ -238,6 +242,7 @@ impl WorkerMetrics {
         owned_add(&self.ring_submissions_total, s.ring_submissions);
         owned_add(&self.ring_completions_total, s.ring_completions);
         owned_add(&self.busy_ns_total, s.busy_ns);
+        owned_add(&self.fanout_cuts_total, s.fanout_cuts);
         for (a, n) in self.closed_total.iter().zip(s.closed) {
             owned_add(a, n);
         }
@@ -561,6 +566,13 @@ pub fn render(out: &mut String, m: &NodeMetrics, snap: &Snapshot) {
         "counter",
         "Completion queue entries handled.",
         sum_of(m, |w| &w.ring_completions_total),
+    );
+    one(
+        out,
+        "fanout_cuts_total",
+        "counter",
+        "Turns whose stream sends were cut at the per-turn limit (the rest went out on the next turns, after the control work).",
+        sum_of(m, |w| &w.fanout_cuts_total),
     );
     family(
         out,

@@ -111,7 +111,17 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
         return Err(NodeError::new(crate::ring::unavailable_message(&e)));
     }
     let nofile = sys::nofile_soft();
-    let capacity = plan_capacity(config.workers_effective(), config.max_connections, nofile);
+    let mut capacity = plan_capacity(config.workers_effective(), config.max_connections, nofile);
+    // Test hook: a tiny fixed-file table, so a test fills it with a few
+    // dozen connections. Unset in production.
+    if let Some(slots) = std::env::var("STENTOR_FAULT_FIXED_SLOTS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|&n| n > REJECT_HEADROOM_SLOTS && n < capacity.fixed_slots_per_ring)
+    {
+        capacity.fixed_slots_per_ring = slots;
+        capacity.connections_per_ring = slots - REJECT_HEADROOM_SLOTS;
+    }
 
     // The first listener picks the port when asked for port 0; the others
     // bind to the same one.

@@ -287,8 +287,10 @@ const ABANDONED: usize = 10_000;
 /// RSS the first round may leave over the cold baseline: memory touched
 /// once and kept for reuse (each ring's 512 KiB of provided buffers and
 /// its SQ/CQ pages, 8 rings by default; the slab's grown capacity) and
-/// what the allocator retains. Measured: ~11.7 MiB.
-const RSS_WARM_KIB_MAX: u64 = 16 * 1024;
+/// what the allocator retains. Measured: ~11.7 MiB with 16,384-entry CQs;
+/// 16.7 MiB since each CQ holds a full broadcast of its ring (65,536
+/// entries, 1 MiB, its pages touched as the CQ head goes round).
+const RSS_WARM_KIB_MAX: u64 = 22 * 1024;
 /// RSS a second, identical round may add over the first: none is the
 /// expectation (memory returns), a little allocator noise is allowed.
 const RSS_ROUND_GROWTH_KIB_MAX: u64 = 2 * 1024;
@@ -363,17 +365,23 @@ fn ten_thousand_connections_abandoned_mid_head_time_out_and_memory_returns() {
     let rss_warm = rss_kib(server.pid());
     abandon_a_round(&server);
     std::thread::sleep(Duration::from_secs(1));
+    let rss_second = rss_kib(server.pid());
+    // A third identical round: a leak grows every round, the allocator's
+    // arenas settle after the first ones (one round alone moved by up to
+    // ~2 MiB either way on a loaded machine).
+    abandon_a_round(&server);
+    std::thread::sleep(Duration::from_secs(1));
     let rss_after = rss_kib(server.pid());
     eprintln!(
-        "rss_cold_kib={rss_cold} rss_after_round1_kib={rss_warm} rss_after_round2_kib={rss_after}"
+        "rss_cold_kib={rss_cold} rss_after_round1_kib={rss_warm} rss_after_round2_kib={rss_second} rss_after_round3_kib={rss_after}"
     );
     assert!(
         rss_warm <= rss_cold + RSS_WARM_KIB_MAX,
         "RSS {rss_cold} KiB -> {rss_warm} KiB after the first round"
     );
     assert!(
-        rss_after <= rss_warm + RSS_ROUND_GROWTH_KIB_MAX,
-        "RSS grew {rss_warm} KiB -> {rss_after} KiB over an identical second round"
+        rss_after <= rss_warm.max(rss_second) + RSS_ROUND_GROWTH_KIB_MAX,
+        "RSS grew {rss_warm} / {rss_second} KiB -> {rss_after} KiB over identical rounds"
     );
     publish(&server, "w", "survived");
     read_until(&mut w, "data: survived");

@@ -404,3 +404,34 @@ fn the_idle_clock_starts_when_the_answer_is_sent() {
     assert!(waited >= Duration::from_millis(1200), "{waited:?}");
     assert!(waited < Duration::from_secs(4), "{waited:?}");
 }
+
+/// Defect: the per-connection read cap was below what a valid chunked body
+/// needs on the wire, so a 1 MiB publish in small chunks got 429. Now only
+/// the body limits apply: it is published.
+#[test]
+fn a_large_chunked_publish_in_small_chunks_is_accepted() {
+    let server = Server::start(&["--workers", "1"]);
+    // Just under --body-bytes-max (1 MiB) decoded, in 128-byte chunks: the
+    // framing (~49 KB) takes the wire past the old cap (head + body + one
+    // receive buffer) while staying within the chunked framing bound.
+    let data = "z".repeat(1_040_000);
+    let body = format!(r#"{{"topic":"chunky","data":"{data}"}}"#);
+    let mut wire = Vec::new();
+    for piece in body.as_bytes().chunks(128) {
+        wire.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        wire.extend_from_slice(piece);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\n\r\n");
+    let mut s = server.connect();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(b"POST /publish HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    for part in wire.chunks(8192) {
+        s.write_all(part).unwrap();
+    }
+    let mut answer = [0u8; 512];
+    let n = s.read(&mut answer).unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert_eq!(status_of(&text), 200, "{text}");
+}

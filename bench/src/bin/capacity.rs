@@ -30,10 +30,14 @@ const USAGE: &str = "\
 usage: stentor-capacity [--quick] [--subscribers N,N..] [--rates R,R..] [--payloads B,B..]
                         [--duration-s S] [--max-p99-ms MS] [--max-loss RATIO]
                         [--ceiling-seconds S] [--out-dir DIR] [--bin-dir DIR]
+                        [--pub-inflight N] [--min-published RATIO]
                         [--server-arg ARG]...
 Runs stentor + stentor-loadgen over the sweep, finds the highest rate meeting
 the SLO per (subscribers, payload), runs stentor-ceiling for the same socket
 counts, writes DIR/report.{md,html,json} (default target/capacity).
+The publisher is sequential by default (--pub-inflight 1: one request in flight,
+waits for each answer); a rate counts only if >= --min-published (0.99) of its
+events were accepted, so the max rate is what a sequential publisher sustains.
 Full sweep: a few minutes; --quick: about one minute. See docs/capacity-planning.md.";
 
 /// The full sweep: subscriber counts a 2-core box with a 20000-descriptor
@@ -142,6 +146,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         slo: Slo {
             max_p99_ms: 100.0,
             max_loss: 0.0,
+            min_published: 0.99,
+            pub_inflight: 1,
         },
         out_dir: PathBuf::from("target/capacity"),
         bin_dir: None,
@@ -164,6 +170,14 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--ceiling-seconds" => o.ceiling_s = number(flag, value)?,
             "--max-p99-ms" => o.slo.max_p99_ms = number(flag, value)?,
             "--max-loss" => o.slo.max_loss = number(flag, value)?,
+            "--min-published" => o.slo.min_published = number(flag, value)?.min(1.0),
+            "--pub-inflight" => {
+                o.slo.pub_inflight = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| format!("{flag}: an integer in 1..=10000: {value:?}"))?
+            }
             "--out-dir" => o.out_dir = value.into(),
             "--bin-dir" => o.bin_dir = Some(value.into()),
             "--server-arg" => o.server_args.push(value.clone()),
@@ -497,6 +511,8 @@ fn measure_run(bins: &Bins, options: &Options, run: &mut Run, n: usize) -> Resul
         .args(["--payload-bytes", &run.payload_bytes.to_string()])
         .args(["--max-p99-ms", &options.slo.max_p99_ms.to_string()])
         .args(["--max-loss", &options.slo.max_loss.to_string()])
+        .args(["--min-published", &options.slo.min_published.to_string()])
+        .args(["--pub-inflight", &options.slo.pub_inflight.to_string()])
         .arg("--json")
         .arg(&json_path)
         .arg("--quiet")
@@ -525,21 +541,27 @@ fn measure_run(bins: &Bins, options: &Options, run: &mut Run, n: usize) -> Resul
     run.loadgen_exit = exit?;
     let text = std::fs::read_to_string(&json_path)
         .map_err(|e| format!("loadgen wrote no report (exit {}): {e}", run.loadgen_exit))?;
-    let j: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("loadgen report: {e}"))?;
-    let ms = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) / 1000.0;
-    run.connected = j["subscribers_connected"].as_u64().unwrap_or(0);
-    run.deliveries_expected = j["deliveries_expected"].as_u64().unwrap_or(0);
-    run.deliveries_received = j["deliveries_received"].as_u64().unwrap_or(0);
-    run.deliveries_per_s = j["deliveries_per_s"].as_f64().unwrap_or(0.0);
-    run.loss_ratio = j["loss_ratio"].as_f64().unwrap_or(0.0);
-    run.p50_ms = ms(&j["fast_latency_us"]["p50"]);
-    run.p99_ms = ms(&j["fast_latency_us"]["p99"]);
-    run.max_ms = ms(&j["fast_latency_us"]["max"]);
-    run.machine_cpu_busy = j["loadgen"]["machine_cpu_busy"].as_f64();
-    run.warnings = strings(&j["warnings"]);
-    run.slo_failures = strings(&j["slo"]["failures"]);
-    run.slo_met = run.loadgen_exit == 0 && j["slo"]["met"].as_bool() == Some(true);
+    let j = stentor_loadgen::contract::RunReport::from_json(&text)?;
+    let ms = |us: u64| us as f64 / 1000.0;
+    run.connected = j.subscribers_connected;
+    run.deliveries_expected = j.deliveries_expected;
+    run.deliveries_received = j.deliveries_received;
+    run.deliveries_per_s = j.deliveries_per_s;
+    run.loss_ratio = j.loss_ratio;
+    run.p50_ms = ms(j.fast_latency_us.p50);
+    run.p99_ms = ms(j.fast_latency_us.p99);
+    run.max_ms = ms(j.fast_latency_us.max);
+    run.events_scheduled = j.events_scheduled;
+    run.events_accepted = j.events_accepted;
+    run.publish_rtt_p50_ms = ms(j.publish_round_trip_us.p50);
+    run.publish_rtt_p99_ms = ms(j.publish_round_trip_us.p99);
+    run.publish_rtt_max_ms = ms(j.publish_round_trip_us.max);
+    run.publish_lag_p99_ms = j.publish_lag_ms_p99;
+    run.publish_lag_max_ms = j.publish_lag_ms_max;
+    run.machine_cpu_busy = j.loadgen.machine_cpu_busy;
+    run.warnings = j.warnings;
+    run.slo_failures = j.slo.failures;
+    run.slo_met = run.loadgen_exit == 0 && j.slo.met;
     if run.server_deliveries > 0 {
         run.server_cpu_us_per_delivery = run.server_cpu_s * 1e6 / run.server_deliveries as f64;
     }
@@ -547,16 +569,6 @@ fn measure_run(bins: &Bins, options: &Options, run: &mut Run, n: usize) -> Resul
         run.events_per_send = run.server_deliveries as f64 / run.server_sends as f64;
     }
     Ok(())
-}
-
-fn strings(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn one_ceiling(bins: &Bins, options: &Options, subscribers: u32, payload: u32) -> Ceiling {

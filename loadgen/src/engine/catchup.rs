@@ -48,7 +48,7 @@ impl Engine {
     }
 
     fn accepted(&self, idx: usize) -> u64 {
-        self.shared.accepted[self.subs[idx].topic as usize].load(Ordering::Acquire)
+        self.shared.accepted[self.subs[idx].channel as usize].load(Ordering::Acquire)
     }
 }
 

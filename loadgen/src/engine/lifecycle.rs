@@ -34,7 +34,7 @@ impl Engine {
 
     /// A connection attempt failed before the stream opened.
     pub(super) fn fail_attempt(&mut self, idx: usize, kind: &str, now: u64) {
-        bump(&mut self.stats.connect_errors, kind);
+        self.connect_error(idx, kind, now);
         self.pending = self.pending.saturating_sub(1);
         let was_connected = self.subs[idx].ever_connected;
         let reconnect = was_connected && self.wants_reconnect(idx);
@@ -47,6 +47,23 @@ impl Engine {
         self.begin_close(idx, now);
     }
 
+    /// connect() found the 4-tuple taken: close the slot and try the next
+    /// pair as soon as the close completes (same attempt, not an error).
+    pub(super) fn retry_source_pair(&mut self, idx: usize, now: u64) {
+        self.stats.source_pair_retries += 1;
+        self.pending = self.pending.saturating_sub(1);
+        let s = &mut self.subs[idx];
+        s.pair_retry = true;
+        s.pair_retries += 1;
+        self.begin_close(idx, now);
+    }
+
+    /// A connect error of `kind` for subscriber `idx`: its node's count and the second's.
+    pub(super) fn connect_error(&mut self, idx: usize, kind: &str, now: u64) {
+        bump(&mut self.node_stats(idx).connect_errors, kind);
+        self.stats.series.at(super::second_of(now)).error(kind);
+    }
+
     /// A fast subscriber that will not come back leaves the drain arithmetic.
     pub(super) fn leave_live(&mut self, idx: usize) {
         if self.subs[idx].ledger.slow {
@@ -54,7 +71,7 @@ impl Engine {
         }
         self.flush_counters();
         let s = &self.subs[idx];
-        self.shared.live_fast[s.topic as usize].fetch_sub(1, Ordering::AcqRel);
+        self.shared.live_fast[s.channel as usize].fetch_sub(1, Ordering::AcqRel);
         self.shared
             .live_unique
             .fetch_sub(s.ledger.tracker.unique(), Ordering::AcqRel);
@@ -69,13 +86,15 @@ impl Engine {
 
     /// An open stream ended (server close, error, protocol error).
     pub(super) fn end_stream(&mut self, idx: usize, cause: &str, now: u64) {
-        bump(&mut self.stats.disconnects, cause);
+        bump(&mut self.node_stats(idx).disconnects, cause);
+        self.stats.series.at(super::second_of(now)).disconnects += 1;
         self.shared.streaming.fetch_sub(1, Ordering::AcqRel);
         let reconnect = self.wants_reconnect(idx);
         let s = &mut self.subs[idx];
         if s.ledger.slow && !s.dropped {
             s.dropped = true;
             self.stats.slow_clients_dropped += 1;
+            self.stats.series.at(super::second_of(now)).slow_drops += 1;
             if s.state == State::Verdict {
                 self.stats.slow_drops_seen_at_end += 1;
                 self.shared.verdicts_pending.fetch_sub(1, Ordering::AcqRel);
@@ -132,6 +151,13 @@ impl Engine {
         );
         s.state = State::Closed;
         s.req = None;
+        if s.pair_retry {
+            s.pair_retry = false;
+            if !self.shared.flag(&self.shared.stop) {
+                self.start_connect(idx, now);
+            }
+            return;
+        }
         if s.reconnect_wanted && !self.shared.flag(&self.shared.stop) {
             s.reconnect_wanted = false;
             s.reconnect_queued = true;

@@ -13,10 +13,12 @@
 //! never touch the next attempt. At most one I/O op per subscriber is in
 //! flight (connect, then send, then recv or poll), plus cancel/close.
 
+pub(crate) mod busy;
 mod catchup;
 mod lifecycle;
-mod ports;
+pub(crate) mod ports;
 mod slow;
+mod stages;
 mod sub;
 mod sys;
 
@@ -32,7 +34,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring};
 
 use crate::cli::{RunConfig, SlowMode};
 use crate::shared::Shared;
-use crate::stats::{bump, Stats};
+use crate::stats::Stats;
 use crate::stream::{Clock, Step, StreamReader};
 use ports::PortCursor;
 use stentor::ring::bufring::BufRing;
@@ -55,8 +57,9 @@ const SLOW_BUF_BYTES: usize = 4096;
 const TICK_NS: u64 = 100_000_000;
 /// Longest sleep in the ring wait, so flags are seen promptly.
 const WAIT_NS_MAX: u64 = 20_000_000;
-/// Source pairs tried per connect when bind says a port is taken.
-const BIND_TRIES_MAX: usize = 256;
+/// Fresh source pairs tried when connect() says a pair's 4-tuple is still
+/// taken (another process's connection: ours are skipped up front).
+const PAIR_RETRIES_MAX: u16 = 64;
 /// Reconnect attempts per subscriber over a run.
 const RECONNECTS_MAX: u16 = 1000;
 /// Reconnect delay when the stream gave no `retry:`, and the cap on what it gave.
@@ -72,6 +75,11 @@ const OP_CLOSE: u64 = 6;
 const OP_CANCEL: u64 = 7;
 
 const GEN_MASK: u64 = 0x0FFF_FFFF;
+
+/// Second of the run (since the epoch) `now_ns` falls in.
+fn second_of(now_ns: u64) -> u32 {
+    (now_ns / 1_000_000_000) as u32
+}
 
 fn user_data(kind: u64, gen: u32, idx: u32) -> u64 {
     (kind << 60) | ((gen as u64 & GEN_MASK) << 32) | idx as u64
@@ -122,10 +130,14 @@ struct Engine {
     shared: Arc<Shared>,
     thread_idx: usize,
     subs: Vec<Sub>,
-    server: Box<libc::sockaddr_in>,
+    /// Per node (`--url` order), the address connects go to. Never resized
+    /// after setup: in-flight Connect SQEs point into it.
+    servers: Vec<libc::sockaddr_in>,
     /// Explicit source pairs, when source addresses are given.
     ports: Option<PortCursor>,
     stats: Stats,
+    /// Per node: what happens to its subscribers (merged into the total at the end).
+    nodes: Vec<Stats>,
     backlog: VecDeque<squeue::Entry>,
     cqes: Vec<(u64, i32, u32)>,
     items: Vec<stentor::wire::sse::Item>,
@@ -142,6 +154,11 @@ struct Engine {
     /// Unique deliveries not yet added to the shared counters.
     unflushed_live: u64,
     unflushed_all: u64,
+    /// Scenario stage whose start this thread has acted on.
+    stage_entered: Option<usize>,
+    /// Subscribers owed a churn disconnect (fractional), and where to look next.
+    churn_credit: f64,
+    churn_cursor: usize,
 }
 
 impl Engine {
@@ -153,17 +170,31 @@ impl Engine {
         let bufs = BufRing::new(&ring.submitter(), BUF_GROUP, READ_BUFS, READ_BUF_BYTES)?;
         let subs = globals
             .iter()
-            .map(|&g| Sub::new((g % cfg.topics.len()) as u32, cfg.is_slow(g)))
+            .map(|&g| {
+                let (topic, node) = (g % cfg.topics.len(), cfg.node_of(g));
+                let channel = cfg.channel(node, topic);
+                Sub::new(topic as u32, node as u16, channel as u32, cfg.is_slow(g))
+            })
             .collect();
-        let SocketAddr::V4(v4) = cfg.server else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "IPv6 servers are not supported",
-            ));
-        };
-        let server = Box::new(sockaddr(*v4.ip(), v4.port()));
-        let ports = (!cfg.source_ips.is_empty())
-            .then(|| PortCursor::new(cfg.source_ips.clone(), thread_idx, cfg.threads));
+        let mut servers = Vec::with_capacity(cfg.nodes.len());
+        for n in &cfg.nodes {
+            let SocketAddr::V4(v4) = n.server else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "IPv6 servers are not supported",
+                ));
+            };
+            servers.push(sockaddr(*v4.ip(), v4.port()));
+        }
+        let ports = (!cfg.source_ips.is_empty()).then(|| {
+            PortCursor::new(
+                cfg.source_ips.clone(),
+                thread_idx,
+                cfg.threads,
+                cfg.busy_pairs.clone(),
+            )
+            .starting_at(std::process::id() as u64)
+        });
         let now = shared.now_ns();
         let ramp_interval_ns = 1e9 * cfg.threads as f64 / cfg.connect_rate;
         Ok(Self {
@@ -171,7 +202,16 @@ impl Engine {
             bufs,
             thread_idx,
             subs,
-            server,
+            servers,
+            nodes: (0..cfg.nodes.len())
+                .map(|_| {
+                    let ends = cfg.schedule.stages.iter().map(|s| s.end_ns).collect();
+                    Stats::default().with_stages(ends)
+                })
+                .collect(),
+            stage_entered: None,
+            churn_credit: 0.0,
+            churn_cursor: thread_idx,
             ports,
             stats: Stats::default(),
             backlog: VecDeque::new(),
@@ -287,7 +327,7 @@ impl Engine {
         if self.shared.flag(&self.shared.ramp_over) {
             // Never started: counted once, as a connect error of its own kind.
             while self.ramp_next < self.subs.len() {
-                bump(&mut self.stats.connect_errors, "not_started");
+                self.connect_error(self.ramp_next, "not_started", now);
                 self.resolve(self.ramp_next);
                 self.ramp_next += 1;
             }
@@ -320,8 +360,18 @@ impl Engine {
     fn start_connect(&mut self, idx: usize, now: u64) {
         let slow = self.subs[idx].ledger.slow;
         let mut opened = Err("no_source_port".to_string());
-        for _ in 0..BIND_TRIES_MAX {
-            let source = self.ports.as_mut().map(|p| p.next_pair());
+        // A port another program holds (any socket bound without
+        // SO_REUSEADDR: every kernel-chosen client port of this host, and
+        // a busy host can fill most of ip_local_port_range) fails bind at
+        // once; the cursor moves past it for good, so the walk may cover
+        // the whole cycle and still costs each port at most once per lap.
+        let tries = self.ports.as_ref().map_or(1, |p| p.capacity() as usize);
+        for _ in 0..tries {
+            let source = match self.ports.as_mut().map(|p| p.next_pair()) {
+                Some(None) => break,
+                Some(Some(pair)) => Some(pair),
+                None => None,
+            };
             opened = open_socket(source, slow);
             match &opened {
                 Err(k) if k == "bind_eaddrinuse" && source.is_some() => continue,
@@ -331,7 +381,7 @@ impl Engine {
         let fd = match opened {
             Ok(fd) => fd,
             Err(kind) => {
-                bump(&mut self.stats.connect_errors, &kind);
+                self.connect_error(idx, &kind, now);
                 self.attempt_lost(idx);
                 return;
             }
@@ -343,10 +393,8 @@ impl Engine {
         // SAFETY: fd is ours; the table holds its own reference now.
         unsafe { libc::close(fd) };
         if let Err(e) = installed {
-            bump(
-                &mut self.stats.connect_errors,
-                &format!("install_{}", errno_name(e.raw_os_error().unwrap_or(0))),
-            );
+            let kind = format!("install_{}", errno_name(e.raw_os_error().unwrap_or(0)));
+            self.connect_error(idx, &kind, now);
             self.attempt_lost(idx);
             return;
         }
@@ -356,7 +404,8 @@ impl Engine {
         s.op = Some(ud);
         s.state = State::Connecting;
         self.pending += 1;
-        let addr = &*self.server as *const libc::sockaddr_in as *const libc::sockaddr;
+        let node = self.subs[idx].node as usize;
+        let addr = &self.servers[node] as *const libc::sockaddr_in as *const libc::sockaddr;
         let e = opcode::Connect::new(
             Fixed(idx as u32),
             addr,
@@ -402,13 +451,14 @@ impl Engine {
                 if let Some(bid) = cqueue::buffer_select(flags) {
                     if res > 0 {
                         let data = self.bufs.get(bid, res as usize);
+                        let node = self.subs[idx].node as usize;
                         // No copy: split borrows of the engine's fields.
                         let step = feed(
                             &mut self.subs[idx],
                             data,
                             now,
                             &self.shared,
-                            &mut self.stats,
+                            &mut self.nodes[node],
                             &mut self.items,
                         );
                         self.bufs.give_back(bid);
@@ -424,6 +474,7 @@ impl Engine {
                 if res > 0 {
                     // The verdict read parses too, as a client would: a
                     // drop it finds is resumed from the last id it parsed.
+                    let node = self.subs[idx].node as usize;
                     let s = &mut self.subs[idx];
                     if let Some(buf) = s.slow_buf.take() {
                         let n = (res as usize).min(buf.len());
@@ -433,7 +484,7 @@ impl Engine {
                             &buf[..n],
                             now,
                             &self.shared,
-                            &mut self.stats,
+                            &mut self.nodes[node],
                             &mut self.items,
                         );
                         self.subs[idx].slow_buf = Some(buf);
@@ -466,12 +517,21 @@ impl Engine {
         if self.subs[idx].state == State::Closing {
             return;
         }
+        if res == -libc::EADDRNOTAVAIL
+            && self.ports.is_some()
+            && self.subs[idx].pair_retries < PAIR_RETRIES_MAX
+        {
+            self.retry_source_pair(idx, now);
+            return;
+        }
         if res < 0 {
             self.fail_attempt(idx, &errno_name(-res), now);
             return;
         }
+        self.subs[idx].pair_retries = 0;
         let topic = self.subs[idx].topic as usize;
-        let mut req = self.cfg.sub_requests[topic].clone();
+        let node = self.subs[idx].node as usize;
+        let mut req = self.cfg.nodes[node].sub_requests[topic].clone();
         if let Some(id) = &self.subs[idx].ledger.last_event_id {
             req.push_str("Last-Event-ID: ");
             req.push_str(id);
@@ -618,13 +678,18 @@ impl Engine {
         s.state = State::Streaming;
         s.streaming_since_ns = now;
         let slow = s.reads_slowly;
-        let topic = s.topic as usize;
         let connect_us = now.saturating_sub(s.attempt_start_ns) / 1_000;
+        let slow_ledger = s.ledger.slow;
+        self.resumed_after_drop(idx, now);
+        let part = self.stats.series.at(second_of(now));
+        part.connects += 1;
+        part.resumes += u64::from(!first);
         self.stats.connect_us.saturating_record(connect_us.max(1));
         self.shared.streaming.fetch_add(1, Ordering::AcqRel);
         if first {
-            if !s.ledger.slow {
-                self.shared.live_fast[topic].fetch_add(1, Ordering::AcqRel);
+            if !slow_ledger {
+                let channel = self.subs[idx].channel as usize;
+                self.shared.live_fast[channel].fetch_add(1, Ordering::AcqRel);
             }
             self.resolve(idx);
         }
@@ -671,7 +736,18 @@ impl Engine {
             let left = self.catchup_left();
             self.shared.catchup_left[self.thread_idx].store(left, Ordering::Release);
         }
-        let p99 = self.stats.fast_latency_us.value_at_quantile(0.99);
+        self.drive_stages(now);
+        let second = second_of(now);
+        self.stats.series.ship(&self.shared, second, false);
+        for n in &mut self.nodes {
+            n.series.ship(&self.shared, second, false);
+        }
+        let p99 = self
+            .nodes
+            .iter()
+            .map(|n| n.fast_latency_us.value_at_quantile(0.99))
+            .max()
+            .unwrap_or(0);
         self.shared.p99_us[self.thread_idx].store(p99, Ordering::Relaxed);
     }
 
@@ -691,14 +767,28 @@ impl Engine {
     }
 
     /// Per-subscriber totals: expected deliveries, loss, resume verdicts.
+    /// The stats of subscriber `idx`'s node.
+    fn node_stats(&mut self, idx: usize) -> &mut Stats {
+        &mut self.nodes[self.subs[idx].node as usize]
+    }
+
     fn finish(mut self) -> Stats {
-        let mut st = std::mem::take(&mut self.stats);
+        let second = second_of(self.shared.now_ns());
+        self.stats.series.ship(&self.shared, second, true);
+        for n in &mut self.nodes {
+            n.series.ship(&self.shared, second, true);
+        }
+        let mut nodes = std::mem::take(&mut self.nodes);
         for s in &self.subs {
             if !s.ever_connected {
                 continue;
             }
+            let st = &mut nodes[s.node as usize];
             st.subscribers_connected += 1;
-            let accepted = self.shared.accepted[s.topic as usize].load(Ordering::Acquire);
+            if let Some((_, stage)) = s.dropped_at {
+                st.stage_not_resumed[stage as usize] += 1;
+            }
+            let accepted = self.shared.accepted[s.channel as usize].load(Ordering::Acquire);
             let unique = s.ledger.tracker.unique();
             let lost = accepted.saturating_sub(unique);
             if s.ledger.slow {
@@ -716,6 +806,11 @@ impl Engine {
                 }
             }
         }
+        let mut st = std::mem::take(&mut self.stats);
+        for n in &nodes {
+            st.merge(n.clone());
+        }
+        st.per_node = nodes;
         st.thread_cpu_s.push(thread_cpu_s());
         st
     }

@@ -29,6 +29,10 @@ pub enum State {
 #[derive(Debug)]
 pub struct Sub {
     pub topic: u32,
+    /// Node it connects to (`--url` order).
+    pub node: u16,
+    /// Expectation channel (`RunConfig::channel`): what it is owed.
+    pub channel: u32,
     pub gen: u32,
     pub state: State,
     /// user_data of the one read/write op in flight on the slot.
@@ -59,12 +63,22 @@ pub struct Sub {
     pub reconnect_wanted: bool,
     /// In the engine's reconnect queue (closed, waiting for its retry time).
     pub reconnect_queued: bool,
+    /// connect() refused the source pair (EADDRNOTAVAIL): once the slot is
+    /// closed, try again at once from the next pair.
+    pub pair_retry: bool,
+    /// Such retries of the current attempt.
+    pub pair_retries: u16,
+    /// Disconnected by a scenario stage's churn or storm (when, which
+    /// stage), until it streams again.
+    pub dropped_at: Option<(u64, u16)>,
 }
 
 impl Sub {
-    pub fn new(topic: u32, slow: bool) -> Self {
+    pub fn new(topic: u32, node: u16, channel: u32, slow: bool) -> Self {
         Self {
             topic,
+            node,
+            channel,
             gen: 0,
             state: State::Idle,
             op: None,
@@ -88,6 +102,9 @@ impl Sub {
             drop_seen_ns: None,
             reconnect_wanted: false,
             reconnect_queued: false,
+            pair_retry: false,
+            pair_retries: 0,
+            dropped_at: None,
         }
     }
 

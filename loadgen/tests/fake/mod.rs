@@ -32,6 +32,9 @@ pub struct Faults {
     /// Drop blocked subscribers with a FIN queued behind the unread data
     /// instead of a reset.
     pub drop_gracefully: bool,
+    /// Each publish is answered this long after it was read (a server that
+    /// answers only after its fan-out); the next request waits behind it.
+    pub answer_delay: Duration,
     /// Publishes whose id is a multiple of k are refused with 503 (not sent).
     pub reject_every: Option<u64>,
     /// Status for `GET /events` (200 = stream).
@@ -170,6 +173,7 @@ fn handle(
                 continue;
             }
             let _ = tx.send((Instant::now() + faults.delay, id, topic, data));
+            std::thread::sleep(faults.answer_delay);
             let body = format!("{{\"id\":\"{id}\"}}");
             let resp = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

@@ -182,20 +182,20 @@ fn json_element(text: &str, rules: &PublishRules) -> Result<PublishRequest, Publ
     let topic_raw = raw
         .topic
         .ok_or_else(|| PublishError::bad("topic", "missing `topic`"))?;
-    let topic_name = json_string(topic_raw)
+    let topic_name = json_string(topic_raw, "topic")?
         .ok_or_else(|| PublishError::bad("topic", "`topic` must be a string"))?;
     let topic = parse_topic(&topic_name, rules)?;
     let data_raw = raw.data.ok_or_else(|| {
         PublishError::bad("data", "missing `data` (send \"\" for an empty payload)")
     })?;
-    let data = match json_string(data_raw) {
+    let data = match json_string(data_raw, "data")? {
         Some(s) => s,
         None => minify_json(data_raw.get()),
     };
     let event = match raw.event {
         None => None,
         Some(r) => {
-            let s = json_string(r)
+            let s = json_string(r, "event")?
                 .ok_or_else(|| PublishError::bad("event", "`event` must be a string"))?;
             event_type(s)?
         }
@@ -215,16 +215,22 @@ fn json_element(text: &str, rules: &PublishRules) -> Result<PublishRequest, Publ
     })
 }
 
-/// The string a raw JSON value holds, if it is a string.
-fn json_string(raw: &RawValue) -> Option<String> {
+/// The string a raw JSON value holds: `None` if it is not a string, a
+/// refusal if it is one that decodes to no text. `"\ud800"` (a lone UTF-16
+/// surrogate escape) is valid JSON syntax but no Unicode string; taking it
+/// for "not a string" published `data` as its JSON literal, quotes and all
+/// (found by fuzzing).
+fn json_string(raw: &RawValue, field: &'static str) -> Result<Option<String>, PublishError> {
     if !raw.get().starts_with('"') {
-        return None;
+        return Ok(None);
     }
-    serde_json::from_str::<String>(raw.get()).ok()
+    serde_json::from_str::<String>(raw.get())
+        .map(Some)
+        .map_err(|e| PublishError::bad(field, format!("`{field}` is not valid Unicode: {e}")))
 }
 
 fn json_retry(raw: &RawValue) -> Result<u64, PublishError> {
-    match json_string(raw) {
+    match json_string(raw, "retry")? {
         Some(s) => text_retry(&s),
         // A JSON number: the same rule on its text, so a sign, a fraction or
         // an exponent is refused rather than rounded.
@@ -602,6 +608,31 @@ mod tests {
             let e = err(FORM, body);
             assert_eq!((e.status, e.field), (400, field), "{body}: {e}");
         }
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `publish_body`): a string holding
+    /// a lone UTF-16 surrogate escape was taken for "not a string", so
+    /// `data` went out as its JSON literal (`"\ud800"`, quotes and all).
+    #[test]
+    fn json_strings_that_are_no_unicode_are_refused_by_field() {
+        for (body, field) in [
+            (r#"{"topic":"a","data":"\ud800"}"#, "data"),
+            (r#"{"topic":"a","data":"x\udc00y"}"#, "data"),
+            (r#"{"topic":"\ud800","data":"x"}"#, "topic"),
+            (r#"{"topic":"a","data":"x","event":"\udbff"}"#, "event"),
+            (r#"{"topic":"a","data":"x","retry":"\ud800"}"#, "retry"),
+        ] {
+            let e = err(JSON, body);
+            assert_eq!((e.status, e.field), (400, Some(field)), "{body}: {e}");
+            assert!(e.message.contains("not valid Unicode"), "{body}: {e}");
+        }
+        // A pair of surrogates is one character and stays accepted.
+        assert_eq!(
+            one(JSON, r#"{"topic":"a","data":"\ud83d\ude00"}"#)
+                .event
+                .data,
+            "😀"
+        );
     }
 
     #[test]

@@ -15,9 +15,48 @@ use io_uring::IoUring;
 /// batch of completions goes out in one `io_uring_enter`; if a batch makes
 /// more, the queue is submitted early and filling goes on (nothing dropped).
 pub const SQ_ENTRIES: u32 = 4096;
-/// Completion queue entries: 4× the SQ because multishot ops (recv) post many
-/// completions per SQE. Overflow beyond it is kept by the kernel (NODROP).
-pub const CQ_ENTRIES: u32 = 16384;
+/// Completion queue entries of a ring with few connections: 4× the SQ
+/// because multishot ops (recv) post many completions per SQE.
+pub const CQ_ENTRIES_MIN: u32 = 16384;
+/// The kernel's bound on a CQ (`IORING_MAX_CQ_ENTRIES` = 2 × 32768); a
+/// larger request is EINVAL.
+pub const CQ_ENTRIES_MAX: u32 = 65536;
+/// Test hook (`STENTOR_FAULT_CQ_ENTRIES=N`): every ring gets a CQ of N
+/// entries (and an SQ of N/2), so the CQ overflow path runs under real
+/// traffic. Unset in production.
+pub const FAULT_CQ_ENTRIES_ENV: &str = "STENTOR_FAULT_CQ_ENTRIES";
+
+/// The CQ a ring holding `connections` needs so that one completion per
+/// connection (a full broadcast: one send each) plus as many again
+/// (recvs, cancels, closes arriving in the same turn) fit without
+/// overflow: the next power of two ≥ 2 × connections, within the kernel's
+/// bound. At the bound (more than 32,768 connections per ring) a full
+/// turn can still overflow; the kernel then keeps the extra completions
+/// (`IORING_FEAT_NODROP`) and the worker's loop flushes them on its next
+/// enter without sleeping: nothing is lost either way.
+pub fn cq_entries_for(connections: u32) -> u32 {
+    connections
+        .saturating_mul(2)
+        .checked_next_power_of_two()
+        .unwrap_or(CQ_ENTRIES_MAX)
+        .clamp(CQ_ENTRIES_MIN, CQ_ENTRIES_MAX)
+}
+
+/// The (SQ, CQ) sizes for a ring of `connections`: from
+/// [`cq_entries_for`], or the test hook's tiny sizes when it is set.
+pub fn ring_entries(connections: u32) -> (u32, u32) {
+    let fault = std::env::var(FAULT_CQ_ENTRIES_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|&n| n >= 2);
+    match fault {
+        Some(cq) => {
+            let cq = cq.next_power_of_two().min(CQ_ENTRIES_MAX);
+            (cq / 2, cq)
+        }
+        None => (SQ_ENTRIES, cq_entries_for(connections)),
+    }
+}
 
 /// Which setup flags the ring got (logged at debug level, and why it matters:
 /// DEFER_TASKRUN runs completions only when we wait, so they arrive batched).
@@ -34,11 +73,11 @@ pub enum RingMode {
 /// Build a ring on the calling thread (DEFER_TASKRUN requires the thread that
 /// creates the ring to be the one that submits), falling back flag by flag on
 /// kernels that answer EINVAL.
-pub fn build_ring() -> io::Result<(IoUring, RingMode)> {
+pub fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<(IoUring, RingMode)> {
     let mut last_err = None;
     for mode in [RingMode::Deferred, RingMode::Coop, RingMode::Plain] {
         let mut builder = IoUring::builder();
-        builder.setup_cqsize(CQ_ENTRIES);
+        builder.setup_cqsize(cq_entries);
         match mode {
             RingMode::Deferred => {
                 builder
@@ -51,13 +90,40 @@ pub fn build_ring() -> io::Result<(IoUring, RingMode)> {
             }
             RingMode::Plain => {}
         }
-        match builder.build(SQ_ENTRIES) {
+        match builder.build(sq_entries) {
             Ok(ring) => return Ok((ring, mode)),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
             Err(e) => return Err(e),
         }
     }
     Err(last_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)))
+}
+
+/// Build a ring with `build(cq_entries)`; when the kernel cannot find the
+/// memory for that CQ (ENOMEM, seen when many processes start rings at
+/// once on a loaded host), try again with half, down to `CQ_ENTRIES_MIN`
+/// (never below the SQ). A smaller CQ is still lossless: what overflows it
+/// is kept by the kernel (NODROP) and flushed on the next enter. Logged,
+/// since a full broadcast then overflows.
+pub fn with_smaller_cq_on_enomem<T>(
+    worker: usize,
+    cq_entries: u32,
+    mut build: impl FnMut(u32) -> io::Result<T>,
+) -> io::Result<T> {
+    let mut cq = cq_entries;
+    loop {
+        match build(cq) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && cq / 2 >= CQ_ENTRIES_MIN => {
+                cq /= 2;
+                crate::warn!(
+                    "no memory for a ring's completion queue; trying a smaller one",
+                    worker = worker,
+                    cq_entries = cq
+                );
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Submit what `ring` holds and wait for `want` completions (0: do not
@@ -86,14 +152,10 @@ pub fn submit_and_reap(ring: &mut IoUring, want: usize) -> io::Result<usize> {
 /// on its primary ring, so it has no DEFER_TASKRUN (which would hold them
 /// until this ring itself is entered); an eventfd registered on it is read
 /// by the primary ring.
-pub fn build_secondary_ring() -> io::Result<IoUring> {
-    let mut builder = IoUring::builder();
-    builder.setup_cqsize(CQ_ENTRIES);
-    match builder.build(SQ_ENTRIES) {
-        Ok(ring) => Ok(ring),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::new(SQ_ENTRIES),
-        Err(e) => Err(e),
-    }
+pub fn build_secondary_ring(sq_entries: u32, cq_entries: u32) -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_cqsize(cq_entries)
+        .build(sq_entries)
 }
 
 /// Turn a failure to set up io_uring into a message that names the cause
@@ -140,7 +202,8 @@ mod tests {
 
     #[test]
     fn builds_a_ring_here() {
-        let (ring, mode) = build_ring().expect("io_uring on this machine");
+        let (ring, mode) =
+            build_ring(SQ_ENTRIES, CQ_ENTRIES_MIN).expect("io_uring on this machine");
         assert!(ring.params().sq_entries() >= SQ_ENTRIES);
         // Linux 6.18 has DEFER_TASKRUN; a fallback here would mean a bug.
         assert_eq!(mode, RingMode::Deferred);
@@ -169,7 +232,7 @@ mod reap_tests {
     /// wake-ups stall for as long as the overflow lasts.
     #[test]
     fn an_enter_without_waiting_reaps_deferred_completions() {
-        let (mut ring, mode) = build_ring().unwrap();
+        let (mut ring, mode) = build_ring(SQ_ENTRIES, CQ_ENTRIES_MIN).unwrap();
         assert_eq!(mode, RingMode::Deferred);
         let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
         let mut data = [0u8; 16];
@@ -208,9 +271,9 @@ mod chained_wake_tests {
     /// the primary. This is what lets one thread own several rings.
     #[test]
     fn a_secondary_ring_wakes_the_primary_through_an_eventfd() {
-        let (mut primary, mode) = build_ring().unwrap();
+        let (mut primary, mode) = build_ring(SQ_ENTRIES, CQ_ENTRIES_MIN).unwrap();
         assert_eq!(mode, RingMode::Deferred);
-        let mut secondary = build_secondary_ring().unwrap();
+        let mut secondary = build_secondary_ring(SQ_ENTRIES, CQ_ENTRIES_MIN).unwrap();
         // SAFETY: plain syscall, checked.
         let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         assert!(efd >= 0);
@@ -264,5 +327,96 @@ mod chained_wake_tests {
         drop(secondary);
         drop(primary);
         unsafe { libc::close(efd) };
+    }
+}
+
+#[cfg(test)]
+mod overflow_tests {
+    use super::*;
+    use io_uring::opcode;
+
+    #[test]
+    fn enomem_halves_the_cq_down_to_the_minimum() {
+        let mut tried = Vec::new();
+        let got = with_smaller_cq_on_enomem(0, CQ_ENTRIES_MAX, |cq| {
+            tried.push(cq);
+            Err::<(), _>(io::Error::from_raw_os_error(libc::ENOMEM))
+        });
+        assert!(got.is_err());
+        assert_eq!(tried, vec![65_536, 32_768, 16_384]);
+        let mut tried = Vec::new();
+        let got = with_smaller_cq_on_enomem(0, CQ_ENTRIES_MAX, |cq| {
+            tried.push(cq);
+            if cq > 32_768 {
+                Err(io::Error::from_raw_os_error(libc::ENOMEM))
+            } else {
+                Ok(cq)
+            }
+        });
+        assert_eq!(got.unwrap(), 32_768);
+        // Other errors are not retried.
+        let mut calls = 0;
+        let _ = with_smaller_cq_on_enomem(0, CQ_ENTRIES_MAX, |_| {
+            calls += 1;
+            Err::<(), _>(io::Error::from_raw_os_error(libc::EINVAL))
+        });
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn the_cq_holds_a_full_broadcast_of_a_ring() {
+        // The plan's usual ring: 19,968 connections.
+        assert_eq!(cq_entries_for(19_968), 65_536);
+        assert!(cq_entries_for(19_968) >= 2 * 19_968);
+        assert_eq!(cq_entries_for(100), CQ_ENTRIES_MIN);
+        assert_eq!(cq_entries_for(u32::MAX), CQ_ENTRIES_MAX);
+        for conns in [1u32, 8_000, 8_193, 32_768] {
+            let cq = cq_entries_for(conns);
+            assert!(cq.is_power_of_two() && cq >= 2 * conns, "{conns}: {cq}");
+        }
+        // The kernel takes the largest size we ask for.
+        let (ring, _) = build_ring(SQ_ENTRIES, cq_entries_for(65_504)).unwrap();
+        assert_eq!(ring.params().cq_entries(), CQ_ENTRIES_MAX);
+        build_secondary_ring(SQ_ENTRIES, CQ_ENTRIES_MAX).unwrap();
+    }
+
+    /// A CQ far too small for what completes: the kernel keeps the
+    /// overflow (NODROP) and entering again without waiting, as the
+    /// worker's loop does while `cq_overflow()` is set, hands every
+    /// completion over, none lost and none twice.
+    #[test]
+    fn an_overflowing_cq_loses_no_completion() {
+        let (mut ring, mode) = build_ring(4, 8).unwrap();
+        assert_eq!(mode, RingMode::Deferred);
+        assert!(ring.params().is_feature_nodrop());
+        const OPS: u64 = 200;
+        for i in 0..OPS {
+            // SAFETY: a nop points at no memory.
+            while unsafe {
+                ring.submission()
+                    .push(&opcode::Nop::new().build().user_data(i))
+            }
+            .is_err()
+            {
+                ring.submit().unwrap();
+            }
+        }
+        ring.submit().unwrap();
+        let mut seen = vec![0u32; OPS as usize];
+        let mut overflowed = false;
+        for _ in 0..1_000 {
+            let n: Vec<u64> = ring.completion().map(|c| c.user_data()).collect();
+            for ud in n {
+                seen[ud as usize] += 1;
+            }
+            let held = ring.submission().cq_overflow();
+            overflowed |= held;
+            if seen.iter().all(|&n| n == 1) && !held {
+                break;
+            }
+            submit_and_reap(&mut ring, 0).unwrap();
+        }
+        assert!(overflowed, "the test did not overflow the CQ");
+        assert!(seen.iter().all(|&n| n == 1), "lost or doubled: {seen:?}");
     }
 }

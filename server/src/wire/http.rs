@@ -317,7 +317,14 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<HeadStatus, HttpError> 
             let head = build_head(&req, &window[..head_len], limits)?;
             Ok(HeadStatus::Complete { head, head_len })
         }
-        Err(error) => Err(map_parse_error(error, window, req.version.is_some())),
+        Err(error) => {
+            // A target that outgrew its limit before the byte parsing
+            // stopped at is a 414, as it was while those bytes were partial.
+            if target_bytes_before_error(window, req.path) > limits.uri_bytes_max {
+                return Err(HttpError::UriTooLong);
+            }
+            Err(map_parse_error(error, window, req.version.is_some()))
+        }
     }
 }
 
@@ -336,50 +343,97 @@ fn partial_target_bytes(window: &[u8], parsed: Option<&str>) -> usize {
     }
 }
 
+/// Bytes of the request target before the byte parsing of `window`
+/// stopped at (`parsed`: the target, when httparse completed it).
+fn target_bytes_before_error(window: &[u8], parsed: Option<&str>) -> usize {
+    if let Some(path) = parsed {
+        return path.len();
+    }
+    // Parsing stopped in the method or the target. Counting to the next
+    // space would take in bytes after the one refused; find that byte (a
+    // binary search with httparse, only when the count could matter).
+    let upper = partial_target_bytes(window, None);
+    if upper == 0 {
+        return 0;
+    }
+    let (mut parses, mut fails) = (0, window.len());
+    while fails - parses > 1 {
+        let mid = parses + (fails - parses) / 2;
+        let mut storage = [httparse::EMPTY_HEADER; HEADERS_COUNT_CEILING];
+        if httparse::Request::new(&mut storage)
+            .parse(&window[..mid])
+            .is_ok()
+        {
+            parses = mid;
+        } else {
+            fails = mid;
+        }
+    }
+    partial_target_bytes(&window[..parses], None)
+}
+
 fn map_parse_error(error: httparse::Error, window: &[u8], line_done: bool) -> HttpError {
     use httparse::Error as E;
-    // A control byte in the head explains a Token/HeaderValue error better
-    // than either (bytes after the blank line belong to the body).
-    let head_end = window
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(window.len());
-    let control = window[..head_end]
-        .iter()
-        .any(|&b| (b < 0x20 && b != b'\t' && b != b'\r' && b != b'\n') || b == 0x7f);
+    // Each refinement below names what httparse stopped at, never a byte
+    // after it: the worker parses again after every read, so a verdict that
+    // depended on later bytes would change with how the client's bytes were
+    // split (found by fuzzing: 505 whole, 400 in pieces).
     match error {
         E::TooManyHeaders => HttpError::TooManyHeaders,
-        _ if control => HttpError::ControlByte,
+        // A control byte explains a Token/HeaderValue error better than
+        // either, when it is where parsing stopped.
+        _ if error_is_at(window, first_control_byte(window)) => HttpError::ControlByte,
         E::Version if version_token_is_http(window) => HttpError::VersionNotSupported,
-        E::HeaderName if is_folded(window) => HttpError::ObsoleteLineFolding,
+        E::HeaderName if error_is_at(window, first_fold(window)) => HttpError::ObsoleteLineFolding,
         E::HeaderName | E::HeaderValue => HttpError::MalformedHeader,
         E::NewLine if line_done => HttpError::MalformedHeader,
         E::NewLine | E::Token | E::Version | E::Status => HttpError::MalformedRequestLine,
     }
 }
 
-/// Whether the third word of the request line is `HTTP/<digit>...`: a
-/// version we recognise as HTTP but do not speak (505), not garbage (400).
+/// Whether the parse error of `window` is at byte `at`: the bytes before it
+/// still parse as the start of a head. httparse stops at the first byte it
+/// refuses, so this tells the byte that failed from one further on. Only
+/// runs on the way to a refusal, at most twice.
+fn error_is_at(window: &[u8], at: Option<usize>) -> bool {
+    let Some(at) = at else {
+        return false;
+    };
+    let mut storage = [httparse::EMPTY_HEADER; HEADERS_COUNT_CEILING];
+    let mut req = httparse::Request::new(&mut storage);
+    req.parse(&window[..at]).is_ok()
+}
+
+/// The first byte no request head may hold: controls other than HTAB, CR
+/// and LF, and DEL.
+fn first_control_byte(window: &[u8]) -> Option<usize> {
+    window
+        .iter()
+        .position(|&b| (b < 0x20 && b != b'\t' && b != b'\r' && b != b'\n') || b == 0x7f)
+}
+
+/// Whether the request line is three words or more and the third starts
+/// `HTTP/<digit>`: a version we recognise as HTTP but do not speak (505),
+/// not garbage (400). The third word, not the last: in `GET /a / HTTP/1.1`
+/// parsing stopped at `/`, which is no version at all.
 fn version_token_is_http(window: &[u8]) -> bool {
     let line_end = window
         .iter()
         .position(|&b| b == b'\r' || b == b'\n')
         .unwrap_or(window.len());
-    let line = &window[..line_end];
-    match line.iter().rposition(|&b| b == b' ') {
-        Some(space) => {
-            let token = &line[space + 1..];
-            token.len() > 5 && token.starts_with(b"HTTP/") && token[5].is_ascii_digit()
-        }
+    match window[..line_end].split(|&b| b == b' ').nth(2) {
+        Some(token) => token.len() > 5 && token.starts_with(b"HTTP/") && token[5].is_ascii_digit(),
         None => false,
     }
 }
 
-/// A header line that starts with whitespace: a continuation (obs-fold).
-fn is_folded(window: &[u8]) -> bool {
+/// Where the first header line that starts with whitespace (a continuation,
+/// obs-fold) starts.
+fn first_fold(window: &[u8]) -> Option<usize> {
     window
         .windows(2)
-        .any(|w| w[0] == b'\n' && (w[1] == b' ' || w[1] == b'\t'))
+        .position(|w| w[0] == b'\n' && (w[1] == b' ' || w[1] == b'\t'))
+        .map(|at| at + 1)
 }
 
 fn build_head(
@@ -387,6 +441,15 @@ fn build_head(
     head_bytes: &[u8],
     limits: &Limits,
 ) -> Result<RequestHead, HttpError> {
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        // Complete implies all three were parsed; refuse rather than panic.
+        return Err(HttpError::MalformedRequestLine);
+    };
+    // First: while the head was partial, a long target was already a 414,
+    // whatever came after it (a bare LF can only come after it).
+    if target.len() > limits.uri_bytes_max {
+        return Err(HttpError::UriTooLong);
+    }
     // httparse accepts LF alone as a line end; we do not, so that a proxy in
     // front that splits lines only on CRLF cannot read a different head.
     if head_bytes
@@ -395,13 +458,6 @@ fn build_head(
         .any(|(i, &b)| b == b'\n' && (i == 0 || head_bytes[i - 1] != b'\r'))
     {
         return Err(HttpError::BareLineFeed);
-    }
-    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
-        // Complete implies all three were parsed; refuse rather than panic.
-        return Err(HttpError::MalformedRequestLine);
-    };
-    if target.len() > limits.uri_bytes_max {
-        return Err(HttpError::UriTooLong);
     }
     let version = match minor {
         0 => Version::Http10,
@@ -1247,6 +1303,84 @@ mod tests {
                 assert!(!error.reason().is_empty());
             }
         }
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `http_head`): the refusal of a bad
+    /// head depended on bytes after the one parsing stopped at, so the same
+    /// bytes got 505 when they arrived whole and 400 in pieces (or another
+    /// 400 reason). Every cut must give `Partial` or the verdict of the whole.
+    #[test]
+    fn refusal_does_not_depend_on_bytes_after_the_error() {
+        let long = |before: &str, after: &str| {
+            let mut bytes = before.as_bytes().to_vec();
+            bytes.extend_from_slice(&[b'a'; 80]); // past small_limits' 64
+            bytes.extend_from_slice(after.as_bytes());
+            bytes
+        };
+        let cases: Vec<(Vec<u8>, Limits, HttpError)> = vec![
+            // Four words: parsing stops at the third, `/`, no version.
+            (
+                b"GET /T / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+                limits(),
+                HttpError::MalformedRequestLine,
+            ),
+            // A control byte after the bad method byte did not stop parsing.
+            (
+                b"\xff\xff\xff\x03Hos4.1\r\n\r\n".to_vec(),
+                limits(),
+                HttpError::MalformedRequestLine,
+            ),
+            // The version is refused before the control byte is reached.
+            (
+                b"GET / HTTP/2.0\r\nX: \x01\r\n\r\n".to_vec(),
+                limits(),
+                HttpError::VersionNotSupported,
+            ),
+            // A fold after the bad header name did not stop parsing.
+            (
+                b"GET / HTTP/1.1\r\nX@: a\r\n b\r\n\r\n".to_vec(),
+                limits(),
+                HttpError::MalformedHeader,
+            ),
+            // Where they do stop parsing, control bytes and folds still say so.
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n".to_vec(),
+                limits(),
+                HttpError::ControlByte,
+            ),
+            // The target outgrew its limit before the control byte...
+            (
+                long("POST /", "\0\0 HTTP/1.1\r\nHost: a\r\n\r\n"),
+                small_limits(),
+                HttpError::UriTooLong,
+            ),
+            // ... or before the bare LF of a complete head...
+            (
+                long("GET /", " HTTP/1.1\r\nHost: a\nX: b\r\n\r\n"),
+                small_limits(),
+                HttpError::UriTooLong,
+            ),
+            // ... but not when the control byte came first.
+            (
+                long("GET /a\x01", " HTTP/1.1\r\nHost: a\r\n\r\n"),
+                small_limits(),
+                HttpError::ControlByte,
+            ),
+        ];
+        for (bytes, limits, expected) in &cases {
+            let name = String::from_utf8_lossy(bytes);
+            assert_eq!(parse_head(bytes, limits), Err(expected.clone()), "{name:?}");
+            for cut in 1..bytes.len() {
+                match parse_head(&bytes[..cut], limits) {
+                    Ok(HeadStatus::Partial) => {}
+                    got => assert_eq!(got, Err(expected.clone()), "{name:?} cut at {cut}"),
+                }
+            }
+        }
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", &limits()),
+            Err(HttpError::ObsoleteLineFolding)
+        );
     }
 
     #[test]

@@ -184,7 +184,9 @@ impl Worker {
     /// write addresses, recvs use the provided buffers. Only then may the
     /// worker's memory go. Completions are counted, not dispatched: this
     /// runs while stopping, maybe after a panic, when no handler should run.
-    pub(super) fn quiesce(&mut self) {
+    /// Returns how many operations were still in flight when it gave up
+    /// (0: the memory may go).
+    pub(super) fn quiesce(&mut self) -> u64 {
         let mut pending: u64 = self
             .conns
             .iter()
@@ -233,6 +235,7 @@ impl Worker {
                 ops_in_flight = pending
             );
         }
+        pending
     }
 }
 
@@ -243,7 +246,7 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         self.shared.inboxes[self.id].close();
-        self.quiesce();
+        let left = self.quiesce();
         for (_, conn) in self.conns.iter_mut() {
             let subs = std::mem::take(&mut conn.subs);
             if !subs.is_empty() {
@@ -253,6 +256,21 @@ impl Drop for Worker {
             }
             self.shared.connection_closed(conn);
         }
+        if left > 0 {
+            // The kernel may still write into these (a recv into the
+            // provided buffers, an accept into its address, a send reading
+            // frames and msghdrs): leaking them once, on a failing stop,
+            // is better than a use after free.
+            std::mem::forget(std::mem::take(&mut self.rings));
+            std::mem::forget(std::mem::take(&mut self.accepts));
+            std::mem::forget(std::mem::take(&mut self.msgs));
+            std::mem::forget(std::mem::take(&mut self.conns));
+        }
         self.conns.clear();
+        // Its counts so far stay; its gauges would otherwise report the
+        // streams, queues and topics of the last sweep forever.
+        let m = &self.shared.metrics.workers[self.id];
+        m.flush(&mut self.stats);
+        m.set_gauges(0, 0, &[0; crate::metrics::TOPIC_SLOTS]);
     }
 }

@@ -46,6 +46,9 @@ impl Worker {
             return;
         };
         a.armed = false;
+        let armed_on = &mut self.rings[usize::from(a.ring)].accepts_armed;
+        debug_assert!(*armed_on > 0);
+        *armed_on = armed_on.saturating_sub(1);
         if result < 0 {
             match -result {
                 libc::ECANCELED => {}
@@ -219,7 +222,11 @@ impl Worker {
         }
         let request_phase = conn.phase == Phase::Request;
         if !conn.sendq.is_empty() {
-            self.mark_dirty(key);
+            if request_phase {
+                self.mark_dirty(key);
+            } else {
+                self.mark_fanout(key);
+            }
         } else if conn.has(flag::CLOSE_AFTER_SEND) {
             self.close_conn(key, CloseReason::Done);
         } else if request_phase {
@@ -313,19 +320,18 @@ impl Worker {
         if self.more_requests.is_empty() {
             self.more_requests = more;
         }
+        // This turn's answers (a publish's among them) go to the kernel in
+        // their own enter, before the inbox is fanned out into thousands of
+        // queues: the publisher does not wait for its own event's fan-out.
+        if self.start_control_sends() {
+            self.submit_now();
+        }
         self.drain_inbox();
         let mut to_close = std::mem::take(&mut self.to_close);
         for (key, reason) in to_close.drain(..) {
             self.close_conn(key, reason);
         }
         self.to_close = to_close;
-        let mut dirty = std::mem::take(&mut self.dirty);
-        for key in dirty.drain(..) {
-            if let Some(conn) = self.conns.get_mut(key as usize) {
-                conn.clear(flag::DIRTY);
-                self.start_send(key);
-            }
-        }
-        self.dirty = dirty;
+        self.start_sends();
     }
 }

@@ -40,16 +40,69 @@ impl Worker {
                 self.to_close.push((key, CloseReason::SlowQueueBytes));
             } else if !conn.has(flag::DIRTY) {
                 conn.set(flag::DIRTY);
-                self.dirty.push(key);
+                self.fanout_ready.push_back(key);
             }
         }
     }
 
+    /// `key` has an answer (or a stream's first bytes) to send: control
+    /// work, started at the end of this turn ahead of any fan-out.
     pub(super) fn mark_dirty(&mut self, key: u32) {
         let conn = &mut self.conns[key as usize];
         if !conn.has(flag::DIRTY) {
             conn.set(flag::DIRTY);
             self.dirty.push(key);
+        }
+    }
+
+    /// Start every control send (answers, stream heads) now. True when
+    /// one was started.
+    pub(super) fn start_control_sends(&mut self) -> bool {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let started = !dirty.is_empty();
+        for key in dirty.drain(..) {
+            if let Some(conn) = self.conns.get_mut(key as usize) {
+                conn.clear(flag::DIRTY);
+                self.start_send(key);
+            }
+        }
+        self.dirty = dirty;
+        started
+    }
+
+    /// Stream `key` has frames to send: fan-out work, started in turn, at
+    /// most `fanout_sends_per_submit` per turn.
+    pub(super) fn mark_fanout(&mut self, key: u32) {
+        let conn = &mut self.conns[key as usize];
+        if !conn.has(flag::DIRTY) {
+            conn.set(flag::DIRTY);
+            self.fanout_ready.push_back(key);
+        }
+    }
+
+    /// Start the sends this turn may: every control send first (answers,
+    /// stream heads), then at most `fanout_sends_per_submit` stream sends,
+    /// oldest first; the rest wait for the next turn, which comes without
+    /// sleeping. The kernel runs a turn's sends in SQ order inside one
+    /// `io_uring_enter` and reports nothing (no recv, no accept) until it
+    /// has run them all, so an unbounded fan-out would make a publisher's
+    /// next request, an accept or a health check wait for every send of a
+    /// broadcast; with the cut, they wait for one chunk at most.
+    pub(super) fn start_sends(&mut self) {
+        self.start_control_sends();
+        let mut budget = self.fanout_sends_per_submit;
+        while budget > 0 {
+            let Some(key) = self.fanout_ready.pop_front() else {
+                break;
+            };
+            if let Some(conn) = self.conns.get_mut(key as usize) {
+                conn.clear(flag::DIRTY);
+                self.start_send(key);
+                budget -= 1;
+            }
+        }
+        if !self.fanout_ready.is_empty() {
+            self.stats.fanout_cuts += 1;
         }
     }
 
@@ -84,7 +137,7 @@ impl Worker {
                 self.stats.heartbeats += 1;
                 if !conn.has(flag::DIRTY) {
                     conn.set(flag::DIRTY);
-                    self.dirty.push(key as u32);
+                    self.fanout_ready.push_back(key as u32);
                 }
             }
         }

@@ -71,6 +71,15 @@ pub const QUIESCE_MS: u64 = 2_000;
 pub const ENTER_ERRORS_MAX: u32 = 100;
 /// Repeated warnings of a worker are logged at most once per this many ticks.
 pub const LOG_EVERY_TICKS: u32 = 50;
+/// Stream sends started per turn (one `io_uring_enter` runs them inline,
+/// about 4 µs each here, so ~1 ms per chunk). Control work (answers,
+/// accepts, request heads) goes ahead of each chunk, so a publisher waits
+/// for at most one chunk of a broadcast, not all of it. Measured in
+/// docs/performance.md (section 6): no cost in CPU per delivery.
+pub const FANOUT_SENDS_PER_SUBMIT: usize = 256;
+/// Measurement hook (`STENTOR_FANOUT_SENDS_PER_SUBMIT=N`): another chunk
+/// size, e.g. to compare with an uncut fan-out. Unset in production.
+const FANOUT_SENDS_ENV: &str = "STENTOR_FANOUT_SENDS_PER_SUBMIT";
 /// Buffer group id of the worker's provided-buffer ring.
 const BUF_GROUP: u16 = 0;
 
@@ -121,6 +130,10 @@ struct RingIo {
     bufs: BufRing,
     /// Connections whose fixed slot is in this ring's table.
     conns: u32,
+    /// Accepts armed on this ring: each will take a slot of its table.
+    accepts_armed: u32,
+    /// Size of its fixed-file table.
+    fixed_slots: u32,
 }
 
 /// Limits converted to ticks once.
@@ -178,7 +191,14 @@ struct Worker {
     /// between keep-alive requests. Streams have none, so idle subscribers
     /// cost nothing here.
     deadlines: BTreeSet<(u32, u32)>,
+    /// Connections with control sends to start (answers, stream heads):
+    /// all of them, first, at the end of the turn.
     dirty: Vec<u32>,
+    /// Streams with frames to send, oldest first, started at most
+    /// `fanout_sends_per_submit` per turn (bounded by the connections:
+    /// each is queued once, while it is marked DIRTY).
+    fanout_ready: std::collections::VecDeque<u32>,
+    fanout_sends_per_submit: usize,
     /// Connections with requests still buffered after their turn's share.
     more_requests: Vec<u32>,
     to_close: Vec<(u32, CloseReason)>,
@@ -260,6 +280,12 @@ impl Worker {
             next_sweep: 1,
             deadlines: BTreeSet::new(),
             dirty: Vec::new(),
+            fanout_ready: Default::default(),
+            fanout_sends_per_submit: std::env::var(FANOUT_SENDS_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n: &usize| n > 0)
+                .unwrap_or(FANOUT_SENDS_PER_SUBMIT),
             more_requests: Vec::new(),
             to_close: Vec::new(),
             inbox_batch: Vec::new(),
@@ -294,6 +320,18 @@ impl Worker {
         let mut enter_errors = 0;
         let mut backlog = false;
         loop {
+            if self.turn(&mut enter_errors, &mut backlog)? {
+                crate::debug!("worker stopped", worker = self.id);
+                return Ok(());
+            }
+        }
+    }
+
+    /// One turn of the loop: submit, wait (unless work is pending), handle
+    /// what completed, then the end-of-batch work. True once the worker
+    /// has finished draining.
+    fn turn(&mut self, enter_errors: &mut u32, backlog: &mut bool) -> Result<bool, String> {
+        {
             self.flush_backlog();
             // Secondary rings first, without waiting: their completions
             // wake us through the eventfd the primary ring is reading.
@@ -319,18 +357,20 @@ impl Worker {
             }
             // With completions still held back by an overflow, do not sleep.
             let held = self.backlog.iter().any(|b| !b.is_empty());
-            let want = usize::from(!backlog && !held && self.more_requests.is_empty());
+            let want = usize::from(
+                !*backlog && !held && self.more_requests.is_empty() && self.fanout_ready.is_empty(),
+            );
             match crate::ring::submit_and_reap(&mut self.rings[0].ring, want) {
-                Ok(_) => enter_errors = 0,
+                Ok(_) => *enter_errors = 0,
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
                         Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
                     ) => {}
                 Err(e) => {
-                    enter_errors += 1;
+                    *enter_errors += 1;
                     crate::error!("io_uring_enter failed", worker = self.id, error = e);
-                    if enter_errors >= ENTER_ERRORS_MAX {
+                    if *enter_errors >= ENTER_ERRORS_MAX {
                         return Err(format!("io_uring_enter keeps failing: {e}"));
                     }
                 }
@@ -345,17 +385,14 @@ impl Worker {
             for (r, cqe) in batch.drain(..) {
                 self.on_completion(r, cqe.user_data(), cqe.result(), cqe.flags());
             }
-            backlog = self
+            *backlog = self
                 .rings
                 .iter_mut()
                 .any(|r| r.ring.submission().cq_overflow());
             self.cqes = batch;
             self.after_batch();
             self.stats.busy_ns += woke.elapsed().as_nanos() as u64;
-            if self.finished() {
-                crate::debug!("worker stopped", worker = self.id);
-                return Ok(());
-            }
+            Ok(self.finished())
         }
     }
 
@@ -379,6 +416,16 @@ impl Worker {
         }
     }
 
+    /// Submit what every ring holds now, without waiting (what completes
+    /// is reaped on the next turn). Errors are left to the loop's enter.
+    pub(super) fn submit_now(&mut self) {
+        for r in self.rings.iter_mut() {
+            if !r.ring.submission().is_empty() {
+                let _ = r.ring.submit();
+            }
+        }
+    }
+
     /// Move backlogged SQEs into their rings, oldest first, submitting a
     /// full SQ as often as needed; what still does not fit waits again.
     pub(super) fn flush_backlog(&mut self) {
@@ -398,15 +445,25 @@ impl Worker {
     }
 
     /// Arm accept `slot` on the ring with the fewest connections, so the
-    /// worker's rings fill evenly.
+    /// worker's rings fill evenly, and only on a ring whose table has a
+    /// free slot for it and for every accept already armed there: an
+    /// accept that finds the table full fails with ENFILE after the kernel
+    /// took the connection, which drops that client unanswered. With no
+    /// such ring the accept is parked (the client waits in the listen
+    /// backlog) until a connection is freed.
     pub(super) fn arm_accept(&mut self, slot: usize) {
         let ring = self
             .rings
             .iter()
             .enumerate()
+            .filter(|(_, r)| r.conns + r.accepts_armed < r.fixed_slots)
             .min_by_key(|(_, r)| r.conns)
-            .map(|(i, _)| i as u8)
-            .unwrap_or(0);
+            .map(|(i, _)| i as u8);
+        let Some(ring) = ring else {
+            self.accepts_parked = true;
+            return;
+        };
+        self.rings[usize::from(ring)].accepts_armed += 1;
         let a = &mut self.accepts[slot];
         debug_assert!(!a.armed);
         a.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -513,14 +570,20 @@ fn try_push(ring: &mut IoUring, entries: &[squeue::Entry]) -> bool {
 /// on); the others register the worker's wake-up eventfd so their
 /// completions wake the thread (the primary always has a read pending on it).
 fn make_ring(id: usize, r: usize, fixed_slots: u32, wake_fd: i32) -> Result<RingIo, String> {
+    // Every slot of the table may complete in the same turn.
+    let (sq_entries, cq_entries) = crate::ring::ring_entries(fixed_slots);
     let ring = if r == 0 {
-        let (ring, mode) =
-            crate::ring::build_ring().map_err(|e| crate::ring::unavailable_message(&e))?;
+        let (ring, mode) = crate::ring::with_smaller_cq_on_enomem(id, cq_entries, |cq| {
+            crate::ring::build_ring(sq_entries, cq)
+        })
+        .map_err(|e| crate::ring::unavailable_message(&e))?;
         crate::debug!("worker ring", worker = id, ring_mode = format!("{mode:?}"));
         ring
     } else {
-        let ring = crate::ring::build_secondary_ring()
-            .map_err(|e| crate::ring::unavailable_message(&e))?;
+        let ring = crate::ring::with_smaller_cq_on_enomem(id, cq_entries, |cq| {
+            crate::ring::build_secondary_ring(sq_entries, cq)
+        })
+        .map_err(|e| crate::ring::unavailable_message(&e))?;
         ring.submitter()
             .register_eventfd(wake_fd)
             .map_err(|e| format!("worker {id}: cannot register the wake-up eventfd: {e}"))?;
@@ -540,6 +603,8 @@ fn make_ring(id: usize, r: usize, fixed_slots: u32, wake_fd: i32) -> Result<Ring
         ring,
         bufs,
         conns: 0,
+        accepts_armed: 0,
+        fixed_slots,
     })
 }
 
@@ -597,7 +662,27 @@ mod tests {
         conn.start_streaming();
         worker.conns.insert(conn);
         worker.rings[0].conns = 1;
+        // Gauges as its sweep leaves them.
+        worker.conns[key as usize]
+            .sendq
+            .push(sse::encode_comment("x"), 1);
+        worker.sweep();
+        let gauges = |shared: &Shared| {
+            let m = &shared.metrics.workers[1];
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            (
+                load(&m.streams),
+                load(&m.queue_bytes),
+                m.topics_by_subscribers.iter().map(load).sum::<u64>(),
+            )
+        };
+        let (streams, queue_bytes, topics) = gauges(&shared);
+        assert_eq!((streams, topics), (1, 1));
+        assert!(queue_bytes > 0);
         drop(worker);
+        // A stopped worker reports nothing open, not its last sweep.
+        assert_eq!(gauges(&shared), (0, 0, 0));
         assert_eq!(
             shared
                 .connections_open
@@ -619,6 +704,127 @@ mod tests {
             shared.inboxes[0].take_into(&mut drained);
             drained.clear();
         }
+    }
+
+    /// Stopping cancels and waits for every op in flight (an accept, a
+    /// stream's multishot recv, a send stuck on a full socket buffer)
+    /// before the memory they point at is freed.
+    #[test]
+    fn a_stopping_worker_waits_for_its_ops_in_flight() {
+        use clap::Parser;
+        use std::io::Write;
+        let config =
+            crate::config::Config::try_parse_from(["stentor", "--queue-bytes-max", "4194304"])
+                .unwrap();
+        let shared = Arc::new(Shared::new(config, 1, 1000).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let setup = WorkerSetup {
+            id: 0,
+            listener,
+            rings: 1,
+            fixed_slots: 64,
+            connections_per_ring: 32,
+        };
+        let mut worker = Worker::new(setup, shared.clone()).unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        // Small receive window, never read: the send below stays in flight.
+        crate::sys::setsockopt_int(client.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4096)
+            .unwrap();
+        (&client)
+            .write_all(b"GET /events?topic=t HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (mut errors, mut backlog) = (0, false);
+        let started = Instant::now();
+        while worker.index.subscribers("t").is_empty() {
+            assert!(started.elapsed().as_secs() < 5, "stream never opened");
+            worker.turn(&mut errors, &mut backlog).unwrap();
+        }
+        let key = worker.index.subscribers("t")[0];
+        let frame = sse::encode_comment(&"x".repeat(400 << 10));
+        // Until the socket buffers are full and a send waits in the kernel.
+        for _ in 0..40 {
+            let conn = &worker.conns[key as usize];
+            if conn.sendq.is_sending() && conn.sendq.bytes_queued() > 0 {
+                break;
+            }
+            worker.deliver(u64::MAX, "t", &frame);
+            worker.turn(&mut errors, &mut backlog).unwrap();
+            worker.turn(&mut errors, &mut backlog).unwrap();
+        }
+        let conn = &worker.conns[key as usize];
+        assert!(
+            conn.sendq.is_sending(),
+            "the send should be stuck in flight: {} queued, {} ops",
+            conn.sendq.bytes_queued(),
+            conn.ops_in_flight
+        );
+        assert!(conn.has(flag::RECV_ARMED));
+        assert!(worker.accepts.iter().any(|a| a.armed));
+        assert_eq!(worker.quiesce(), 0, "ops left in flight");
+        drop(worker);
+        drop(client);
+    }
+
+    /// Defect: within one inbox drain, a subscriber past its budget kept
+    /// getting frames (and a close entry per frame). Now it is marked on the
+    /// first overflow, gets nothing more, and is closed once; the budget
+    /// counts queue entries as well as bytes.
+    #[test]
+    fn fan_out_stops_at_the_first_overflow() {
+        use clap::Parser;
+        let config =
+            crate::config::Config::try_parse_from(["stentor", "--queue-bytes-max", "4096"])
+                .unwrap();
+        let shared = Arc::new(Shared::new(config, 1, 1000).unwrap());
+        let setup = WorkerSetup {
+            id: 0,
+            listener: TcpListener::bind("127.0.0.1:0").unwrap(),
+            rings: 1,
+            fixed_slots: 64,
+            connections_per_ring: 32,
+        };
+        let mut worker = Worker::new(setup, shared.clone()).unwrap();
+        let topic = crate::hub::topic::Topic::parse("t", 128).unwrap();
+        let open = |worker: &mut Worker| {
+            let key = worker.conns.vacant_key() as u32;
+            let index = &mut worker.index;
+            let (_, subs) =
+                shared.subscribe(std::slice::from_ref(&topic), &ResumePoint::Live, || {
+                    Box::new([index.subscribe("t", key)]) as Box<[_]>
+                });
+            let mut conn = Conn::new(0, 0, 1, ReqState::new([10, 0, 0, 1].into(), false));
+            conn.subs = subs;
+            conn.start_streaming();
+            worker.conns.insert(conn);
+            key
+        };
+        let big = open(&mut worker);
+        let frame = Frame::from(vec![b'x'; 1000]);
+        for id in 1..=100 {
+            worker.deliver(id, "t", &frame);
+        }
+        let queued = worker.conns[big as usize].sendq.frames_len();
+        assert_eq!(
+            queued, 4,
+            "3 frames fit 4096 B with their entries, the 4th overflows"
+        );
+        assert_eq!(worker.to_close, vec![(big, CloseReason::SlowQueueBytes)]);
+        // Many tiny frames: the entries are what costs.
+        worker.to_close.clear();
+        let tiny = open(&mut worker);
+        let one = Frame::from(vec![b'y'; 1]);
+        for id in 101..=10_000 {
+            worker.deliver(id, "t", &one);
+        }
+        let per_entry = crate::ring::sendq::QUEUE_ENTRY_BYTES as usize;
+        let queued = worker.conns[tiny as usize].sendq.frames_len();
+        assert!(
+            queued <= 4096 / per_entry + 1,
+            "{queued} tiny frames queued"
+        );
+        assert_eq!(worker.to_close, vec![(tiny, CloseReason::SlowQueueBytes)]);
+        worker.conns.clear();
     }
 
     #[test]

@@ -38,9 +38,16 @@ impl Server {
     /// address other than loopback); wait for the startup line carrying
     /// `addr=`. The lines before it go into the panic message if it never comes.
     pub fn start_on(listen: &str, args: &[&str]) -> Server {
+        Server::start_with_env(listen, args, &[])
+    }
+
+    /// As [`Server::start_on`], with extra environment variables (the
+    /// server's test hooks, e.g. `STENTOR_FAULT_SQ_FULL_EVERY`).
+    pub fn start_with_env(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_stentor"))
             .args(["--listen", listen])
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

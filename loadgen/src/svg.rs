@@ -1,5 +1,6 @@
-//! Small inline SVG line charts for the capacity report: no script, no
-//! fonts to fetch, no CDN; the HTML report opens offline.
+//! Small inline SVG line charts, shared by the loadgen's HTML report and
+//! the bench's capacity report: no script, no fonts to fetch, no CDN; the
+//! pages open offline. One renderer, one escape, one palette.
 
 use std::fmt::Write;
 
@@ -153,7 +154,8 @@ pub fn short_number(v: f64) -> String {
     format!("{text}{suffix}")
 }
 
-fn escape(text: &str) -> String {
+/// Text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
