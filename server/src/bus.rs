@@ -203,7 +203,15 @@ pub struct Shared {
     hub: Mutex<HubState>,
     pub inboxes: Vec<Inbox>,
     pub shutdown: AtomicBool,
+    /// SIGTERM arrived: `/readyz` fails while the node still serves, so a
+    /// load balancer stops sending new streams before `shutdown` closes
+    /// the listeners (`--drain-delay-ms` later).
+    pub draining: AtomicBool,
     pub connections_open: AtomicU32,
+    /// The settings a SIGHUP reload changed, for the workers: they compare
+    /// `reload_generation` with their own once per tick, never per delivery.
+    reloaded: Mutex<Option<std::sync::Arc<Config>>>,
+    pub reload_generation: AtomicU64,
     /// Per-worker and publish figures for `GET /metrics`.
     pub metrics: crate::metrics::NodeMetrics,
     /// Connections per client IP, node-wide (`--max-connections-per-ip`).
@@ -301,6 +309,9 @@ impl Shared {
             hub: Mutex::new(hub),
             inboxes,
             shutdown: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            reloaded: Mutex::new(None),
+            reload_generation: AtomicU64::new(0),
             connections_open: AtomicU32::new(0),
             metrics: crate::metrics::NodeMetrics::new(workers),
             per_ip: crate::limit::PerIp::new(config.max_connections_per_ip),
@@ -331,6 +342,63 @@ impl Shared {
         self
     }
 
+    /// Whether the node takes new streams: `Err` names why not. The one
+    /// place `/readyz` is decided (on the public and the admin port); a new
+    /// condition (a broker link, say) is one more line here.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Relaxed) || self.shutdown.load(Ordering::Relaxed) {
+            return Err("draining");
+        }
+        if self.connections_open.load(Ordering::Relaxed) >= self.connections_max {
+            return Err("at --max-connections");
+        }
+        match &self.broker {
+            Some(link) if !link.connected() => Err("broker unavailable"),
+            _ => Ok(()),
+        }
+    }
+
+    /// The history to write to `--history-file`.
+    pub fn export_history(&self) -> crate::hub::persist::Saved {
+        lock(&self.hub).hub.export(unix_ms_now())
+    }
+
+    /// Take in a history file's events (see `Hub::restore`).
+    pub fn restore_history(
+        &self,
+        saved: crate::hub::persist::Saved,
+    ) -> Result<(usize, usize), String> {
+        lock(&self.hub).hub.restore(saved)
+    }
+
+    /// Hand the workers a reloaded configuration: each picks it up on its
+    /// next tick (see [`Shared::reloaded_since`]).
+    pub fn publish_reload(&self, config: Config) {
+        let mut reloaded = lock(&self.reloaded);
+        let before = reloaded.as_deref().unwrap_or(&self.config);
+        if before.max_connections_per_ip != config.max_connections_per_ip {
+            self.per_ip.set_limit(config.max_connections_per_ip);
+        }
+        if before.publish_rate_per_s_max != config.publish_rate_per_s_max {
+            self.publish_rate.set_rate(config.publish_rate_per_s_max);
+        }
+        lock(&self.hub).hub.set_live_limits(config.hub_limits());
+        *reloaded = Some(std::sync::Arc::new(config));
+        self.reload_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The reloaded configuration when it is newer than `generation` (the
+    /// worker's last), with its generation. One atomic load when nothing
+    /// changed.
+    pub fn reloaded_since(&self, generation: u64) -> Option<(u64, std::sync::Arc<Config>)> {
+        let now = self.reload_generation.load(Ordering::Acquire);
+        if now == generation {
+            return None;
+        }
+        let config = lock(&self.reloaded).clone()?;
+        Some((now, config))
+    }
+
     /// Publish for the publisher whose rate bucket is `rate_key` (its token
     /// or its client IP; one token per request, a batch too): refused with
     /// 429 past `--publish-rate-per-s-max`, else [`Shared::publish_batch`].
@@ -347,19 +415,6 @@ impl Shared {
             return Err(e);
         }
         self.publish_batch(requests)
-    }
-
-    /// Whether this node takes new streams (`GET /readyz`): not shutting
-    /// down and, in fleet mode, its broker connections are up. `Err` says
-    /// why not.
-    pub fn readiness(&self) -> Result<(), &'static str> {
-        if self.shutdown.load(Ordering::SeqCst) {
-            return Err("shutting down");
-        }
-        match &self.broker {
-            Some(link) if !link.connected() => Err("broker unavailable"),
-            _ => Ok(()),
-        }
     }
 
     /// The rate check of [`Shared::publish`] alone (fleet mode publishes

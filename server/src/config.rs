@@ -273,6 +273,40 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=600_000), help_heading = "Operations")]
     pub shutdown_ms: u32,
 
+    /// On SIGTERM, keep serving this long with /readyz answering 503 before
+    /// closing the listeners, so a load balancer stops sending new streams
+    /// first; a second signal skips the wait [0..=600000].
+    #[arg(long, env = "STENTOR_DRAIN_DELAY_MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=600_000), help_heading = "Operations")]
+    pub drain_delay_ms: u32,
+
+    /// Streams closed by a drain get a last `retry:` of --retry-ms plus a
+    /// delay drawn uniformly from this window, so clients reconnect spread
+    /// over it instead of all at once; 0 sends none [0..=3600000].
+    #[arg(long, env = "STENTOR_RECONNECT_SPREAD_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(0..=3_600_000), help_heading = "Operations")]
+    pub reconnect_spread_ms: u32,
+
+    /// Keep history across restarts: written here (atomically) on shutdown,
+    /// loaded at start; a missing, stale or corrupt file is logged and ignored.
+    #[arg(
+        long,
+        env = "STENTOR_HISTORY_FILE",
+        value_name = "PATH",
+        help_heading = "Operations"
+    )]
+    pub history_file: Option<PathBuf>,
+
+    /// Serve /metrics, /readyz and /healthz on this separate address; the
+    /// public port then answers 404 for /metrics.
+    #[arg(
+        long,
+        env = "STENTOR_ADMIN_LISTEN",
+        value_name = "ADDR",
+        help_heading = "Operations"
+    )]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Log filter: a level (error, warn, info, debug, trace, off) or RUST_LOG-style
     /// directives, e.g. `info,stentor::worker=debug`; RUST_LOG is read when neither
     /// this flag nor its variable is set.

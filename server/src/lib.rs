@@ -12,15 +12,19 @@
 //!   starts and stops it; [`sys`]: the raw system calls outside the ring;
 //! - [`broker`]: the fleet mode's Redis client and its reader and publisher
 //!   threads, off the workers' rings;
+//! - [`admin`]: `/metrics`, `/readyz`, `/healthz`, also on `--admin-listen`;
+//! - [`history_file`]: `--history-file`, history across restarts and upgrades;
 //! - [`config`], [`limit`], [`log`], [`metrics`]: every knob with its limit,
 //!   the node-wide limits, structured logs, and the counters that show each
 //!   limit biting.
 
+pub mod admin;
 pub mod api;
 pub mod broker;
 pub mod bus;
 pub mod config;
 pub mod conn;
+pub mod history_file;
 pub mod hub;
 pub mod limit;
 pub mod log;

@@ -537,6 +537,12 @@ pub fn access(entry: &Access<'_>) {
     );
 }
 
+/// Whether `--access-log` is on: callers skip building an entry (and the
+/// worker keeps no per-stream access state) when it is not.
+pub fn access_enabled() -> bool {
+    ACCESS_ON.load(Ordering::Relaxed)
+}
+
 /// Report lines left out, if due; call from a periodic tick.
 pub fn access_tick() {
     if !ACCESS_ON.load(Ordering::Relaxed) {

@@ -1,7 +1,8 @@
 //! The node: the control plane only. It plans capacity, binds one
 //! SO_REUSEPORT listener per worker, creates the [`bus`](crate::bus) the
-//! workers share, starts them, waits for SIGTERM/SIGINT (reloading the JWT
-//! keys on SIGHUP meanwhile), then drains them.
+//! workers share, starts them, reloads on SIGHUP ([`reload`], the JWT
+//! keys included), and on SIGTERM/SIGINT fails readiness, waits
+//! `--drain-delay-ms`, then drains them ([`drain`]).
 
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -158,6 +159,16 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
         ),
         _ => None,
     };
+    // History first, before any worker can publish: a plain restart then
+    // continues the old history (an upgrade merges it later, see
+    // `history_file`).
+    let mut history = config
+        .history_file
+        .clone()
+        .map(crate::history_file::HistoryFile::new);
+    if let Some(h) = history.as_mut() {
+        h.try_load(&shared);
+    }
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(capacity.workers);
     for (id, listener) in listeners.into_iter().enumerate() {
@@ -226,16 +237,37 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
         );
     }
 
+    if let Some(addr) = config.admin_listen {
+        match crate::admin::serve(addr, shared.clone()) {
+            Ok(bound) => crate::info!("admin listening", addr = bound),
+            Err(e) => {
+                shared.request_shutdown();
+                join_all(handles);
+                return Err(NodeError::new(format!(
+                    "cannot listen on --admin-listen {addr}: {e}"
+                )));
+            }
+        }
+    }
+
     // Wait for a signal; also notice workers that died on their own.
     // A worker that stopped (an invariant broke, or its ring kept failing)
     // has dropped its ring and listener on the way out: its connections are
     // closed and new ones go to the other workers, which carry on.
     let mut reported = vec![false; handles.len()];
+    let mut running = config.clone();
     let signal = loop {
         match sys::wait_signal(&signals, Duration::from_millis(500)) {
-            Some(libc::SIGHUP) => reload_keys(config, &shared),
+            Some(libc::SIGHUP) => {
+                reload(config, &mut running, &shared);
+                reload_keys(&running, &shared);
+                continue;
+            }
             Some(sig) => break Some(sig),
             None => {}
+        }
+        if let Some(h) = history.as_mut() {
+            h.try_load(&shared);
         }
         for (id, h) in handles.iter().enumerate() {
             if h.is_finished() && !reported[id] {
@@ -257,13 +289,13 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
             } else {
                 "SIGTERM"
             };
-            crate::info!(
-                "shutting down",
-                signal = name,
-                shutdown_ms = config.shutdown_ms
-            );
-            shared.request_shutdown();
+            drain(&running, &shared, &signals, name);
             join_all(handles);
+            // Every worker has stopped: nothing publishes any more, so the
+            // file holds every id this run handed out.
+            if let Some(h) = history.as_mut() {
+                h.save(&shared);
+            }
             stop_broker(broker_threads);
             crate::info!("stopped");
             Ok(())
@@ -309,6 +341,83 @@ fn stop_broker(threads: Option<crate::broker::node::Threads>) {
     if let Some(t) = threads {
         t.stop();
     }
+}
+
+/// SIGTERM/SIGINT: `/readyz` answers 503 at once while the node keeps
+/// serving for `--drain-delay-ms`, so a load balancer that probes it stops
+/// sending new streams here before the listeners close; then the workers
+/// stop accepting and drain (each stream gets its spread `retry:` and has
+/// `--shutdown-ms` to flush). A second signal ends the wait early.
+pub fn drain(config: &Config, shared: &Shared, signals: &libc::sigset_t, signal: &str) {
+    shared
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    crate::info!(
+        "draining",
+        signal = signal,
+        readyz = 503,
+        drain_delay_ms = config.drain_delay_ms,
+        reconnect_spread_ms = config.reconnect_spread_ms
+    );
+    let until = std::time::Instant::now() + Duration::from_millis(u64::from(config.drain_delay_ms));
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match sys::wait_signal(signals, left) {
+            Some(libc::SIGHUP) | None => {}
+            Some(_) => {
+                crate::info!("second signal: draining now");
+                break;
+            }
+        }
+    }
+    // The listeners close, the streams drain.
+    crate::info!("shutting down", shutdown_ms = config.shutdown_ms);
+    shared.request_shutdown();
+}
+
+/// SIGHUP: read the configuration again as at start (flags, STENTOR_*
+/// variables, the `--config` file) and apply what can change live: the log
+/// settings here and now, tokens, CORS and limits through the bus, which
+/// the workers pick up on their next tick. What needs a restart is logged
+/// and keeps its running value. A configuration that does not load changes
+/// nothing. Other reloadable state (keys, say) is one more call here.
+pub fn reload(started: &Config, running: &mut Config, shared: &Shared) {
+    let loaded = match crate::config::load(std::env::args_os()) {
+        Ok(l) => l,
+        Err(e) => {
+            let why = match e {
+                crate::config::LoadError::Invalid(m) => m,
+                crate::config::LoadError::Display(e) => e.to_string(),
+            };
+            crate::error!(
+                "reload failed; the running configuration stays",
+                error = why
+            );
+            return;
+        }
+    };
+    let new = loaded.config;
+    let (live, _) = Config::reload_diff(running, &new);
+    // Against the configuration the process started with: a setting
+    // changed twice back to its start value needs no restart any more.
+    let (_, needs_restart) = Config::reload_diff(started, &new);
+    if live.iter().any(|k| k == "log-level") {
+        if let Err(e) = crate::log::set_filter(&new.log_level) {
+            crate::error!("reload: bad --log-level kept the old one", error = e);
+        }
+    }
+    crate::log::set_format(new.log_format);
+    crate::log::set_access(new.access_log, new.access_log_lines_per_s_max);
+    shared.publish_reload(new.clone());
+    crate::info!(
+        "configuration reloaded",
+        applied = live.join(","),
+        needs_restart = needs_restart.join(",")
+    );
+    *running = new;
 }
 
 fn join_all(handles: Vec<std::thread::JoinHandle<()>>) {

@@ -291,9 +291,11 @@ const ABANDONED: usize = 10_000;
 /// 16.7 MiB since each CQ holds a full broadcast of its ring (65,536
 /// entries, 1 MiB, its pages touched as the CQ head goes round).
 const RSS_WARM_KIB_MAX: u64 = 22 * 1024;
-/// RSS a second, identical round may add over the first: none is the
-/// expectation (memory returns), a little allocator noise is allowed.
-const RSS_ROUND_GROWTH_KIB_MAX: u64 = 2 * 1024;
+/// RSS a third, identical round may add over the lower of the first two:
+/// none is the expectation (memory returns); one round moved by up to
+/// ~2-4 MiB either way on a loaded machine. A leak of 200 B per connection
+/// (2 MiB per round of 10,000) is 4 MiB over two rounds.
+const RSS_ROUND_GROWTH_KIB_MAX: u64 = 4 * 1024;
 
 /// Open `ABANDONED` connections that each send half a head, wait until the
 /// server has answered every one 408 and closed it, check a sample got its
@@ -379,8 +381,10 @@ fn ten_thousand_connections_abandoned_mid_head_time_out_and_memory_returns() {
         rss_warm <= rss_cold + RSS_WARM_KIB_MAX,
         "RSS {rss_cold} KiB -> {rss_warm} KiB after the first round"
     );
+    // Against the lower of the first two: a leak of L per round shows as
+    // 2L here, while one round's allocator noise does not add up.
     assert!(
-        rss_after <= rss_warm.max(rss_second) + RSS_ROUND_GROWTH_KIB_MAX,
+        rss_after <= rss_warm.min(rss_second) + RSS_ROUND_GROWTH_KIB_MAX,
         "RSS grew {rss_warm} / {rss_second} KiB -> {rss_after} KiB over identical rounds"
     );
     publish(&server, "w", "survived");

@@ -67,6 +67,8 @@ pub struct ApiConfig {
     /// start unset here: the worker takes the node's current ones from the
     /// bus before its first request and again after each reload.
     pub authz: AuthzConfig,
+    /// `/metrics` on this port: false when `--admin-listen` serves it.
+    pub metrics_public: bool,
 }
 
 impl ApiConfig {
@@ -84,6 +86,7 @@ impl ApiConfig {
             cors: Cors::from_list(&config.cors_origin),
             trusted_proxies: TrustedProxies::new(config.trusted_proxy.clone()),
             authz: AuthzConfig::from_config(config, None),
+            metrics_public: config.admin_listen.is_none(),
         }
     }
 }
@@ -193,6 +196,9 @@ pub fn publish_body(
 fn route(head: &RequestHead, client: &Client, cfg: &ApiConfig) -> Decision {
     let keep_alive = head.keep_alive;
     let (allow, method) = match head.path.as_str() {
+        "/metrics" if !cfg.metrics_public => {
+            return Decision::Respond(Response::text(404, "not found", keep_alive))
+        }
         "/events" | "/subscriptions" | "/healthz" | "/readyz" | "/metrics" | "/" => {
             ("GET, OPTIONS", Method::Get)
         }
@@ -473,6 +479,7 @@ mod route_tests {
                 admin_token: None,
                 generation: 0,
             },
+            metrics_public: true,
         }
     }
 
@@ -1002,6 +1009,35 @@ mod route_tests {
                 keep_alive: true,
                 ..
             }
+        ));
+        assert!(matches!(
+            decide(&get("/readyz", ""), [203, 0, 113, 1].into(), &cfg()),
+            Decision::Ready {
+                keep_alive: true,
+                ..
+            }
+        ));
+    }
+
+    /// With `--admin-listen`, `/metrics` lives there only: the public port
+    /// does not even admit it exists. Liveness and readiness stay on both.
+    #[test]
+    fn metrics_leave_the_public_port_when_an_admin_port_serves_them() {
+        let c = ApiConfig {
+            metrics_public: false,
+            ..cfg()
+        };
+        assert!(matches!(
+            decide(&get("/metrics", ""), [127, 0, 0, 1].into(), &c),
+            Decision::Respond(r) if r.status == 404
+        ));
+        assert!(matches!(
+            decide(&get("/readyz", ""), [127, 0, 0, 1].into(), &c),
+            Decision::Ready { .. }
+        ));
+        assert!(matches!(
+            decide(&get("/healthz", ""), [127, 0, 0, 1].into(), &c),
+            Decision::Respond(r) if r.status == 200
         ));
     }
 

@@ -40,6 +40,9 @@ pub const LIVE: &[&str] = &[
     "queue-bytes-max",
     "queue-age-ms-max",
     "shutdown-ms",
+    // Read when a drain starts (node) and when it closes streams (workers).
+    "drain-delay-ms",
+    "reconnect-spread-ms",
 ];
 
 impl Config {

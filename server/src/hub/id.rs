@@ -38,8 +38,9 @@ const U64_DIGITS_MAX: usize = 20;
 /// Where an id sits relative to the run that sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdOrigin {
-    /// Handed out by this run (`base <= id <= last`); `base` itself means
-    /// "before this run's first event", which is still exact.
+    /// Handed out by this run (`base <= id <= last`), or in a range an
+    /// earlier run's history file carried in; `base` itself means "before
+    /// this run's first event", which is still exact.
     ThisRun,
     /// Below this run's base: handed out before a restart (or by another
     /// node that started earlier).
@@ -53,7 +54,17 @@ pub enum IdOrigin {
 pub struct IdSeq {
     base: u64,
     last: u64,
+    /// Id ranges `(base, last)` of earlier runs whose history this run
+    /// loaded (`--history-file`), oldest first, at most
+    /// [`RESTORED_RANGES_MAX`]: an id in one of them is resumed exactly,
+    /// like one of this run's; an id between them was handed out by a run
+    /// whose history is lost (a crash) and gets the `restarted` notice.
+    restored: Vec<(u64, u64)>,
 }
+
+/// Earlier runs' id ranges one sequence remembers (a history file carries
+/// them on); the oldest is forgotten first, its ids then get `restarted`.
+pub const RESTORED_RANGES_MAX: usize = 16;
 
 impl IdSeq {
     /// A sequence for a run that started at `epoch_ms` (Unix milliseconds).
@@ -61,7 +72,34 @@ impl IdSeq {
         // Saturating: a clock far in the future is not worth a panic; such a
         // run just cannot hand out ids and publishes get a 503.
         let base = epoch_ms.saturating_mul(IDS_PER_EPOCH_MS);
-        IdSeq { base, last: base }
+        IdSeq {
+            base,
+            last: base,
+            restored: Vec::new(),
+        }
+    }
+
+    /// Take `ranges` (from a history file) as covered: each `(base, last)`
+    /// must lie below this run's base, else it is not added and `false`
+    /// comes back (a clock stepped back, or a file from the future).
+    pub fn restore(&mut self, ranges: &[(u64, u64)]) -> bool {
+        if ranges.iter().any(|&(b, l)| b > l || l >= self.base) {
+            return false;
+        }
+        self.restored.extend_from_slice(ranges);
+        self.restored.sort_unstable();
+        self.restored.dedup();
+        let excess = self.restored.len().saturating_sub(RESTORED_RANGES_MAX - 1);
+        self.restored.drain(..excess);
+        true
+    }
+
+    /// Every range this sequence covers, its own last: what a history file
+    /// written now must carry.
+    pub fn covered(&self) -> Vec<(u64, u64)> {
+        let mut all = self.restored.clone();
+        all.push((self.base, self.last));
+        all
     }
 
     /// Every id of this run is greater than this.
@@ -104,6 +142,9 @@ impl IdSeq {
 
     pub fn classify(&self, id: u64) -> IdOrigin {
         if id < self.base {
+            if self.restored.iter().any(|&(b, l)| (b..=l).contains(&id)) {
+                return IdOrigin::ThisRun;
+            }
             IdOrigin::BeforeThisRun
         } else if id <= self.last {
             IdOrigin::ThisRun

@@ -11,6 +11,7 @@
 pub mod history;
 pub mod id;
 pub mod index;
+pub mod persist;
 pub mod publish;
 mod state;
 pub mod topic;

@@ -299,6 +299,82 @@ impl Hub {
         &self.limits
     }
 
+    /// A reload's limits: topic names, topic count and replay size apply
+    /// from the next publish or subscribe; each topic's history bounds size
+    /// rings already built and stay (they need a restart).
+    pub fn set_live_limits(&mut self, new: HubLimits) {
+        self.limits = HubLimits {
+            history: self.limits.history,
+            ..new
+        };
+    }
+
+    /// Everything a history file keeps (`hub::persist`): the id ranges
+    /// covered, each topic's kept events and eviction mark.
+    pub fn export(&self, written_ms: u64) -> crate::hub::persist::Saved {
+        let mut topics: Vec<crate::hub::persist::SavedTopic> = self
+            .topics
+            .iter()
+            .map(|(topic, h)| crate::hub::persist::SavedTopic {
+                topic: topic.clone(),
+                evicted_through: h.evicted_through_id(),
+                events: h.after(0).map(|e| (e.id, e.frame.clone())).collect(),
+            })
+            .collect();
+        // Newest topics first: if the file bound cuts, it cuts the stalest.
+        topics.sort_by_key(|t| std::cmp::Reverse(t.events.last().map_or(0, |e| e.0)));
+        crate::hub::persist::Saved {
+            written_ms,
+            ranges: self.ids.covered(),
+            forgotten_through: self.forgotten_through_id,
+            topics,
+        }
+    }
+
+    /// Take in a history file's events, before (a restart) or after (an
+    /// upgrade, see `node`) this run published its own: the file's ids
+    /// must all be below this run's base. A topic this run already evicted
+    /// from keeps only its own events (the file's are older than the gap).
+    /// Topics past `--topics-max` are skipped. Returns (topics, events)
+    /// taken, or why nothing was.
+    pub fn restore(&mut self, saved: crate::hub::persist::Saved) -> Result<(usize, usize), String> {
+        if !self.ids.restore(&saved.ranges) {
+            return Err(format!(
+                "the file's ids (through {}) are not below this run's first id {}: a clock that \
+                 stepped back, or a file from another node",
+                saved.last_id(),
+                self.ids.base()
+            ));
+        }
+        self.forgotten_through_id = self.forgotten_through_id.max(saved.forgotten_through);
+        let (mut topics, mut events) = (0, 0);
+        for t in saved.topics {
+            let existing = self.topics.get(t.topic.as_str());
+            if existing.is_some_and(|h| h.evicted_through_id() > 0) {
+                continue;
+            }
+            if existing.is_none() && self.topics.len() >= self.limits.topics_max {
+                continue;
+            }
+            let mut h = History::with_evicted_through(self.limits.history, t.evicted_through);
+            for (id, frame) in t.events {
+                let _ = h.push(id, frame);
+                events += 1;
+            }
+            if let Some(own) = self.topics.get(t.topic.as_str()) {
+                for e in own.after(0) {
+                    let _ = h.push(e.id, e.frame.clone());
+                }
+            }
+            self.topics.insert(t.topic, h);
+            topics += 1;
+        }
+        self.stats.topics = self.topics.len();
+        self.stats.history_events = self.topics.values().map(History::len).sum();
+        self.stats.history_bytes = self.topics.values().map(History::bytes).sum();
+        Ok((topics, events))
+    }
+
     /// The last id handed out (the run's base before the first publish).
     pub fn last_id(&self) -> u64 {
         self.ids.last()
@@ -932,6 +1008,42 @@ mod tests {
         // Eviction in a topic the client did not ask for is no gap for it.
         let r = hub.replay(&[t("b")], &ResumePoint::After(1001));
         assert_eq!((r.missed, r.frames.len()), (None, 1));
+    }
+
+    #[test]
+    fn a_history_file_carries_resume_across_runs_exactly() {
+        // Run 1 (ids from 1001), then run 2 (base 2000) loads its export.
+        let mut first = Hub::new(limits(), EPOCH_MS);
+        for d in ["a1", "a2", "a3"] {
+            publish(&mut first, "a", d);
+        }
+        let saved = first.export(0);
+        assert_eq!(saved.ranges, [(1000, 1003)]);
+        let bytes = crate::hub::persist::encode(&saved).0;
+        let saved = crate::hub::persist::decode(&bytes, 64).unwrap();
+        let mut second = Hub::new(limits(), 2);
+        assert_eq!(second.restore(saved.clone()), Ok((1, 3)));
+        // Covered: exact, no notice, then this run's own ids continue above.
+        assert_eq!(publish(&mut second, "a", "b1").id, 2001);
+        let r = second.replay(&[t("a")], &ResumePoint::After(1001));
+        assert_eq!(r.missed, None);
+        assert_eq!(
+            text(&r.frames),
+            [
+                "id: 1002\ndata: a2\n\n",
+                "id: 1003\ndata: a3\n\n",
+                "id: 2001\ndata: b1\n\n"
+            ]
+        );
+        // Not covered (a crashed run between 1003 and 2000): `restarted`.
+        let r = second.replay(&[t("a")], &ResumePoint::After(1500));
+        assert_eq!(r.missed, Some(MissedReason::Restarted));
+        // A file whose ids are not below this run's base is refused whole.
+        let mut earlier = Hub::new(limits(), 1);
+        assert!(earlier.restore(saved).is_err());
+        assert_eq!(earlier.stats().history_events, 0);
+        // Both ranges travel on in the next file.
+        assert_eq!(second.export(0).ranges, [(1000, 1003), (2000, 2001)]);
     }
 
     #[test]

@@ -326,14 +326,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Connections held per client IP, shared by every worker.
 pub struct PerIp {
-    max_per_ip: u32,
+    /// Atomic so a SIGHUP reload changes it under running workers.
+    max_per_ip: std::sync::atomic::AtomicU32,
     shards: Box<[Mutex<HashMap<u64, u32>>]>,
 }
 
 impl PerIp {
     pub fn new(max_per_ip: u32) -> PerIp {
         PerIp {
-            max_per_ip,
+            max_per_ip: std::sync::atomic::AtomicU32::new(max_per_ip),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
@@ -350,7 +351,7 @@ impl PerIp {
         debug_assert_ne!(key, 0);
         let mut map = lock(self.shard(key));
         let n = map.entry(key).or_insert(0);
-        if *n >= self.max_per_ip {
+        if *n >= self.max_per_ip.load(std::sync::atomic::Ordering::Relaxed) {
             if *n == 0 {
                 map.remove(&key);
             }
@@ -370,6 +371,13 @@ impl PerIp {
             }
             None => debug_assert!(false, "release of an IP that holds nothing"),
         }
+    }
+
+    /// A reload's new limit: connections already held above it stay, new
+    /// ones are refused until the count falls below it.
+    pub fn set_limit(&self, max_per_ip: u32) {
+        self.max_per_ip
+            .store(max_per_ip, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Connections counted for `key` now.
@@ -399,6 +407,14 @@ impl PublishRate {
                     ))
                 })
                 .collect(),
+        }
+    }
+
+    /// A reload's new rate: every bucket starts afresh at it (a reload is
+    /// rare; a publisher gets at most one extra burst).
+    pub fn set_rate(&self, rate_per_s: u32) {
+        for shard in self.shards.iter() {
+            *lock(shard) = RateLimiter::new(rate_per_s, PUBLISH_RATE_KEYS_PER_SHARD_MAX);
         }
     }
 

@@ -16,6 +16,9 @@ impl Worker {
     /// Unsubscribe, cancel whatever is in flight and close the fixed slot.
     /// The slab slot is freed once every op has completed.
     pub(super) fn close_conn(&mut self, key: u32, reason: CloseReason) {
+        // First: once closing, the slot's entry is gone and a second close
+        // finds nothing.
+        self.access_stream_close(key, reason);
         let Some(conn) = self.conns.get_mut(key as usize) else {
             return;
         };
@@ -158,6 +161,7 @@ impl Worker {
             .user_data(Token::new(OpKind::AcceptCancel, 0, 0).pack());
             self.push(ring, &[entry]);
         }
+        self.queue_spread_retries();
         // Idle and request connections close now; streams and pending
         // answers close once their queue is flushed (or at the deadline).
         let mut close_now = Vec::new();

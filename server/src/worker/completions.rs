@@ -262,6 +262,7 @@ impl Worker {
 
     fn on_tick(&mut self) {
         self.arm_tick();
+        self.pick_up_reload();
         self.expire_deadlines();
         if self.accepts_parked && self.draining_until.is_none() {
             self.unpark_accepts();

@@ -160,6 +160,7 @@ impl Worker {
     /// connection with something queued: a stream that stalled, or a plain
     /// HTTP client that does not read its answers, is dropped.
     pub(super) fn sweep(&mut self) {
+        crate::log::access_tick();
         let now = self.now;
         let (mut streams, mut queue_bytes) = (0u64, 0u64);
         for (key, conn) in self.conns.iter_mut() {

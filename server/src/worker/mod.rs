@@ -12,13 +12,15 @@
 //! The `impl Worker` is split by what it handles: this file (setup, the
 //! loop, submission), [`completions`] (what the kernel reports), [`requests`]
 //! (plain HTTP and opening streams), [`fanout`] (inbox to send queues,
-//! heartbeats, queue ages) and [`close`] (closing, draining, stopping).
+//! heartbeats, queue ages), [`close`] (closing, draining, stopping) and
+//! [`ops`] (picking up a reload, spreading reconnects on a drain).
 
 mod abort;
 mod answers;
 mod close;
 mod completions;
 mod fanout;
+mod ops;
 mod patterns;
 mod private;
 mod requests;
@@ -217,6 +219,14 @@ struct Worker {
     heartbeat: Frame,
     stream_preamble: Bytes,
     draining_until: Option<u32>,
+    /// The last configuration reload this worker applied (`ops`).
+    reload_generation: u64,
+    /// `--retry-ms` and `--reconnect-spread-ms`, live on reload.
+    retry_ms: u32,
+    reconnect_spread_ms: u32,
+    /// Streams opened while `--access-log` was on: peer and start, for
+    /// their close line. Empty otherwise; at most one entry per connection.
+    access_streams: std::collections::HashMap<u32, (std::net::IpAddr, Instant)>,
     accept_cancels_in_flight: u32,
     accepts_parked: bool,
     last_log_tick: u32,
@@ -299,6 +309,10 @@ impl Worker {
             heartbeat,
             stream_preamble: Bytes::from(preamble),
             draining_until: None,
+            reload_generation: 0,
+            retry_ms: config.retry_ms,
+            reconnect_spread_ms: config.reconnect_spread_ms,
+            access_streams: std::collections::HashMap::new(),
             accept_cancels_in_flight: 0,
             accepts_parked: false,
             last_log_tick: 0,

@@ -161,6 +161,7 @@ impl Worker {
             Decision::Respond(mut r) => {
                 self.stats.requests += 1;
                 r.keep_alive &= self.skip_body(key, &head, head_len);
+                self.access_request(&head, peer, &r);
                 self.respond(key, r);
             }
             Decision::Metrics {
@@ -169,7 +170,19 @@ impl Worker {
             } => {
                 self.stats.requests += 1;
                 let keep_alive = keep_alive && self.skip_body(key, &head, head_len);
-                self.respond(key, self.metrics_response(keep_alive, headers));
+                let r = crate::admin::metrics_response(&self.shared, keep_alive, headers);
+                self.access_request(&head, peer, &r);
+                self.respond(key, r);
+            }
+            Decision::Ready {
+                keep_alive,
+                headers,
+            } => {
+                self.stats.requests += 1;
+                let keep_alive = keep_alive && self.skip_body(key, &head, head_len);
+                let r = crate::admin::readiness_response(&self.shared, keep_alive, headers);
+                self.access_request(&head, peer, &r);
+                self.respond(key, r);
             }
             Decision::Presence {
                 keep_alive,
@@ -180,16 +193,7 @@ impl Worker {
                 let keep_alive = keep_alive && self.skip_body(key, &head, head_len);
                 let mut r = Response::json(200, self.shared.presence_page(&query), keep_alive);
                 r.headers = headers;
-                self.respond(key, r);
-            }
-            Decision::Ready {
-                keep_alive,
-                headers,
-            } => {
-                self.stats.requests += 1;
-                let keep_alive = keep_alive && self.skip_body(key, &head, head_len);
-                let mut r = api::readiness_response(self.shared.readiness(), keep_alive);
-                r.headers = headers;
+                self.access_request(&head, peer, &r);
                 self.respond(key, r);
             }
             Decision::Stream {
@@ -215,6 +219,7 @@ impl Worker {
                     rights,
                 };
                 self.start_stream(key, interest, &resume, &headers, client_key(&client));
+                self.access_stream_open(key, &head, peer);
                 return false;
             }
             Decision::ReadBody(grant) => return self.read_publish(key, &head, head_len, grant),
@@ -279,6 +284,11 @@ impl Worker {
                 r
             }
         };
+        if crate::log::access_enabled() {
+            if let Some(peer) = self.conns[key as usize].req.as_ref().map(|q| q.peer) {
+                self.access_request(head, peer, &r);
+            }
+        }
         self.respond(key, r);
         true
     }
@@ -384,26 +394,6 @@ impl Worker {
         self.mark_dirty(key);
     }
 
-    fn metrics_response(&self, keep_alive: bool, headers: Headers) -> Response {
-        let mut text = String::with_capacity(8192);
-        self.shared.render_metrics(&mut text);
-        render_hub_stats(&self.shared.hub_stats(), &mut text);
-        {
-            use std::fmt::Write as _;
-            let _ = write!(
-                text,
-                "# HELP stentor_presence_streams Streams listed for GET /subscriptions (node-local).\n\
-                 # TYPE stentor_presence_streams gauge\nstentor_presence_streams {}\n",
-                self.shared.presence_len()
-            );
-        }
-        let mut r = Response::text(200, "", keep_alive);
-        r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-        r.body = text.into_bytes();
-        r.headers = headers;
-        r
-    }
-
     /// Open a stream: replay what the client missed and register it for
     /// live frames (see `Shared::subscribe` for the seam), then queue the
     /// head, `: connected`, `retry:` and the replay. `client_key` is the
@@ -487,7 +477,7 @@ impl Worker {
         let preamble = if headers.is_empty() {
             self.stream_preamble.clone()
         } else {
-            Bytes::from(api::stream_preamble(self.shared.config.retry_ms, headers))
+            Bytes::from(api::stream_preamble(self.retry_ms, headers))
         };
         let conn = &mut self.conns[key as usize];
         conn.subs = subs;
@@ -585,52 +575,5 @@ impl Worker {
                 Some(Deadline::Idle) | None => self.close_conn(key, CloseReason::IdleTimeout),
             }
         }
-    }
-}
-
-/// The hub's gauges and counters in Prometheus text, after the node's.
-fn render_hub_stats(s: &crate::hub::HubStats, out: &mut String) {
-    use std::fmt::Write as _;
-    for (name, kind, help, value) in [
-        (
-            "hub_topics",
-            "gauge",
-            "Topics the hub holds (history or not).",
-            s.topics as u64,
-        ),
-        (
-            "history_events",
-            "gauge",
-            "Events kept in history, all topics.",
-            s.history_events as u64,
-        ),
-        (
-            "history_bytes",
-            "gauge",
-            "Frame bytes kept in history, all topics.",
-            s.history_bytes as u64,
-        ),
-        (
-            "history_evicted_events_total",
-            "counter",
-            "Events evicted from history by --history-events-max or --history-bytes-max.",
-            s.evicted_events_total,
-        ),
-        (
-            "history_evicted_bytes_total",
-            "counter",
-            "Frame bytes evicted from history.",
-            s.evicted_bytes_total,
-        ),
-        (
-            "last_event_id",
-            "gauge",
-            "The last event id handed out.",
-            s.last_id,
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP stentor_{name} {help}");
-        let _ = writeln!(out, "# TYPE stentor_{name} {kind}");
-        let _ = writeln!(out, "stentor_{name} {value}");
     }
 }

@@ -21,6 +21,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The startup line, for tests that read the capacity figures in it.
     pub listening: String,
+    /// The lines before it (e.g. what was loaded at startup).
+    pub startup: Vec<String>,
     /// Every stderr line after the startup line, for tests that read logs.
     pub log: mpsc::Receiver<String>,
 }
@@ -73,6 +75,7 @@ impl Server {
                             child,
                             addr,
                             listening: line,
+                            startup: said,
                             log: rx,
                         };
                     }
