@@ -64,7 +64,7 @@ load *ARGS:
     cargo run --release -p stentor-loadgen -- run --url http://127.0.0.1:8080 {{ARGS}}
 
 # One million idle subscribers on one node (issue figures in docs/performance.md):
-# connects N streams from 127.0.0.2.. (20,000 per address), publishes once to all,
+# connects N streams from 127.77.0.1.. (10,000 per address), publishes once to all,
 # prints RSS per subscriber, kernel memory, time to connect, time and CPU for the fan-out.
 # Needs ~12 GiB of RAM and a few minutes; `just million 200000` for a smaller run.
 million N="1000000":
