@@ -22,7 +22,7 @@ ci:
     bash .ci/run
 
 # Fuzz one target for SECONDS (default 60) with cargo-fuzz on nightly, e.g. `just fuzz http_head 300`;
-# `just fuzz all` runs every target. Installs nightly and cargo-fuzz if missing; docs/benchmarks.md "Fuzzing".
+# `just fuzz all` runs every target. Installs nightly and cargo-fuzz if missing; docs/measurements/benchmarks.md "Fuzzing".
 fuzz TARGET SECONDS="60":
     FUZZ_SECONDS={{SECONDS}} bash .ci/fuzz {{TARGET}}
 
@@ -30,7 +30,7 @@ fuzz TARGET SECONDS="60":
 bench-micro *ARGS:
     cargo bench -p stentor-bench --bench wire --bench dataplane {{ARGS}}
 
-# CI regression gate: callgrind instruction counts vs bench/baselines/callgrind.tsv (--update rewrites it on purpose; docs/benchmarks.md).
+# CI regression gate: callgrind instruction counts vs bench/baselines/callgrind.tsv (--update rewrites it on purpose; docs/measurements/benchmarks.md).
 bench-gate *ARGS:
     bash .ci/bench-gate {{ARGS}}
 
@@ -39,7 +39,7 @@ bench-ratios *ARGS:
     bash bench/scripts/criterion-ratios {{ARGS}}
 
 # Capacity planning on this machine: stentor + stentor-loadgen sweep vs the machine's send() ceiling,
-# a few minutes (--quick: ~1 minute). Writes target/capacity/report.{md,html,json}; docs/capacity-planning.md.
+# a few minutes (--quick: ~1 minute). Writes target/capacity/report.{md,html,json}; docs/measurements/capacity-planning.md.
 bench *ARGS:
     cargo build --release --locked -p stentor -p stentor-loadgen -p stentor-bench --bin stentor --bin stentor-loadgen --bin stentor-ceiling --bin stentor-capacity
     cargo run --release --locked -q -p stentor-bench --bin stentor-capacity -- {{ARGS}}
@@ -54,7 +54,7 @@ bench-ceiling *ARGS:
 
 # A sequential publisher (one POST at a time, waiting for each answer) beside N subscribers,
 # stentor and the peers in PEERS_DIR (nchan/, axum-hub/ with start/stop) alternating, medians of 3,
-# e.g. `just seqpub-compare PEERS_DIR "10 128" 10 10000` (docs/performance.md, section 6).
+# e.g. `just seqpub-compare PEERS_DIR "10 128" 10 10000` (docs/measurements/performance.md, section 6).
 seqpub-compare PEERS_DIR *ARGS:
     cargo build --release --locked -p stentor -p stentor-bench --bin stentor --bin stentor-seqpub
     bash bench/scripts/seqpub-compare {{PEERS_DIR}} {{ARGS}}
@@ -63,7 +63,7 @@ seqpub-compare PEERS_DIR *ARGS:
 load *ARGS:
     cargo run --release -p stentor-loadgen -- run --url http://127.0.0.1:8080 {{ARGS}}
 
-# One million idle subscribers on one node (issue figures in docs/performance.md):
+# One million idle subscribers on one node (issue figures in docs/measurements/performance.md):
 # connects N streams from 127.77.0.1.. (10,000 per address), publishes once to all,
 # prints RSS per subscriber, kernel memory, time to connect, time and CPU for the fan-out.
 # Needs ~12 GiB of RAM and a few minutes; `just million 200000` for a smaller run.

@@ -461,7 +461,7 @@ const READING: &str = "Each row of the first table is the highest event rate (to
 number of loopback sockets on this machine (`stentor-ceiling`); it can exceed 100% because stentor coalesces \
 several events into one send under load. `CPU/delivery ÷ ceiling CPU/send` below 1 means a delivery costs the server \
 less than one plain `send()` per event. The load generator runs on the same machine and competes for the same cores: \
-read warnings before trusting a latency. See docs/capacity-planning.md.";
+read warnings before trusting a latency. See docs/measurements/capacity-planning.md.";
 
 const MEMORY_READING: &str = "RSS is the server's VmRSS before the first subscriber, and the lowest VmRSS seen \
 (sampled every 100 ms) while all were connected, during the run at the lowest rate: the allocator holds the \

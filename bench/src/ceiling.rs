@@ -1,7 +1,7 @@
 //! The machine's loopback `send()` ceiling: what a plain loop of one
 //! `send()` per event per socket reaches over N loopback TCP pairs, with no
 //! HTTP, no queues and no io_uring. `stentor-ceiling` runs it; `just bench`
-//! and `docs/performance.md` express stentor's figures as a fraction of it.
+//! and `docs/measurements/performance.md` express stentor's figures as a fraction of it.
 //!
 //! Shape: the measuring process holds the sending side of every pair (the
 //! accepted sockets, like a server), a child process holds the receiving side

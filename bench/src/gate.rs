@@ -160,7 +160,7 @@ pub fn format_baseline(environment: &[(String, String)], entries: &[BaselineEntr
     out.push_str(
         "# stentor-gate baseline: instructions (callgrind Ir) per workload run.\n\
          # Written by `just bench-gate --update`; edit thresholds by hand if needed.\n\
-         # See docs/benchmarks.md before updating.\n",
+         # See docs/measurements/benchmarks.md before updating.\n",
     );
     for (key, value) in environment {
         out.push_str(&format!("# {key}: {value}\n"));

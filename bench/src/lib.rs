@@ -14,7 +14,7 @@
 //!   `just bench` capacity sweep and its report; its charts come from
 //!   [`svg`], the chart module it shares with `stentor-loadgen`'s HTML report.
 //!
-//! `docs/benchmarks.md` says how to run, read and update all of it.
+//! `docs/measurements/benchmarks.md` says how to run, read and update all of it.
 
 pub mod capacity;
 pub mod ceiling;

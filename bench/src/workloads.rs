@@ -9,7 +9,7 @@
 //! process, so every workload can share that one measured function.
 //!
 //! Adding a workload is one entry in [`WORKLOADS`] and one baseline line
-//! (`just bench-gate --update` writes it). See `docs/benchmarks.md`.
+//! (`just bench-gate --update` writes it). See `docs/measurements/benchmarks.md`.
 
 use std::hint::black_box;
 

@@ -9,7 +9,7 @@
 //! [`payload`] (what an event's data carries), [`publisher`] (open-loop
 //! publishing), [`shared`] (cross-thread flags and counters), [`stats`] and
 //! [`report`] (measurements, JSON, summary, SLO verdict), [`html`] (the page).
-//! Usage and report fields: `docs/loadgen.md`.
+//! Usage and report fields: `docs/reference/loadgen.md`.
 
 mod cli;
 mod engine;

@@ -172,7 +172,7 @@ pub struct Report {
     pub connect_latency_us: Percentiles,
     pub connect_errors: Counts,
     /// Connects tried again from a fresh source pair because the last one's
-    /// 4-tuple was still taken (not errors; see docs/loadgen.md).
+    /// 4-tuple was still taken (not errors; see docs/reference/loadgen.md).
     pub source_pair_retries: u64,
     /// Source addresses the subscribers connected from (empty: the kernel chose).
     pub source_ips: Vec<std::net::IpAddr>,
@@ -224,7 +224,7 @@ pub struct Report {
     pub histogram_file: Option<String>,
     /// When publishing began, seconds since the run began (`series` time base).
     pub publish_start_s: f64,
-    /// The run second by second since it began (see docs/loadgen.md).
+    /// The run second by second since it began (see docs/reference/loadgen.md).
     pub series: Vec<crate::series::SeriesPoint>,
     pub latency_distribution: Vec<DistributionPoint>,
     pub slo: Slo,

@@ -1,4 +1,4 @@
-//! The loadgen's nchan template (docs/loadgen.md, "Pointing it at other
+//! The loadgen's nchan template (docs/reference/loadgen.md, "Pointing it at other
 //! servers") against a real nginx + nchan: the test writes its own
 //! nginx.conf (loading the module explicitly, since Debian's nginx reads
 //! modules-enabled only from the system config), starts nginx in the

@@ -1,5 +1,5 @@
 //! Reconnects per second while a node restarts: the measurement behind
-//! `--reconnect-spread-ms` in docs/performance.md.
+//! `--reconnect-spread-ms` in docs/measurements/performance.md.
 //!
 //! ```sh
 //! cargo build -p stentor && cargo run -p stentor --example restart_storm -- \

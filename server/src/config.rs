@@ -332,7 +332,7 @@ pub struct Config {
     // ---- Fleet ---------------------------------------------------------
     /// Where events are ordered and kept: `embedded` (this node alone) or
     /// `redis://[user:pass@]HOST:PORT[/DB]` / `rediss://…` (a fleet of nodes
-    /// sharing one Redis >= 7; see docs/cluster.md).
+    /// sharing one Redis >= 7; see docs/design/cluster.md).
     #[arg(
         long,
         env = "STENTOR_BROKER",

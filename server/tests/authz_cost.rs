@@ -7,7 +7,7 @@
 //!
 //! A measurement, not a pass/fail test: `#[ignore]`d, run it with
 //! `cargo test --release -p stentor --test authz_cost -- --ignored --nocapture`
-//! (figures in docs/benchmarks.md). Bounded: 400 streams, 40,000 events.
+//! (figures in docs/measurements/benchmarks.md). Bounded: 400 streams, 40,000 events.
 
 mod support;
 

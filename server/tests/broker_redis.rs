@@ -8,7 +8,7 @@
 //! then they fail (`.ci/install-deps` installs it).
 //!
 //! `measure_round_trips_and_reading` (ignored) prints the figures quoted in
-//! `docs/cluster.md`:
+//! `docs/design/cluster.md`:
 //! `cargo test --release -p stentor --test broker_redis -- --ignored --nocapture`
 
 mod support;
@@ -769,7 +769,7 @@ fn tls_with_a_private_ca() {
     drop(redis);
 }
 
-/// Figures for `docs/cluster.md`; bounded (a few seconds), ignored by
+/// Figures for `docs/design/cluster.md`; bounded (a few seconds), ignored by
 /// default because timings on a shared machine are not a pass/fail matter.
 #[test]
 #[ignore]

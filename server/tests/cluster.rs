@@ -680,7 +680,7 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// The publish figures quoted in `docs/performance.md`: one keep-alive
+/// The publish figures quoted in `docs/measurements/performance.md`: one keep-alive
 /// publisher, one event per request and 100 per request, embedded and
 /// through Redis, alternating, three rounds each. Release build:
 /// `cargo test --release -p stentor --test cluster -- --ignored --nocapture measure`

@@ -898,7 +898,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// `STENTOR_IDLE_SUBSCRIBERS=100000 cargo test --release -p stentor --test
 /// dataplane idle_subscribers_memory -- --ignored --nocapture`
 #[test]
-#[ignore = "a measurement: run by hand (docs/performance.md)"]
+#[ignore = "a measurement: run by hand (docs/measurements/performance.md)"]
 fn idle_subscribers_memory() {
     let n: usize = std::env::var("STENTOR_IDLE_SUBSCRIBERS")
         .ok()

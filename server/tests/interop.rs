@@ -285,7 +285,7 @@ fn chromium_reconnects_by_itself_and_gets_exactly_the_missed_events() {
     run_client("node", &["browser.mjs", "resume", &port, "pageresume"]);
 }
 
-/// The API contract (docs/api.md) from outside, one server per flag set.
+/// The API contract (docs/reference/api.md) from outside, one server per flag set.
 fn api_contract(mode: &str, flags: &[&str]) {
     if !have_python_clients() {
         return;

@@ -5,7 +5,7 @@
 //!
 //! The storm tests are bounded (a few seconds, loopback only). Set
 //! `STENTOR_RESUME_STORM_FULL=1` for the full measurement in
-//! `docs/performance.md` (2,000 resumes/s offered over a 10,000-event
+//! `docs/measurements/performance.md` (2,000 resumes/s offered over a 10,000-event
 //! history); it prints its figures and asserts the same bounds.
 
 mod support;
@@ -433,7 +433,7 @@ fn a_resume_storm_does_not_stall_publishing() {
     // (the storm's clients, the server's workers and the publisher share
     // the cores; the worker's event loop serves the publisher between
     // replays), before and after replays left the lock: measured, they
-    // vary 5x between runs (docs/performance.md). So this asserts a stall
+    // vary 5x between runs (docs/measurements/performance.md). So this asserts a stall
     // guard on the server's own publish time (hub lock + id + inboxes): its
     // median p99 under the storm within 4x the quiet one or 10 ms. The lock
     // itself is asserted without sockets by

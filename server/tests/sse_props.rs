@@ -35,7 +35,7 @@ fn any_event() -> impl Strategy<Value = Event> {
         })
 }
 
-/// What the encoder must refuse, by the rules in `docs/protocol.md (part 1)`.
+/// What the encoder must refuse, by the rules in `docs/reference/protocol.md (part 1)`.
 fn expected_refusal(event: &Event) -> Option<EncodeError> {
     let has_break = |s: &str| s.contains(['\r', '\n']);
     if event.event.as_deref().is_some_and(has_break) {

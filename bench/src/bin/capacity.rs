@@ -12,7 +12,7 @@
 //! stentor-ceiling over the same number of sockets. Writes
 //! `report.md`, `report.html` and `report.json` to the output directory
 //! (`target/capacity`). Every child process is killed by its PID when the
-//! sweep ends, on error too. `docs/capacity-planning.md` explains the report.
+//! sweep ends, on error too. `docs/measurements/capacity-planning.md` explains the report.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -38,7 +38,7 @@ counts, writes DIR/report.{md,html,json} (default target/capacity).
 The publisher is sequential by default (--pub-inflight 1: one request in flight,
 waits for each answer); a rate counts only if >= --min-published (0.99) of its
 events were accepted, so the max rate is what a sequential publisher sustains.
-Full sweep: a few minutes; --quick: about one minute. See docs/capacity-planning.md.";
+Full sweep: a few minutes; --quick: about one minute. See docs/measurements/capacity-planning.md.";
 
 /// The full sweep: subscriber counts a 2-core box with a 20000-descriptor
 /// cap can still compare with its ceiling (one process holds ≤ 19,900 pairs).

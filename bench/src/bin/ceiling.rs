@@ -11,7 +11,7 @@
 //! drains the other ends with epoll. Reports sends/s, events/s, bytes/s and
 //! CPU per send (`getrusage` of both processes over the sending phase).
 //! That is the most a server could deliver here if it did nothing but send:
-//! `just bench` and `docs/performance.md` show stentor as a fraction of it.
+//! `just bench` and `docs/measurements/performance.md` show stentor as a fraction of it.
 //!
 //! The receiving side runs in a child process (`stentor-ceiling receive`,
 //! internal) so each process holds N descriptors, not 2N, under the

@@ -39,7 +39,7 @@ it with the baseline (default bench/baselines/callgrind.tsv): exit 0 when none
 rose beyond its threshold, 1 when one did, 2 on a usage or setup error.
 --update rewrites the baseline with the new counts (keeping thresholds).
 --build NOTE records how the binary was built in the baseline header.
-See docs/benchmarks.md.";
+See docs/measurements/benchmarks.md.";
 
 /// Exit status for a regression: what CI acts on.
 const EXIT_REGRESSED: u8 = 1;
@@ -271,7 +271,7 @@ fn check(options: &CheckOptions) -> Result<ExitCode, String> {
     }
     println!(
         "If the change in cost is intended, update the baseline on purpose: \
-         docs/benchmarks.md, \"Updating a baseline\"."
+         docs/measurements/benchmarks.md, \"Updating a baseline\"."
     );
     Ok(ExitCode::from(EXIT_REGRESSED))
 }

@@ -4,7 +4,7 @@
 //! fan-out live in one process. In fleet mode (`--broker redis://…`) every
 //! node appends to and reads from one Redis, so a publish on any node reaches
 //! subscribers on every node and a client resumes on any node. See
-//! `docs/cluster.md` for the design (keys, the total order, failures).
+//! `docs/design/cluster.md` for the design (keys, the total order, failures).
 //!
 //! This module holds what does not depend on the broker's protocol: the
 //! event shapes, the errors (with a kind for metrics labels), the options

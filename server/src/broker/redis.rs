@@ -47,7 +47,7 @@ const STOP_POLL_MS: u64 = 50;
 /// it refuses `rediss://` with a clear error instead of a handshake failure.
 pub const TLS_SUPPORTED: bool = true;
 
-/// Publishes one batch atomically; see `docs/cluster.md` ("Total order").
+/// Publishes one batch atomically; see `docs/design/cluster.md` ("Total order").
 ///
 /// KEYS: counter, epoch, log, then the topic stream of each event.
 /// ARGV: id floor, topic MAXLEN, log MAXLEN, run id, then five per event:

@@ -6,7 +6,7 @@
 //! - [`publish`]: a validated event to publish, and why a publish is refused;
 //! - [`Hub`]: the publishing side of a node, tying them together.
 //!
-//! See `docs/hub.md` for the formats and the resume cases.
+//! See `docs/design/architecture.md` for the formats and the resume cases.
 
 pub mod history;
 pub mod id;

@@ -535,7 +535,7 @@ impl Hub {
     }
 
     /// What a client subscribing to `topics` from `resume` is sent before it
-    /// goes live. Duplicate topics count once. See `docs/hub.md` for each case.
+    /// goes live. Duplicate topics count once. See `docs/design/architecture.md` for each case.
     /// The same as [`Hub::replay_snapshot`] then [`ReplaySnapshot::replay`].
     pub fn replay(&self, topics: &[Topic], resume: &ResumePoint) -> Replay {
         self.replay_snapshot(topics, resume).replay()
@@ -1246,7 +1246,7 @@ mod tests {
         assert_eq!(got, want);
     }
 
-    /// The table in `docs/hub.md`, byte for byte.
+    /// The table in `docs/design/architecture.md`, byte for byte.
     #[test]
     fn the_documented_cases() {
         let mut hub = Hub::new(

@@ -8,7 +8,7 @@
 //! The rules are the ones an edge server must get right to be safe behind (or
 //! in front of) other HTTP software: every ambiguity that two parsers could
 //! read differently (request smuggling) is refused with 400, every limit has a
-//! name, a default and its own error. `docs/protocol.md` (part 2) lists them all.
+//! name, a default and its own error. `docs/reference/protocol.md` (part 2) lists them all.
 //! After any [`HttpError`] the caller answers with its status and closes the
 //! connection: the framing of whatever follows can no longer be trusted.
 

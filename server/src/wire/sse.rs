@@ -9,7 +9,7 @@
 //!   WHATWG HTML standard says a browser does ("Interpreting an event
 //!   stream"), so the load generator sees exactly what an `EventSource` would.
 //!
-//! The rules and byte-exact examples are in `docs/protocol.md (part 1)`.
+//! The rules and byte-exact examples are in `docs/reference/protocol.md (part 1)`.
 
 use std::fmt;
 

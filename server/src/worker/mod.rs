@@ -1,6 +1,6 @@
 //! One worker thread: one listener, one slab of connections, one topic
 //! index, and as many rings as its share of the connections needs (each
-//! ring has its own fixed-file table; see docs/design.md).
+//! ring has its own fixed-file table; see docs/design/architecture.md).
 //!
 //! The loop, top to bottom: flush SQEs that did not fit last turn, submit
 //! (secondary rings without waiting, then the primary ring, waiting for a
@@ -78,7 +78,7 @@ pub const LOG_EVERY_TICKS: u32 = 50;
 /// about 4 µs each here, so ~1 ms per chunk). Control work (answers,
 /// accepts, request heads) goes ahead of each chunk, so a publisher waits
 /// for at most one chunk of a broadcast, not all of it. Measured in
-/// docs/performance.md (section 6): no cost in CPU per delivery.
+/// docs/measurements/performance.md (section 6): no cost in CPU per delivery.
 pub const FANOUT_SENDS_PER_SUBMIT: usize = 256;
 /// Measurement hook (`STENTOR_FANOUT_SENDS_PER_SUBMIT=N`): another chunk
 /// size, e.g. to compare with an uncut fan-out. Unset in production.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The native HTTP API (docs/api.md) checked from outside, with httpx.
+"""The native HTTP API (docs/reference/api.md) checked from outside, with httpx.
 
 usage: api_contract.py MODE BASE_URL RETRY_MS
 
