@@ -15,14 +15,12 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use stentor::wire::sse::{Item, ParsedEvent, Parser};
+use support::client::{connect, get, ids_of, post_json, publish, publish_one, Stream};
 use support::redis::{require_redis, Redis, TempDir};
 use support::Server;
 
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a test waits for something the fleet does on its own (a
 /// reconnect, readiness).
 const WAIT: Duration = Duration::from_secs(15);
@@ -46,83 +44,6 @@ fn node(redis: &Redis, extra: &[&str]) -> Server {
     server
 }
 
-fn connect(server: &Server) -> TcpStream {
-    let s = TcpStream::connect(server.addr).expect("connect");
-    s.set_nodelay(true).expect("nodelay");
-    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    s
-}
-
-struct Answer {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-fn request(server: &Server, raw: &str) -> Answer {
-    let mut s = connect(server);
-    s.write_all(raw.as_bytes()).expect("write request");
-    let mut all = Vec::new();
-    let _ = s.read_to_end(&mut all);
-    let text = String::from_utf8_lossy(&all).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .get(9..12)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    Answer {
-        status,
-        head: head.to_string(),
-        body: body.to_string(),
-    }
-}
-
-fn get(server: &Server, path: &str) -> Answer {
-    request(
-        server,
-        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
-    )
-}
-
-fn post(server: &Server, json: &str) -> Answer {
-    request(
-        server,
-        &format!(
-            "POST /publish HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
-            json.len()
-        ),
-    )
-}
-
-fn ids_of(answer: &Answer) -> Vec<u64> {
-    assert_eq!(
-        answer.status, 200,
-        "publish: {} {}",
-        answer.head, answer.body
-    );
-    let list = answer
-        .body
-        .split_once("\"ids\":[")
-        .and_then(|(_, rest)| rest.split_once(']'))
-        .map(|(list, _)| list)
-        .unwrap_or_else(|| panic!("no ids in {}", answer.body));
-    list.split(',')
-        .map(|n| n.trim().parse().expect("id is a number"))
-        .collect()
-}
-
-fn publish(server: &Server, json: &str) -> Vec<u64> {
-    ids_of(&post(server, json))
-}
-
-fn publish_one(server: &Server, topic: &str, data: &str) -> u64 {
-    let ids = publish(server, &format!(r#"{{"topic":"{topic}","data":"{data}"}}"#));
-    assert_eq!(ids.len(), 1);
-    ids[0]
-}
-
 fn wait_ready(server: &Server) {
     let until = Instant::now() + WAIT;
     loop {
@@ -132,89 +53,6 @@ fn wait_ready(server: &Server) {
         }
         assert!(Instant::now() < until, "never ready: {} {}", a.head, a.body);
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Stream {
-    sock: TcpStream,
-    parser: Parser,
-    items: Vec<Item>,
-}
-
-impl Stream {
-    fn open(server: &Server, target: &str, extra: &str) -> Stream {
-        let mut sock = connect(server);
-        let req = format!("GET {target} HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
-        sock.write_all(req.as_bytes()).expect("write");
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 16384];
-        let head_end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            match sock.read(&mut chunk) {
-                Ok(0) | Err(_) => panic!("no response head: {:?}", String::from_utf8_lossy(&buf)),
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        assert!(buf.starts_with(b"HTTP/1.1 200 "), "{buf:?}");
-        let mut s = Stream {
-            sock,
-            parser: Parser::new(),
-            items: Vec::new(),
-        };
-        s.parser.feed(&buf[head_end..], &mut s.items);
-        s
-    }
-
-    fn read_until(&mut self, mut pred: impl FnMut(&[ParsedEvent]) -> bool) -> bool {
-        let mut chunk = [0u8; 16384];
-        loop {
-            if pred(&self.events()) {
-                return true;
-            }
-            match self.sock.read(&mut chunk) {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => self.parser.feed(&chunk[..n], &mut self.items),
-            }
-        }
-    }
-
-    fn events(&self) -> Vec<ParsedEvent> {
-        self.items
-            .iter()
-            .filter_map(|i| match i {
-                Item::Event(e) => Some(e.clone()),
-                Item::Comment(_) => None,
-            })
-            .collect()
-    }
-
-    fn ids(&self) -> Vec<u64> {
-        self.events()
-            .iter()
-            .filter(|e| e.event_type != "stentor.missed")
-            .map(|e| e.last_event_id.parse().expect("numeric id"))
-            .collect()
-    }
-
-    fn notices(&self) -> Vec<String> {
-        self.events()
-            .iter()
-            .filter(|e| e.event_type == "stentor.missed")
-            .map(|e| {
-                let v: serde_json::Value = serde_json::from_str(&e.data).expect("notice is JSON");
-                v["reason"].as_str().expect("reason").to_string()
-            })
-            .collect()
-    }
-
-    fn wait_for_id(&mut self, id: u64) {
-        let ok = self.read_until(|evs| {
-            evs.iter()
-                .any(|e| e.last_event_id.parse::<u64>().is_ok_and(|i| i >= id))
-        });
-        assert!(ok, "id {id} never arrived; got {:?}", self.ids());
     }
 }
 
@@ -379,7 +217,7 @@ fn redis_lost_with_aof_keeps_every_acknowledged_event_and_publishing_is_503_mean
     // acknowledged; readiness says so; liveness does not.
     let until = Instant::now() + WAIT;
     let refused = loop {
-        let a = post(&one, r#"{"topic":"p","data":"lost?"}"#);
+        let a = post_json(&one, r#"{"topic":"p","data":"lost?"}"#);
         if a.status == 503 {
             break a;
         }
@@ -433,7 +271,7 @@ fn redis_lost_without_data_resets_streams_and_ids_never_go_back() {
     wait_ready(&two);
     let until = Instant::now() + WAIT;
     let after = loop {
-        let a = post(&one, r#"{"topic":"r","data":"new run"}"#);
+        let a = post_json(&one, r#"{"topic":"r","data":"new run"}"#);
         if a.status == 200 {
             break ids_of(&a)[0];
         }
@@ -482,7 +320,10 @@ fn a_node_started_before_redis_serves_and_becomes_ready_when_it_comes() {
     let not_ready = get(&server, "/readyz");
     assert_eq!(not_ready.status, 503, "{}", not_ready.body);
     assert!(not_ready.body.contains("broker"), "{}", not_ready.body);
-    assert_eq!(post(&server, r#"{"topic":"l","data":"x"}"#).status, 503);
+    assert_eq!(
+        post_json(&server, r#"{"topic":"l","data":"x"}"#).status,
+        503
+    );
     let _redis = Redis::start_on(&dir.0, port, &["--appendonly", "no"]);
     wait_ready(&server);
     let mut s = Stream::open(&server, "/events?topic=l", "");

@@ -2,6 +2,7 @@
 //! kernel-chosen loopback port, and find outside programs the tests drive.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod client;
 pub mod redis;
 
 use std::io::{BufRead, BufReader};
