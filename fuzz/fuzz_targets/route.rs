@@ -17,6 +17,7 @@
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
+use stentor::api::authz::{AuthzConfig, SubscribeAuth};
 use stentor::api::client::TrustedProxies;
 use stentor::api::cors::Cors;
 use stentor::api::publish::PublishRules;
@@ -46,6 +47,14 @@ fn config(selector: u8) -> ApiConfig {
         } else {
             TrustedProxies::default()
         },
+        authz: AuthzConfig {
+            keys: None,
+            subscribe_auth: SubscribeAuth::Off,
+            admin_token: (selector & 8 != 0).then(|| "fuzz-admin-token-0123456789".to_string()),
+            generation: 0,
+        },
+        metrics_public: selector & 16 == 0,
+        pattern_limits: stentor::api::selector::PatternLimits::default(),
     }
 }
 
@@ -68,11 +77,22 @@ fuzz_target!(|data: &[u8]| {
             assert!((100..=599).contains(&r.status), "status {}", r.status);
             let _ = r.encode();
         }
-        Decision::Stream { topics, .. } => {
-            assert!(!topics.is_empty() && topics.len() <= cfg.topics_per_stream_max);
+        Decision::Stream {
+            topics, patterns, ..
+        } => {
+            assert!(!topics.is_empty() || !patterns.is_empty());
+            assert!(topics.len() + patterns.len() <= cfg.topics_per_stream_max);
             assert_eq!(head.method, Method::Get);
         }
-        Decision::Metrics { .. } => assert_eq!(head.path, "/metrics"),
+        Decision::Metrics { .. } => {
+            assert_eq!(head.path, "/metrics");
+            assert!(
+                cfg.metrics_public,
+                "/metrics served while --admin-listen has it"
+            );
+        }
+        Decision::Presence { .. } => assert_eq!(head.path, "/subscriptions"),
+        Decision::Ready { .. } => assert_eq!(head.path, "/readyz"),
         Decision::ReadBody(grant) => {
             assert_eq!(
                 (head.method, head.path.as_str()),
