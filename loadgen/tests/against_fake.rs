@@ -4,82 +4,31 @@
 //! ever overstays).
 
 mod fake;
+mod support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fake::{FakeServer, Faults};
 use serde_json::Value;
+use support::{n, Outcome};
 
-/// No single run may take longer than this.
-const RUN_DEADLINE: Duration = Duration::from_secs(60);
-
-struct Outcome {
-    code: i32,
-    report: Value,
-    stderr: String,
-}
-
+/// Run the loadgen against `url` with the fake's short deadlines. A
+/// generous drain: it ends as soon as everything expected arrived, so only
+/// runs with injected loss wait it out, and a busy machine cannot turn late
+/// deliveries into loss.
 fn run_loadgen(url: &str, extra: &[&str]) -> Outcome {
-    let dir = std::env::temp_dir();
-    let json = dir.join(format!(
-        "loadgen-test-{}-{}.json",
-        std::process::id(),
-        unique()
-    ));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stentor-loadgen"));
-    cmd.args(["run", "--url", url, "--json"])
-        .arg(&json)
-        // A generous drain: it ends as soon as everything expected arrived,
-        // so only runs with injected loss wait it out, and a busy machine
-        // cannot turn late deliveries into loss.
-        .args(["--connect-timeout-s", "5", "--drain-s", "5", "--quiet"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start stentor-loadgen");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if started.elapsed() > RUN_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("stentor-loadgen overstayed {RUN_DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut stderr);
-    }
-    let report = std::fs::read_to_string(&json)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(Value::Null);
-    let _ = std::fs::remove_file(&json);
-    Outcome {
-        code: status.code().unwrap_or(-1),
-        report,
-        stderr,
-    }
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-fn n(r: &Value, path: &str) -> u64 {
-    let mut v = r;
-    for k in path.split('.') {
-        v = &v[k];
-    }
-    v.as_u64()
-        .unwrap_or_else(|| panic!("{path} missing or not a count in {r:#}"))
+    let mut args = vec![
+        "run",
+        "--url",
+        url,
+        "--connect-timeout-s",
+        "5",
+        "--drain-s",
+        "5",
+    ];
+    args.extend_from_slice(extra);
+    support::loadgen(&args)
 }
 
 /// 20 subscribers, 100 events over one second on one topic.
