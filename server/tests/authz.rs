@@ -12,7 +12,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,30 +21,10 @@ use support::{exchange, read_stream_head, status_of, Server};
 
 const SECRET: &str = "stentor-authz-secret-0123456789-abcdefghij";
 
-fn python_ready() -> bool {
-    if !support::require_program("python3", "run .ci/install-deps") {
-        return false;
-    }
-    let imports = Command::new("python3")
-        .args(["-c", "import jwt, cryptography"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    support::require(
-        "python3 modules PyJWT and cryptography",
-        imports,
-        "pip install -r server/tests/jwt/requirements.txt, or run .ci/install-deps",
-    )
-}
-
-fn mint_py() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/jwt/mint.py")
-}
-
 /// Mint every token of `specs` (mint.py's batch options) in one Python run.
 fn mint(specs: &[Value]) -> Vec<String> {
     let mut child = Command::new("python3")
-        .arg(mint_py())
+        .arg(support::mint_py())
         .arg("batch")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -140,7 +120,7 @@ impl Stream {
 
 #[test]
 fn publishing_needs_a_token_covering_every_topic_of_the_batch() {
-    if !python_ready() {
+    if !support::jwt_python_ready() {
         return;
     }
     let shared_token = "a-shared-publish-token-0123456789";
@@ -195,7 +175,7 @@ fn publishing_needs_a_token_covering_every_topic_of_the_batch() {
 
 #[test]
 fn private_events_reach_only_streams_whose_token_covers_the_topic() {
-    if !python_ready() {
+    if !support::jwt_python_ready() {
         return;
     }
     let server = Server::start(&["--jwt-key", SECRET]);
@@ -262,7 +242,7 @@ fn private_events_reach_only_streams_whose_token_covers_the_topic() {
 
 #[test]
 fn subscribe_auth_required_refuses_before_the_stream() {
-    if !python_ready() {
+    if !support::jwt_python_ready() {
         return;
     }
     let server = Server::start(&["--jwt-key", SECRET, "--subscribe-auth", "required"]);
@@ -285,14 +265,14 @@ fn subscribe_auth_required_refuses_before_the_stream() {
 
 #[test]
 fn sighup_rotates_keys_and_open_streams_keep_going() {
-    if !python_ready() {
+    if !support::jwt_python_ready() {
         return;
     }
     let dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("authz-keys-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let ok = Command::new("python3")
-        .arg(mint_py())
+        .arg(support::mint_py())
         .arg("keygen")
         .arg(&dir)
         .status()
@@ -369,7 +349,7 @@ fn a_bad_key_ends_startup_naming_its_flag() {
 
 #[test]
 fn pattern_subscriptions_receive_exactly_the_matching_events() {
-    if !python_ready() {
+    if !support::jwt_python_ready() {
         return;
     }
     let server = Server::start(&["--jwt-key", SECRET]);
@@ -467,7 +447,7 @@ fn listed(page: &Value) -> Vec<(Vec<String>, Value)> {
 
 #[test]
 fn presence_lists_streams_exactly_while_they_open_and_close() {
-    if !python_ready() {
+    if !support::jwt_python_ready() {
         return;
     }
     let admin = "an-admin-token-0123456789abcdef";

@@ -20,28 +20,6 @@ use stentor::api::jwt::{AuthError, JwtConfig, KeyKind, Keys, Role};
 const SECRET: &str = "stentor-test-secret-0123456789-abcdefghij";
 const OTHER_SECRET: &str = "another-secret-0123456789-abcdefghijklmno";
 
-fn mint_py() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/jwt/mint.py")
-}
-
-/// Whether python3 with PyJWT and cryptography is there (else skip, or
-/// fail under CI).
-fn python_ready() -> bool {
-    if !support::require_program("python3", "run .ci/install-deps") {
-        return false;
-    }
-    let imports = Command::new("python3")
-        .args(["-c", "import jwt, cryptography"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    support::require(
-        "python3 modules PyJWT and cryptography",
-        imports,
-        "pip install -r server/tests/jwt/requirements.txt, or run .ci/install-deps",
-    )
-}
-
 /// A directory of freshly generated keys, removed when dropped.
 struct KeyDir(PathBuf);
 
@@ -51,7 +29,7 @@ impl KeyDir {
             .join(format!("jwt-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let out = Command::new("python3")
-            .arg(mint_py())
+            .arg(support::mint_py())
             .arg("keygen")
             .arg(&dir)
             .output()
@@ -84,7 +62,7 @@ impl Drop for KeyDir {
 fn mint(requests: &[Value]) -> Vec<String> {
     use std::io::Write;
     let mut child = Command::new("python3")
-        .arg(mint_py())
+        .arg(support::mint_py())
         .arg("batch")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -201,7 +179,7 @@ fn req(alg: &str, base: &Value, extra: Value) -> Value {
 
 #[test]
 fn every_algorithm_every_outcome() {
-    if !python_ready() {
+    if !support::jwt_python_ready() {
         return;
     }
     let k = KeyDir::new("algs");
@@ -329,7 +307,7 @@ fn every_algorithm_every_outcome() {
 
 #[test]
 fn issuer_audience_and_per_role_keys() {
-    if !python_ready() {
+    if !support::jwt_python_ready() {
         return;
     }
     let k = KeyDir::new("roles");
@@ -385,7 +363,7 @@ fn issuer_audience_and_per_role_keys() {
 
 #[test]
 fn key_files_that_cannot_serve_say_why() {
-    if !python_ready() {
+    if !support::jwt_python_ready() {
         return;
     }
     let k = KeyDir::new("files");

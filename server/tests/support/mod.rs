@@ -389,3 +389,27 @@ impl Drop for Nginx {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// `server/tests/jwt/mint.py`: tokens minted by an independent library
+/// (PyJWT) for the authorization tests.
+pub fn mint_py() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/jwt/mint.py")
+}
+
+/// Whether python3 with PyJWT and cryptography is there (else skip, or
+/// fail under CI).
+pub fn jwt_python_ready() -> bool {
+    if !require_program("python3", "run .ci/install-deps") {
+        return false;
+    }
+    let imports = Command::new("python3")
+        .args(["-c", "import jwt, cryptography"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    require(
+        "python3 modules PyJWT and cryptography",
+        imports,
+        "pip install -r server/tests/jwt/requirements.txt, or run .ci/install-deps",
+    )
+}
