@@ -79,6 +79,43 @@ struct InboxQueue {
 /// What one delivery costs an inbox besides its frame bytes.
 const DELIVERY_BYTES: usize = std::mem::size_of::<Delivery>();
 
+/// Workers whose inbox a publish made non-empty, still to be woken (see
+/// [`Shared::publish_deferred`]). Dropping it without firing would leave
+/// their events waiting for the next wake-up.
+#[must_use = "the workers must be woken"]
+#[derive(Debug)]
+pub struct Wakeups([bool; WORKERS_MAX]);
+
+impl Default for Wakeups {
+    fn default() -> Self {
+        Self([false; WORKERS_MAX])
+    }
+}
+
+impl Wakeups {
+    /// Add `other`'s workers to these.
+    pub fn merge(&mut self, other: Wakeups) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a |= b;
+        }
+    }
+
+    /// Wake every worker named, except `me` (a worker drains its own inbox
+    /// at the end of every turn, so it needs no eventfd write to notice).
+    pub fn fire_except(&mut self, shared: &Shared, me: usize) {
+        for (i, inbox) in shared.inboxes.iter().enumerate() {
+            if std::mem::take(&mut self.0[i]) && i != me {
+                inbox.wake();
+            }
+        }
+    }
+
+    /// Wake every worker named.
+    pub fn fire(mut self, shared: &Shared) {
+        self.fire_except(shared, usize::MAX);
+    }
+}
+
 /// One worker's inbox: frames published anywhere, waiting for that worker,
 /// plus the eventfd its ring keeps a read pending on.
 pub struct Inbox {
@@ -401,12 +438,12 @@ impl Shared {
 
     /// Publish for the publisher whose rate bucket is `rate_key` (its token
     /// or its client IP; one token per request, a batch too): refused with
-    /// 429 past `--publish-rate-per-s-max`, else [`Shared::publish_batch`].
+    /// 429 past `--publish-rate-per-s-max`, else [`Shared::publish_deferred`].
     pub fn publish(
         &self,
         rate_key: u64,
         requests: Vec<PublishRequest>,
-    ) -> Result<Vec<u64>, PublishError> {
+    ) -> Result<(Vec<u64>, Wakeups), PublishError> {
         if let crate::limit::rate::Verdict::Limited { retry_after_s } =
             self.publish_rate.check(rate_key)
         {
@@ -414,7 +451,7 @@ impl Shared {
             e.retry_after_s = Some(retry_after_s);
             return Err(e);
         }
-        self.publish_batch(requests)
+        self.publish_deferred(requests)
     }
 
     /// The rate check of [`Shared::publish`] alone (fleet mode publishes
@@ -545,6 +582,20 @@ impl Shared {
     /// encodes each once and keeps it in history; every worker's inbox gets
     /// every frame. Ids, history and inbox order are decided under one lock.
     pub fn publish_batch(&self, requests: Vec<PublishRequest>) -> Result<Vec<u64>, PublishError> {
+        let (ids, wakeups) = self.publish_deferred(requests)?;
+        wakeups.fire(self);
+        Ok(ids)
+    }
+
+    /// [`Shared::publish_batch`], leaving the wake-ups to the caller: a
+    /// worker answers its publisher first and wakes the other workers
+    /// after, so their fan-out does not take the cores while the answer is
+    /// on its way (on a node where the publisher, or a proxy relaying its
+    /// answer, shares those cores).
+    pub fn publish_deferred(
+        &self,
+        requests: Vec<PublishRequest>,
+    ) -> Result<(Vec<u64>, Wakeups), PublishError> {
         let started = std::time::Instant::now();
         let mut woken = [false; WORKERS_MAX];
         let ids = {
@@ -586,13 +637,6 @@ impl Shared {
             }
             published.iter().map(|p| p.id).collect::<Vec<u64>>()
         };
-        // Wake outside the lock: a syscall per worker would lengthen it. An
-        // inbox that was not empty already has a wake-up on its way.
-        for (i, inbox) in self.inboxes.iter().enumerate() {
-            if woken[i] {
-                inbox.wake();
-            }
-        }
         crate::metrics::add(
             &crate::metrics::COUNTERS.events_published_total,
             ids.len() as u64,
@@ -600,7 +644,10 @@ impl Shared {
         self.metrics
             .publish_ns
             .observe(started.elapsed().as_nanos() as u64);
-        Ok(ids)
+        // Woken outside the lock (a syscall per worker would lengthen it),
+        // by the caller. An inbox that was not empty already has a wake-up
+        // on its way.
+        Ok((ids, Wakeups(woken)))
     }
 
     /// What a stream on `topics` resuming from `resume` is sent before it
@@ -768,6 +815,38 @@ mod tests {
             },
             private: false,
         }
+    }
+
+    /// Whether worker `i`'s wake-up eventfd has a count waiting.
+    fn woken(s: &Shared, i: usize) -> bool {
+        let mut p = libc::pollfd {
+            fd: s.inboxes[i].wake_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd, no wait.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn a_deferred_publish_wakes_the_other_workers_only_when_fired() {
+        let s = shared(3);
+        let (ids, mut wakeups) = s.publish_deferred(vec![request("t", "a")]).unwrap();
+        assert_eq!(ids.len(), 1);
+        // Every inbox holds the event, nobody was woken yet.
+        assert!((0..3).all(|i| !woken(&s, i)));
+        let (_, more) = s.publish_deferred(vec![request("t", "b")]).unwrap();
+        wakeups.merge(more);
+        wakeups.fire_except(&s, 1);
+        assert!(woken(&s, 0) && woken(&s, 2));
+        assert!(!woken(&s, 1), "the publishing worker drains its own inbox");
+        // Fired once: a second fire writes nothing more.
+        wakeups.fire_except(&s, usize::MAX);
+        assert!(!woken(&s, 1));
+        let mut items = Vec::new();
+        let (mut n, mut a, mut r) = (Vec::new(), Vec::new(), Vec::new());
+        s.inboxes[1].take_all(&mut items, &mut n, &mut a, &mut r);
+        assert_eq!(items.len(), 2);
     }
 
     #[test]

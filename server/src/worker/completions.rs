@@ -326,6 +326,8 @@ impl Worker {
         if self.start_control_sends() {
             self.submit_now();
         }
+        // Only now the other workers start on this turn's publishes.
+        self.wakeups.fire_except(&self.shared, self.id);
         self.drain_inbox();
         let mut to_close = std::mem::take(&mut self.to_close);
         for (key, reason) in to_close.drain(..) {

@@ -166,6 +166,8 @@ struct Worker {
     shared: Arc<Shared>,
     listener: TcpListener,
     wake_fd: i32,
+    /// Other workers to wake once this turn's answers are submitted.
+    wakeups: crate::bus::Wakeups,
     conns: Slab<Conn>,
     index: Index,
     /// The streams that get each topic's private events.
@@ -263,6 +265,7 @@ impl Worker {
             id,
             listener: setup.listener,
             wake_fd,
+            wakeups: crate::bus::Wakeups::default(),
             conns: Slab::new(),
             index: Index::new(),
             private: private::PrivateSubs::default(),

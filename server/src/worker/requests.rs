@@ -277,7 +277,11 @@ impl Worker {
             }
             Ok(requests) => {
                 let mut r = match self.shared.publish(grant.rate_key, requests) {
-                    Ok(ids) => Response::json(200, ids_json(&ids), keep_alive),
+                    Ok((ids, wakeups)) => {
+                        // Fired after this turn's answers are submitted.
+                        self.wakeups.merge(wakeups);
+                        Response::json(200, ids_json(&ids), keep_alive)
+                    }
                     Err(e) => Response::publish_error(&e, keep_alive),
                 };
                 r.headers = grant.headers;
