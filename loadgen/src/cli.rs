@@ -229,6 +229,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub reconnect: bool,
 
+    /// When an event counts as delivered: `kernel` (the kernel's receive
+    /// timestamp of the bytes, SO_TIMESTAMPNS: what the server and the
+    /// network took) or `read` (when this tool read them: adds its own
+    /// wait for a core, which on a machine shared with the server is
+    /// part of the figure).
+    #[arg(long = "latency-at", value_enum, default_value_t = LatencyAt::Kernel)]
+    pub latency_at: LatencyAt,
+
     /// SLO: p99 latency of fast subscribers at most this many milliseconds.
     #[arg(long = "max-p99-ms")]
     pub max_p99_ms: Option<f64>,
@@ -278,6 +286,16 @@ pub struct RunArgs {
     /// No progress line and no human summary (errors still go to stderr).
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// Which clock ends an event's latency (`--latency-at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatencyAt {
+    /// The kernel's receive timestamp of the segment (SO_TIMESTAMPNS).
+    Kernel,
+    /// When the loadgen read the bytes.
+    Read,
 }
 
 /// How a slow subscriber reads.
@@ -347,6 +365,7 @@ pub struct RunConfig {
     pub slow_fraction: f64,
     pub slow_mode: SlowMode,
     pub reconnect: bool,
+    pub latency_at: LatencyAt,
     pub max_p99_ms: Option<f64>,
     pub max_loss: Option<f64>,
     pub min_connected: Option<f64>,
@@ -804,6 +823,7 @@ impl RunArgs {
             slow_fraction: self.slow_fraction,
             slow_mode,
             reconnect,
+            latency_at: self.latency_at,
             max_p99_ms: self.max_p99_ms,
             max_loss: self.max_loss,
             min_connected: self.min_connected,

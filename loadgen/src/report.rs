@@ -206,6 +206,9 @@ pub struct Report {
     pub duplicates: u64,
     pub out_of_order: u64,
     pub foreign_events: u64,
+    /// Where an event's latency ends (`--latency-at`): the kernel's receive
+    /// timestamp, or the loadgen's read.
+    pub latency_at: crate::cli::LatencyAt,
     pub latency_us: Percentiles,
     pub fast_latency_us: Percentiles,
     pub deliveries_per_s: f64,
@@ -486,6 +489,7 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
         duplicates: st.duplicates,
         out_of_order: st.out_of_order,
         foreign_events: st.foreign_events,
+        latency_at: cfg.latency_at,
         latency_us: Percentiles::of(&st.all_latency_us),
         fast_latency_us: fast,
         deliveries_per_s,
@@ -631,9 +635,13 @@ pub fn summary(r: &Report) -> String {
          publishing   {pubd}/{sched} events sent, {acc} accepted at {rate} ev/s over {dur} s x {bytes} B; lag max {lag:.2} ms; errors: {perr}\n\
          publish rtt  p50 {rt50:.3} ms  p99 {rt99:.3} ms  max {rtmax:.3} ms  ({inflight} in flight per connection; {behind} not sent, behind schedule)\n\
          deliveries   {recv}/{exp} received ({dps:.0}/s); loss {loss} ({lr:.6}), duplicates {dup}, out of order {ooo}\n\
-         latency      p50 {p50:.3} ms  p90 {p90:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms  max {max:.3} ms  (fast subscribers)\n\
+         latency      p50 {p50:.3} ms  p90 {p90:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms  max {max:.3} ms  (fast subscribers, at {at})\n\
          disconnects  {disc}\n",
         url = r.url,
+        at = match r.latency_at {
+            crate::cli::LatencyAt::Kernel => "kernel receive",
+            crate::cli::LatencyAt::Read => "read",
+        },
         conn = r.subscribers_connected,
         req = r.subscribers_requested,
         ct = r.connect_time_ms / 1000.0,

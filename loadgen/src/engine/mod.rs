@@ -29,11 +29,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use io_uring::types::{Fixed, SubmitArgs, Timespec};
+use io_uring::types::{self, Fixed, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 use stentor::ring::token::{pack_raw, unpack_raw, GENERATION_MAX};
 
-use crate::cli::{RunConfig, SlowMode};
+use crate::cli::{LatencyAt, RunConfig, SlowMode};
 use crate::shared::Shared;
 use crate::stats::Stats;
 use crate::stream::{Clock, Step, StreamReader};
@@ -121,6 +121,10 @@ struct Engine {
     // descriptor) before the buffer memory it points into is freed.
     ring: IoUring,
     bufs: BufRing,
+    /// What a multishot recvmsg reads into each buffer besides the
+    /// payload: no name, one receive-timestamp control message
+    /// (`--latency-at kernel`).
+    msghdr: Box<libc::msghdr>,
     cfg: Arc<RunConfig>,
     shared: Arc<Shared>,
     thread_idx: usize,
@@ -188,9 +192,13 @@ impl Engine {
         });
         let now = shared.now_ns();
         let ramp_interval_ns = 1e9 * cfg.threads as f64 / cfg.connect_rate;
+        // SAFETY: an all-zero msghdr is valid (no name, no iovec).
+        let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        msghdr.msg_controllen = sys::TIMESTAMP_CONTROL_BYTES as _;
         Ok(Self {
             ring,
             bufs,
+            msghdr,
             thread_idx,
             subs,
             servers,
@@ -365,7 +373,8 @@ impl Engine {
                 Some(Some((ip, port))) => Some(SocketAddr::new(ip, port)),
                 None => None,
             };
-            opened = open_socket(v6, source, slow);
+            let timestamps = self.cfg.latency_at == LatencyAt::Kernel;
+            opened = open_socket(v6, source, slow, timestamps);
             match &opened {
                 Err(k) if k == "bind_eaddrinuse" && source.is_some() => continue,
                 _ => break,
@@ -437,15 +446,40 @@ impl Engine {
             OP_CONNECT => self.on_connected_tcp(idx, res, now),
             OP_SEND => self.on_sent(idx, res, now),
             OP_RECV_MULTI => {
+                let mut res = res;
                 if let Some(bid) = cqueue::buffer_select(flags) {
+                    let mut data = if res > 0 {
+                        self.bufs.get(bid, res as usize)
+                    } else {
+                        &[][..]
+                    };
+                    let mut at = now;
+                    if self.cfg.latency_at == LatencyAt::Kernel && res > 0 {
+                        // A recvmsg buffer: header, control, then payload
+                        // (none: the peer closed). Latency ends at the
+                        // kernel's receive time of the last segment read,
+                        // so earlier events in it count late, never early.
+                        match types::RecvMsgOut::parse(data, &self.msghdr) {
+                            Ok(out) => {
+                                if let Some(ts) = sys::receive_timestamp_ns(out.control_data()) {
+                                    at = now.saturating_sub(sys::realtime_ns().saturating_sub(ts));
+                                }
+                                let payload = out.payload_data();
+                                let start = payload.as_ptr() as usize - data.as_ptr() as usize;
+                                let len = payload.len();
+                                data = &data[start..start + len];
+                                res = len as i32;
+                            }
+                            Err(()) => res = -libc::EPROTO,
+                        }
+                    }
                     if res > 0 {
-                        let data = self.bufs.get(bid, res as usize);
                         let node = self.subs[idx].node as usize;
                         // No copy: split borrows of the engine's fields.
                         let step = feed(
                             &mut self.subs[idx],
                             data,
-                            now,
+                            at,
                             &self.shared,
                             &mut self.nodes[node],
                             &mut self.items,
@@ -576,9 +610,15 @@ impl Engine {
         let s = &mut self.subs[idx];
         let ud = user_data(OP_RECV_MULTI, s.gen, idx as u32);
         s.op = Some(ud);
-        let e = opcode::RecvMulti::new(Fixed(idx as u32), self.bufs.group())
-            .build()
-            .user_data(ud);
+        let e = if self.cfg.latency_at == LatencyAt::Kernel {
+            opcode::RecvMsgMulti::new(Fixed(idx as u32), &*self.msghdr, self.bufs.group())
+                .build()
+                .user_data(ud)
+        } else {
+            opcode::RecvMulti::new(Fixed(idx as u32), self.bufs.group())
+                .build()
+                .user_data(ud)
+        };
         self.push(e);
     }
 

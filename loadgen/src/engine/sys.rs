@@ -37,7 +37,15 @@ pub fn errno_name(e: i32) -> String {
 /// A TCP socket of the server's family (IPv4 or IPv6), bound to `source`
 /// when given (same family: the caller checked), with a small receive
 /// buffer for slow subscribers. Errors are counter keys.
-pub fn open_socket(v6: bool, source: Option<SocketAddr>, slow: bool) -> Result<i32, String> {
+/// A TCP socket for one connect attempt: a small receive buffer
+/// when `slow`, the kernel's receive timestamps on its segments when
+/// `timestamps`, bound to `source` when given.
+pub fn open_socket(
+    v6: bool,
+    source: Option<SocketAddr>,
+    slow: bool,
+    timestamps: bool,
+) -> Result<i32, String> {
     let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: plain socket syscalls on a descriptor we own; closed on error.
     unsafe {
@@ -55,6 +63,9 @@ pub fn open_socket(v6: bool, source: Option<SocketAddr>, slow: bool) -> Result<i
             if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, v).is_err() {
                 return fail("rcvbuf");
             }
+        }
+        if timestamps && setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).is_err() {
+            return fail("timestamps");
         }
         if let Some(source) = source {
             // Reuse lets a pair whose old connection sits in TIME_WAIT be
@@ -88,4 +99,121 @@ pub fn thread_cpu_s() -> f64 {
 /// CPU seconds (user + system) the whole process has used.
 pub fn process_cpu_s() -> f64 {
     stentor::sys::cpu_seconds(libc::RUSAGE_SELF)
+}
+
+/// Room for one `SCM_TIMESTAMPNS` control message (`CMSG_SPACE` of a timespec).
+pub const TIMESTAMP_CONTROL_BYTES: usize = 32;
+
+/// The kernel receive time (CLOCK_REALTIME, ns) in the control data of a
+/// multishot recvmsg, if it carries one.
+pub fn receive_timestamp_ns(control: &[u8]) -> Option<u64> {
+    const HEADER: usize = std::mem::size_of::<libc::cmsghdr>();
+    let mut at = 0;
+    while control.len() >= at + HEADER {
+        // SAFETY: HEADER bytes are in bounds; read_unaligned copies them.
+        let h: libc::cmsghdr = unsafe {
+            control
+                .as_ptr()
+                .add(at)
+                .cast::<libc::cmsghdr>()
+                .read_unaligned()
+        };
+        let len = h.cmsg_len;
+        if len < HEADER || at + len > control.len() {
+            return None;
+        }
+        if h.cmsg_level == libc::SOL_SOCKET
+            && h.cmsg_type == libc::SCM_TIMESTAMPNS
+            && len >= HEADER + std::mem::size_of::<libc::timespec>()
+        {
+            // SAFETY: a timespec's bytes follow the header, in bounds (len).
+            let ts: libc::timespec = unsafe {
+                control
+                    .as_ptr()
+                    .add(at + HEADER)
+                    .cast::<libc::timespec>()
+                    .read_unaligned()
+            };
+            return u64::try_from(ts.tv_sec)
+                .ok()
+                .map(|s| s * 1_000_000_000 + ts.tv_nsec as u64);
+        }
+        at += len.next_multiple_of(std::mem::size_of::<usize>());
+    }
+    None
+}
+
+/// CLOCK_REALTIME now, in ns (the clock receive timestamps are taken on).
+pub fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Control data as the kernel lays it out: header, data, padding to
+    /// the next `usize`.
+    fn cmsg(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
+        let header = std::mem::size_of::<libc::cmsghdr>();
+        // SAFETY: an all-zero cmsghdr is a valid value.
+        let mut h: libc::cmsghdr = unsafe { std::mem::zeroed() };
+        h.cmsg_len = (header + data.len()) as _;
+        h.cmsg_level = level;
+        h.cmsg_type = kind;
+        // SAFETY: viewing a plain C struct as its bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&h as *const libc::cmsghdr).cast::<u8>(), header)
+        };
+        let mut v = bytes.to_vec();
+        v.extend_from_slice(data);
+        v.resize(v.len().next_multiple_of(std::mem::size_of::<usize>()), 0);
+        v
+    }
+
+    fn timespec(s: i64, ns: i64) -> Vec<u8> {
+        [s.to_ne_bytes(), ns.to_ne_bytes()].concat()
+    }
+
+    #[test]
+    fn finds_the_receive_timestamp_among_control_messages() {
+        let ts = cmsg(
+            libc::SOL_SOCKET,
+            libc::SCM_TIMESTAMPNS,
+            &timespec(1_700_000_000, 5),
+        );
+        assert_eq!(receive_timestamp_ns(&ts), Some(1_700_000_000_000_000_005));
+        // After another message.
+        let mut two = cmsg(libc::IPPROTO_IP, libc::IP_TOS, &[0, 0, 0, 0]);
+        two.extend(&ts);
+        assert_eq!(receive_timestamp_ns(&two), Some(1_700_000_000_000_000_005));
+        // None there, truncated, a length that overruns or underruns.
+        assert_eq!(receive_timestamp_ns(&[]), None);
+        assert_eq!(receive_timestamp_ns(&ts[..20]), None);
+        assert_eq!(
+            receive_timestamp_ns(&cmsg(libc::SOL_SOCKET, libc::SCM_RIGHTS, &[0; 4])),
+            None
+        );
+        let mut bad = ts.clone();
+        bad[0] = 200;
+        assert_eq!(receive_timestamp_ns(&bad), None);
+        bad[..8].copy_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(receive_timestamp_ns(&bad), None);
+        // A negative time is no timestamp.
+        let neg = cmsg(libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS, &timespec(-1, 0));
+        assert_eq!(receive_timestamp_ns(&neg), None);
+    }
+
+    #[test]
+    fn the_realtime_clock_is_the_epoch_clock() {
+        let now = realtime_ns();
+        // 2020-01-01 .. 2100-01-01
+        assert!((1_577_836_800_000_000_000..4_102_444_800_000_000_000).contains(&now));
+    }
 }
