@@ -59,6 +59,13 @@ seqpub-compare PEERS_DIR *ARGS:
     cargo build --release --locked -p stentor -p stentor-bench --bin stentor --bin stentor-seqpub
     bash bench/scripts/seqpub-compare {{PEERS_DIR}} {{ARGS}}
 
+# The loadgen's loads A (1k subscribers, 100 ev/s), B (10k, 10 ev/s) and C (10k, 128 ev/s) with a
+# sequential publisher, delivery latency at kernel receive, stentor and the peers alternating,
+# medians of 3, e.g. `just peers-compare PEERS_DIR "A B C" 10` (performance.md, section 11).
+peers-compare PEERS_DIR *ARGS:
+    cargo build --release --locked -p stentor -p stentor-loadgen
+    bash bench/scripts/peers-compare {{PEERS_DIR}} {{ARGS}}
+
 # A load run against a local stentor: 1000 subscribers, 100 events/s, 10 s.
 load *ARGS:
     cargo run --release -p stentor-loadgen -- run --url http://127.0.0.1:8080 {{ARGS}}
