@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -347,12 +348,23 @@ impl Writer {
             Err(_) => return false,
         };
         let _ = reader_stream.set_read_timeout(Some(READ_POLL));
+        // The round trip ends when the answer reached this host, like a
+        // delivery's latency (`--latency-at`), not when this thread got a
+        // core to read it.
+        let timestamps = self.cfg.latency_at == crate::cli::LatencyAt::Kernel
+            && stentor::sys::setsockopt_int(
+                reader_stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                1,
+            )
+            .is_ok();
         let pending: Pending = Arc::default();
         let shared = self.shared.clone();
         let p = pending.clone();
         let Ok(reader) = std::thread::Builder::new()
             .name(format!("pub-read-{}-{}", self.target, self.conn_idx))
-            .spawn(move || read_responses(reader_stream, p, shared))
+            .spawn(move || read_responses(reader_stream, p, shared, timestamps))
         else {
             return false;
         };
@@ -420,8 +432,15 @@ pub fn build_request(cfg: &PublishConfig, topic: &str, data: &str, seq: u64, out
 }
 
 /// Read pipelined responses in order; each answers the oldest pending request.
-fn read_responses(mut stream: TcpStream, pending: Pending, shared: Arc<Shared>) -> PubStats {
+fn read_responses(
+    mut stream: TcpStream,
+    pending: Pending,
+    shared: Arc<Shared>,
+    timestamps: bool,
+) -> PubStats {
     let mut stats = PubStats::default();
+    // When the bytes that completed the answers now in `buf` arrived.
+    let mut arrived_ns = shared.now_ns();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF_BYTES);
     let mut chunk = vec![0u8; READ_BUF_BYTES];
     let mut retired_at: Option<std::time::Instant> = None;
@@ -435,7 +454,7 @@ fn read_responses(mut stream: TcpStream, pending: Pending, shared: Arc<Shared>) 
                     pending.answered.notify_all();
                     match req {
                         Some(Req { topic: t, sent_ns }) if t != RETIRED => {
-                            let rtt_us = shared.now_ns().saturating_sub(sent_ns) / 1_000;
+                            let rtt_us = arrived_ns.saturating_sub(sent_ns) / 1_000;
                             stats.round_trip_us.saturating_record(rtt_us.max(1));
                             if (200..300).contains(&status) {
                                 stats.accepted += 1;
@@ -467,7 +486,17 @@ fn read_responses(mut stream: TcpStream, pending: Pending, shared: Arc<Shared>) 
                 return give_up(stats, &pending, "no_response");
             }
         }
-        match stream.read(&mut chunk) {
+        let read = if timestamps {
+            crate::engine::sys::recv_timestamped(stream.as_raw_fd(), &mut chunk).map(|(n, ts)| {
+                arrived_ns = crate::engine::sys::arrival_ns(shared.now_ns(), ts);
+                n
+            })
+        } else {
+            stream
+                .read(&mut chunk)
+                .inspect(|_| arrived_ns = shared.now_ns())
+        };
+        match read {
             Ok(0) => return give_up(stats, &pending, "closed_before_response"),
             Ok(n) => {
                 if buf.len() + n > READ_BUF_BYTES * 4 {

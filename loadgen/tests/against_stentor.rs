@@ -471,8 +471,9 @@ fn json_payloads_through_stentor() {
 }
 
 /// Both latency clocks through a real server: the kernel's receive
-/// timestamp (the default) and the loadgen's read. Every delivery gets a
-/// latency either way and the report says which clock it used.
+/// timestamp (the default) and the loadgen's read. Every delivery and
+/// every publish answer gets a time either way, and the report says which
+/// clock it used.
 #[test]
 fn latency_at_kernel_receive_or_at_read() {
     let Some(bin) = stentor_bin() else { return };
@@ -499,7 +500,10 @@ fn latency_at_kernel_receive_or_at_read() {
         assert_eq!(r["latency_at"], at, "{r:#}");
         assert_eq!(n(r, "deliveries_received"), 40 * 20, "{r:#}");
         assert_eq!(n(r, "latency_us.count"), 40 * 20, "{r:#}");
+        // The publish round trip ends on the same clock.
+        assert_eq!(n(r, "publish_round_trip_us.count"), 20, "{r:#}");
         p50.push(n(r, "latency_us.p50"));
+        p50.push(n(r, "publish_round_trip_us.p50"));
     }
     // Loopback delivery of a 40-stream fan-out: well under a second at
     // either clock (a timestamp taken on the wrong clock would be off by

@@ -20,7 +20,7 @@ pub(crate) mod ports;
 mod slow;
 mod stages;
 mod sub;
-mod sys;
+pub(crate) mod sys;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -461,9 +461,10 @@ impl Engine {
                         // so earlier events in it count late, never early.
                         match types::RecvMsgOut::parse(data, &self.msghdr) {
                             Ok(out) => {
-                                if let Some(ts) = sys::receive_timestamp_ns(out.control_data()) {
-                                    at = now.saturating_sub(sys::realtime_ns().saturating_sub(ts));
-                                }
+                                at = sys::arrival_ns(
+                                    now,
+                                    sys::receive_timestamp_ns(out.control_data()),
+                                );
                                 let payload = out.payload_data();
                                 let start = payload.as_ptr() as usize - data.as_ptr() as usize;
                                 let len = payload.len();

@@ -154,6 +154,42 @@ pub fn realtime_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// `recv` on a blocking socket that has SO_TIMESTAMPNS set, with the
+/// kernel's receive time of the last segment read (CLOCK_REALTIME, ns) when
+/// it came with the bytes.
+pub fn recv_timestamped(fd: i32, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+    let mut control = [0u64; TIMESTAMP_CONTROL_BYTES / 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid; the iovec and control buffer it
+    // points at live across the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = TIMESTAMP_CONTROL_BYTES as _;
+    // SAFETY: fd is a socket the caller owns; msg is set up above.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let used = (msg.msg_controllen as usize).min(TIMESTAMP_CONTROL_BYTES);
+    // SAFETY: the kernel wrote `used` bytes of control data into `control`.
+    let bytes = unsafe { std::slice::from_raw_parts(control.as_ptr().cast::<u8>(), used) };
+    Ok((n as usize, receive_timestamp_ns(bytes)))
+}
+
+/// Turn a kernel receive time (CLOCK_REALTIME) into `now_ns`'s clock by
+/// its age now; `now_ns` when there is none.
+pub fn arrival_ns(now_ns: u64, received_realtime_ns: Option<u64>) -> u64 {
+    match received_realtime_ns {
+        Some(ts) => now_ns.saturating_sub(realtime_ns().saturating_sub(ts)),
+        None => now_ns,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
