@@ -55,6 +55,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u16).range(0..=256), help_heading = "Network")]
     pub workers: u16,
 
+    /// Pin each worker thread to a CPU of its own (auto: when there is one
+    /// worker per CPU the process may run on, as with --workers 0; off:
+    /// leave placement to the kernel's scheduler).
+    #[arg(long = "pin-workers", env = "STENTOR_PIN_WORKERS", value_enum,
+          default_value_t = PinWorkers::Auto, help_heading = "Network")]
+    pub pin_workers: PinWorkers,
+
     /// Connections the node holds at most; past it new ones get 503 [1..=4000000].
     #[arg(long, env = "STENTOR_MAX_CONNECTIONS", default_value_t = 120_000,
           value_parser = clap::value_parser!(u32).range(1..=4_000_000), help_heading = "Network")]
@@ -447,6 +454,17 @@ impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
+}
+
+/// `--pin-workers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinWorkers {
+    /// One CPU per worker, when there is one worker per CPU of the
+    /// process's affinity set.
+    Auto,
+    /// No pinning.
+    Off,
 }
 
 impl Config {

@@ -62,6 +62,42 @@ pub struct Capacity {
     pub reason: String,
 }
 
+/// Which CPU each worker is kept on (`--pin-workers`), out of the CPUs the
+/// process may use, and what the startup line says about it. A fan-out is
+/// two workers' sends at once only if they run on two CPUs: left to
+/// itself, the scheduler often wakes the second worker on the busy CPU of
+/// the first (they share a cache) while the other CPU idles, and the
+/// event's last subscribers wait for both halves (performance.md,
+/// section 11). Pinned only with one worker per allowed CPU (the default
+/// `--workers 0`): with more workers, two pinned to one CPU could not move
+/// off it when another is free; with fewer, every process of a host that
+/// runs several (or shares it with a proxy) would crowd its first CPUs.
+pub fn plan_pins(
+    mode: crate::config::PinWorkers,
+    workers: usize,
+    allowed: &[usize],
+) -> (Option<Vec<usize>>, String) {
+    match mode {
+        crate::config::PinWorkers::Off => (None, "off (--pin-workers off)".into()),
+        crate::config::PinWorkers::Auto if allowed.len() != workers || workers == 0 => (
+            None,
+            format!(
+                "off ({workers} workers, {} CPUs allowed: pinned only with one worker per CPU)",
+                allowed.len()
+            ),
+        ),
+        crate::config::PinWorkers::Auto => {
+            let cpus = allowed[..workers].to_vec();
+            let list = cpus
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            (Some(cpus), format!("cpus {list}"))
+        }
+    }
+}
+
 /// A ring's fixed-file table holds at most RLIMIT_NOFILE (soft) entries, but
 /// each ring has its own: the node holds more connections than the
 /// descriptor limit by giving each worker thread as many rings as needed,
@@ -169,6 +205,7 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
     if let Some(h) = history.as_mut() {
         h.try_load(&shared);
     }
+    let (pins, pinned) = plan_pins(config.pin_workers, capacity.workers, &sys::allowed_cpus());
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(capacity.workers);
     for (id, listener) in listeners.into_iter().enumerate() {
@@ -178,6 +215,7 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
             rings: capacity.rings_per_worker,
             fixed_slots: capacity.fixed_slots_per_ring,
             connections_per_ring: capacity.connections_per_ring,
+            cpu: pins.as_ref().map(|cpus| cpus[id]),
         };
         let for_worker = shared.clone();
         let ready = ready_tx.clone();
@@ -224,6 +262,7 @@ pub fn run(config: &Config) -> Result<(), NodeError> {
         connections_per_ring = capacity.connections_per_ring,
         nofile_soft = capacity.nofile_soft,
         reason = capacity.reason,
+        pinned = pinned,
         broker = shared
             .broker
             .as_ref()
@@ -431,6 +470,27 @@ fn join_all(handles: Vec<std::thread::JoinHandle<()>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workers_are_pinned_one_per_allowed_cpu_when_there_are_enough() {
+        use crate::config::PinWorkers::{Auto, Off};
+        assert_eq!(
+            plan_pins(Auto, 2, &[0, 1]),
+            (Some(vec![0, 1]), "cpus 0,1".into())
+        );
+        // A cpuset of a container: its own CPUs, in order.
+        assert_eq!(plan_pins(Auto, 3, &[4, 6, 7]).0, Some(vec![4, 6, 7]));
+        // More or fewer workers than CPUs, or off: the scheduler places them.
+        let (pins, said) = plan_pins(Auto, 3, &[0, 1]);
+        assert_eq!(pins, None);
+        assert_eq!(
+            said,
+            "off (3 workers, 2 CPUs allowed: pinned only with one worker per CPU)"
+        );
+        assert_eq!(plan_pins(Auto, 2, &[4, 6, 7]).0, None);
+        assert_eq!(plan_pins(Auto, 1, &[]).0, None);
+        assert_eq!(plan_pins(Off, 2, &[0, 1]).0, None);
+    }
 
     #[test]
     fn default_flags_reach_100k_under_a_20000_descriptor_cap() {

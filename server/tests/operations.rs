@@ -351,3 +351,77 @@ fn a_bad_file_on_sighup_changes_nothing() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The CPUs a thread of `pid` may run on, as /proc lists them ("0-1", "3").
+fn cpus_allowed(pid: i32, tid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Each worker thread's CPU list, by thread name.
+fn worker_cpus(pid: i32) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| {
+            let tid = e.ok()?.file_name().into_string().ok()?;
+            let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+            let name = name.trim().to_string();
+            name.starts_with("stentor-w")
+                .then(|| (name, cpus_allowed(pid, &tid)))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn workers_get_a_cpu_each_unless_told_not_to() {
+    let allowed = stentor::sys::allowed_cpus();
+    if !(2..=64).contains(&allowed.len()) {
+        eprintln!("skipped: this test wants 2..=64 CPUs, the process may use {allowed:?}");
+        return;
+    }
+    // One worker per CPU (what --workers 0 gives): each on its own.
+    let n = allowed.len().to_string();
+    let server = Server::start(&["--workers", &n]);
+    let expected: Vec<(String, String)> = allowed
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("stentor-w{i}"), c.to_string()))
+        .collect();
+    let mut pinned = worker_cpus(server.pid());
+    pinned.sort_by_key(|(name, _)| name[9..].parse::<usize>().unwrap());
+    assert_eq!(pinned, expected);
+    assert!(
+        server.listening.contains("pinned=\"cpus "),
+        "{}",
+        server.listening
+    );
+    drop(server);
+    // Off, more workers than CPUs, fewer: every worker may run anywhere.
+    let own = cpus_allowed(std::process::id() as i32, &std::process::id().to_string());
+    let more = (allowed.len() + 1).to_string();
+    for args in [
+        &["--workers", &n, "--pin-workers", "off"][..],
+        &["--workers", &more][..],
+        &["--workers", "1"][..],
+    ] {
+        let server = Server::start(args);
+        let cpus = worker_cpus(server.pid());
+        assert!(!cpus.is_empty());
+        assert!(
+            cpus.iter().all(|(_, c)| *c == own),
+            "{args:?}: {cpus:?}, process {own}"
+        );
+        assert!(
+            server.listening.contains("pinned=\"off ("),
+            "{}",
+            server.listening
+        );
+    }
+}

@@ -96,12 +96,25 @@ pub struct WorkerSetup {
     pub fixed_slots: u32,
     /// Connections one ring holds before answering 503.
     pub connections_per_ring: u32,
+    /// The CPU this worker's thread is kept on (`--pin-workers`).
+    pub cpu: Option<usize>,
 }
 
 /// Start the worker on this thread: report startup success or failure on
 /// `ready`, then run until shutdown.
 pub fn run(setup: WorkerSetup, shared: Arc<Shared>, ready: mpsc::Sender<Result<(), String>>) {
     let id = setup.id;
+    if let Some(cpu) = setup.cpu {
+        // Not fatal: the worker runs wherever the scheduler puts it.
+        if let Err(e) = crate::sys::pin_thread(cpu) {
+            crate::warn!(
+                "cannot pin worker to its CPU",
+                worker = id,
+                cpu = cpu,
+                error = e
+            );
+        }
+    }
     let mut worker = match Worker::new(setup, shared) {
         Ok(w) => w,
         Err(message) => {
@@ -664,6 +677,7 @@ mod tests {
             rings: 1,
             fixed_slots: 64,
             connections_per_ring: 32,
+            cpu: None,
         };
         let mut worker = Worker::new(setup, shared.clone()).unwrap();
         // A stream as `on_accept` + `start_stream` leave it.
@@ -745,6 +759,7 @@ mod tests {
             rings: 1,
             fixed_slots: 64,
             connections_per_ring: 32,
+            cpu: None,
         };
         let mut worker = Worker::new(setup, shared.clone()).unwrap();
         let client = std::net::TcpStream::connect(addr).unwrap();
@@ -803,6 +818,7 @@ mod tests {
             rings: 1,
             fixed_slots: 64,
             connections_per_ring: 32,
+            cpu: None,
         };
         let mut worker = Worker::new(setup, shared.clone()).unwrap();
         let topic = crate::hub::topic::Topic::parse("t", 128).unwrap();
