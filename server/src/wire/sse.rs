@@ -601,12 +601,24 @@ impl Parser {
             self.dispatch(out);
             return;
         }
-        // Borrowed (no allocation) whenever the line is valid UTF-8.
-        let text = String::from_utf8_lossy(raw);
-        match text.find(':') {
+        // Valid UTF-8 (every line a server sends, in practice) is checked
+        // at `from_utf8`'s speed and split at the colon's byte, which is a
+        // char boundary there; anything else goes through the replacing
+        // (and allocating) conversion, as a browser decodes it.
+        match std::str::from_utf8(raw) {
+            Ok(text) => self.process_text(text, raw.iter().position(|&b| b == b':'), out),
+            Err(_) => {
+                let text = String::from_utf8_lossy(raw);
+                self.process_text(&text, text.find(':'), out);
+            }
+        }
+    }
+
+    fn process_text(&mut self, text: &str, colon: Option<usize>, out: &mut Vec<Item>) {
+        match colon {
             Some(0) => out.push(Item::Comment(strip_one_space(&text[1..]).to_owned())),
             Some(colon) => self.process_field(&text[..colon], strip_one_space(&text[colon + 1..])),
-            None => self.process_field(&text, ""),
+            None => self.process_field(text, ""),
         }
     }
 
