@@ -220,6 +220,11 @@ fn early_close_with_reconnect_resumes_exactly_once() {
     assert_eq!(n(r, "resume.resumed_subscribers"), 20);
     assert_eq!(n(r, "resume.resumed_exactly_once"), 20);
     assert_eq!(r["resume"]["all_exactly_once"], Value::Bool(true));
+    // Each resume timed from its stream's end: at least the server's
+    // `retry: 100`, well under the run.
+    assert_eq!(n(r, "resume.resume_ms.count"), 20, "{r:#}");
+    assert!(n(r, "resume.resume_ms.p50") >= 100, "{r:#}");
+    assert!(n(r, "resume.resume_ms.max") < 2_000, "{r:#}");
 }
 
 #[test]
