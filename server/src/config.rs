@@ -289,6 +289,7 @@ pub struct Config {
 
     /// Keep history across restarts: written here (atomically) on shutdown,
     /// loaded at start; a missing, stale or corrupt file is logged and ignored.
+    /// Embedded broker only: with --broker redis:// Redis keeps the history.
     #[arg(
         long,
         env = "STENTOR_HISTORY_FILE",
