@@ -66,6 +66,14 @@ peers-compare PEERS_DIR *ARGS:
     cargo build --release --locked -p stentor -p stentor-loadgen
     bash bench/scripts/peers-compare {{PEERS_DIR}} {{ARGS}}
 
+# A node killed mid-run behind a load balancer: one Redis, 3 nodes on it, nginx in front (round robin),
+# the loadgen subscribing through nginx with --reconnect; node 3 gets SIGKILL after KILL_AT_S s of
+# publishing and its clients resume on the others. Medians of RUNS, e.g. `just fleet-kill 3 9000 10 30 10`
+# (args: RUNS SUBSCRIBERS RATE SECONDS KILL_AT_S; needs redis-server and nginx; performance.md, section 8).
+fleet-kill *ARGS:
+    cargo build --release --locked -p stentor -p stentor-loadgen --bin stentor --bin stentor-loadgen
+    bash bench/scripts/fleet-kill {{ARGS}}
+
 # A load run against a local stentor: 1000 subscribers, 100 events/s, 10 s.
 load *ARGS:
     cargo run --release -p stentor-loadgen -- run --url http://127.0.0.1:8080 {{ARGS}}

@@ -82,6 +82,10 @@ pub struct ResumeReport {
     pub all_exactly_once: bool,
     pub loss: u64,
     pub duplicates: u64,
+    /// Every resume, from the stream's end to streaming again (failed
+    /// attempts in between included), ms: with a node killed, `max` is how
+    /// long until the last of its clients streamed again elsewhere.
+    pub resume_ms: Percentiles,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -513,6 +517,7 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
             all_exactly_once: st.resumed_exactly_once == st.resumed_subscribers,
             loss: st.resumed_loss,
             duplicates: st.resumed_duplicates,
+            resume_ms: to_ms(Percentiles::of(&st.resume_us)),
         },
         loadgen: LoadgenReport {
             threads: cfg.threads,
@@ -702,6 +707,15 @@ pub fn summary(r: &Report) -> String {
             r.resume.loss,
             r.resume.duplicates
         );
+        if r.resume.resume_ms.count > 0 {
+            s += &format!(
+                "             stream end to streaming again: p50 {} ms, p99 {} ms, max {} ms ({} resumes)\n",
+                r.resume.resume_ms.p50,
+                r.resume.resume_ms.p99,
+                r.resume.resume_ms.max,
+                r.resume.resume_ms.count
+            );
+        }
     }
     s += &format!(
         "loadgen      {} threads, {:.2} CPU s over {:.2} s ({:.2} cores busy of {})\n",

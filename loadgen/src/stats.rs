@@ -78,6 +78,9 @@ pub struct Stats {
     pub resumed_exactly_once: u64,
     pub resumed_loss: u64,
     pub resumed_duplicates: u64,
+    /// Every resume: from the stream's end (whatever ended it: the server,
+    /// a dead node, a scenario's drop) to streaming again, µs.
+    pub resume_us: Histogram<u64>,
 
     /// CPU time used by subscriber threads (user + system), seconds.
     pub thread_cpu_s: Vec<f64>,
@@ -132,6 +135,7 @@ impl Default for Stats {
             resumed_exactly_once: 0,
             resumed_loss: 0,
             resumed_duplicates: 0,
+            resume_us: new_histogram(3),
             thread_cpu_s: Vec::new(),
             per_node: Vec::new(),
             series: PartCursor::default(),
@@ -222,6 +226,7 @@ impl Stats {
         let _ = self.all_latency_us.add(&o.all_latency_us);
         let _ = self.connect_us.add(&o.connect_us);
         let _ = self.slow_drop_after_us.add(&o.slow_drop_after_us);
+        let _ = self.resume_us.add(&o.resume_us);
         if self.timeline.len() < o.timeline.len() {
             self.timeline.resize_with(o.timeline.len(), || Second {
                 deliveries: 0,

@@ -220,6 +220,38 @@ fn early_close_with_reconnect_resumes_exactly_once() {
     assert_eq!(n(r, "resume.resumed_subscribers"), 20);
     assert_eq!(n(r, "resume.resumed_exactly_once"), 20);
     assert_eq!(r["resume"]["all_exactly_once"], Value::Bool(true));
+    // Each resume timed from its stream's end: at least the server's
+    // `retry: 100`, well under the run.
+    assert_eq!(n(r, "resume.resume_ms.count"), 20, "{r:#}");
+    assert!(n(r, "resume.resume_ms.p50") >= 100, "{r:#}");
+    assert!(n(r, "resume.resume_ms.max") < 2_000, "{r:#}");
+}
+
+#[test]
+fn a_refused_resume_is_retried_and_timed_from_the_stream_s_end() {
+    // Every stream closed after event 30, and each subscriber's first
+    // reconnect refused (503): it tries again after the stream's `retry:`
+    // and still resumes exactly once; its resume time spans both attempts.
+    let srv = FakeServer::start(Faults {
+        close_after: Some(30),
+        refuse_resumes: 20,
+        ..Faults::default()
+    });
+    let mut args = BASE.to_vec();
+    args.extend(["--reconnect", "--max-loss", "0"]);
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(o.code, 0, "{}\n{r:#}", o.stderr);
+    assert_eq!(n(r, "loss"), 0, "{r:#}");
+    assert_eq!(n(r, "duplicates"), 0, "{r:#}");
+    assert_eq!(r["http_statuses"]["503"].as_u64(), Some(20), "{r:#}");
+    assert_eq!(n(r, "resume.reconnects"), 40, "{r:#}");
+    assert_eq!(n(r, "resume.resumed_exactly_once"), 20, "{r:#}");
+    assert_eq!(n(r, "resume.resume_ms.count"), 20, "one resume each: {r:#}");
+    assert!(
+        n(r, "resume.resume_ms.p50") >= 200,
+        "two retry intervals at least: {r:#}"
+    );
 }
 
 #[test]

@@ -296,6 +296,7 @@ pub struct Config {
 
     /// Keep history across restarts: written here (atomically) on shutdown,
     /// loaded at start; a missing, stale or corrupt file is logged and ignored.
+    /// Embedded broker only: with --broker redis:// Redis keeps the history.
     #[arg(
         long,
         env = "STENTOR_HISTORY_FILE",
@@ -526,6 +527,16 @@ impl Config {
                         "invalid value for '--broker' or '--broker-namespace': {} (expected embedded or redis://HOST:PORT)",
                         e.message
                     ),
+                });
+            }
+            // Redis is the history in fleet mode (retention from the history
+            // flags, resumes served from it): a node-local file would load
+            // ids no other node knows into this node's hub, and its history
+            // would outlive the fleet's.
+            if self.history_file.is_some() {
+                return Err(ConfigError {
+                    message: "'--history-file' cannot be used with '--broker redis://': in fleet mode Redis keeps the history; remove one of the two"
+                        .to_string(),
                 });
             }
         }
@@ -769,6 +780,28 @@ mod tests {
             .unwrap_err()
             .message
             .contains("--publish-token"));
+        // Fleet mode keeps its history in Redis: a history file is refused,
+        // and stays allowed with the embedded broker.
+        let c = parse(&[
+            "--broker",
+            "redis://127.0.0.1:6379/",
+            "--history-file",
+            "/tmp/h.bin",
+        ])
+        .unwrap();
+        let e = c.validate().unwrap_err().message;
+        assert!(
+            e.contains("'--history-file'") && e.contains("--broker"),
+            "{e}"
+        );
+        parse(&["--history-file", "/tmp/h.bin"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        parse(&["--broker", "redis://127.0.0.1:6379/"])
+            .unwrap()
+            .validate()
+            .unwrap();
     }
 
     #[test]

@@ -27,6 +27,17 @@ fn bad_values_exit_2_with_one_line_naming_flag_and_range() {
             "16..=4096",
         ),
         (&["--no-such-flag"], "--no-such-flag", ""),
+        // Fleet mode keeps the history in Redis: no node-local file.
+        (
+            &[
+                "--broker",
+                "redis://127.0.0.1:6379/",
+                "--history-file",
+                "/tmp/stentor-history.bin",
+            ],
+            "--history-file",
+            "--broker redis://",
+        ),
     ];
     for (args, flag, range) in cases {
         let out = stentor(args);
@@ -134,6 +145,11 @@ fn config_check_refuses_a_bad_file_with_exit_2_naming_key_and_file() {
         ("unknown.toml", "max-conections = 5\n", "max-conections"),
         ("range.toml", "heartbeat-ms = 5\n", "heartbeat-ms"),
         ("listen.toml", "listen = \"localhost\"\n", "listen"),
+        (
+            "fleet.toml",
+            "broker = \"redis://127.0.0.1:6379/\"\nhistory-file = \"/tmp/stentor-history.bin\"\n",
+            "history-file",
+        ),
     ] {
         let f = ConfigFile::new(name, text);
         for args in [

@@ -158,3 +158,64 @@ fn readme_curl_examples_work_as_written() {
         "ids must increase: {ids:?}"
     );
 }
+
+/// The fleet section's block, run as one shell script the way a reader
+/// pastes it (its ports replaced by free ones, `stentor` from this build):
+/// the subscriber on node 2 prints the event published on node 1, with the
+/// id node 1 answered.
+#[test]
+fn readme_fleet_example_works_as_written() {
+    if !support::require_program("curl", "apt-get install curl") || !support::redis::require_redis()
+    {
+        return;
+    }
+    let blocks = blocks_in_section("## A fleet of nodes");
+    assert_eq!(blocks.len(), 1, "one command block");
+    let dir = support::redis::TempDir::new("readme-fleet");
+    let free = support::redis::free_port;
+    let (redis, n1, n2) = (free(), free(), free());
+    let block = blocks[0]
+        .replace("127.0.0.1:6379", &format!("127.0.0.1:{redis}"))
+        .replace("--port 6379", &format!("--port {redis}"))
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{n1}"))
+        .replace("127.0.0.1:8082", &format!("127.0.0.1:{n2}"));
+    assert!(
+        !block.contains("6379") && !block.contains("808"),
+        "a port the test did not replace: {block}"
+    );
+    // Every background job (redis-server, the nodes, the subscriber) is
+    // stopped by its PID when the script ends, however it ends; `timeout`
+    // bounds it.
+    let script = format!(
+        "trap 'exit 1' TERM INT\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n{block}\nsleep 0.5\n"
+    );
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_stentor"))
+        .parent()
+        .expect("binary directory");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("timeout")
+        .args(["60", "bash", "-c", &script])
+        .current_dir(&dir.0)
+        .env("PATH", path)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("run the README block");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}: {stdout}", out.status);
+    assert!(stdout.contains("data: hi"), "{stdout}");
+    let answered = stdout
+        .split("\"id\":")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .expect("the publish answer's id");
+    assert!(
+        stdout.contains(&format!("id: {answered}\ndata: hi")),
+        "node 2 must send the id node 1 answered ({answered}): {stdout}"
+    );
+}

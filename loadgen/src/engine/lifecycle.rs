@@ -42,6 +42,7 @@ impl Engine {
         if !was_connected {
             self.resolve(idx);
         } else if !reconnect {
+            self.subs[idx].ended_at_ns = None;
             self.leave_live(idx);
         }
         self.begin_close(idx, now);
@@ -107,7 +108,10 @@ impl Engine {
             }
         }
         s.reconnect_wanted = reconnect;
-        if !reconnect {
+        if reconnect {
+            s.ended_at_ns = Some(now);
+        } else {
+            s.ended_at_ns = None;
             self.leave_live(idx);
         }
         self.begin_close(idx, now);

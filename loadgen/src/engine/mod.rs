@@ -712,6 +712,10 @@ impl Engine {
         let slow = s.reads_slowly;
         let connect_us = now.saturating_sub(s.attempt_start_ns) / 1_000;
         let slow_ledger = s.ledger.slow;
+        if let Some(ended) = s.ended_at_ns.take() {
+            let us = now.saturating_sub(ended) / 1_000;
+            self.stats.resume_us.saturating_record(us.max(1));
+        }
         self.resumed_after_drop(idx, now);
         let part = self.stats.series.at(second_of(now));
         part.connects += 1;

@@ -71,6 +71,10 @@ pub struct Sub {
     /// Disconnected by a scenario stage's churn or storm (when, which
     /// stage), until it streams again.
     pub dropped_at: Option<(u64, u16)>,
+    /// When its last stream ended (ns since epoch), while it is reconnecting:
+    /// the resume time runs from here to streaming again, across failed
+    /// attempts (a refused or timed-out reconnect does not restart it).
+    pub ended_at_ns: Option<u64>,
 }
 
 impl Sub {
@@ -105,6 +109,7 @@ impl Sub {
             pair_retry: false,
             pair_retries: 0,
             dropped_at: None,
+            ended_at_ns: None,
         }
     }
 

@@ -44,6 +44,9 @@ pub struct Faults {
     /// `{"pub":{"data":DATA}}`, where DATA is the published `data` as JSON
     /// (a string stays a quoted string, an object stays an object).
     pub wrap_pub_data: bool,
+    /// The first k resumes (`GET /events` with `Last-Event-ID`) are answered
+    /// 503, as by a load balancer with no live node for them yet.
+    pub refuse_resumes: u64,
 }
 
 struct Sub {
@@ -57,6 +60,7 @@ struct Hub {
     /// (id, topic, data) of every event dispatched, for Last-Event-ID replay.
     history: Vec<(u64, String, String)>,
     closed_once: bool,
+    resumes_refused: u64,
 }
 
 pub struct FakeServer {
@@ -83,6 +87,7 @@ impl FakeServer {
             subs: Vec::new(),
             history: Vec::new(),
             closed_once: false,
+            resumes_refused: 0,
         }));
         let (tx, rx) = mpsc::channel::<(Instant, u64, String, String)>();
         {
@@ -192,6 +197,17 @@ fn handle(
             }
         } else if method == "GET" && target.starts_with("/events?topic=") {
             let topic = target["/events?topic=".len()..].to_string();
+            if last_event_id.is_some() {
+                let mut h = hub.lock().expect("hub lock");
+                if h.resumes_refused < faults.refuse_resumes {
+                    h.resumes_refused += 1;
+                    drop(h);
+                    let _ = out.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+                    );
+                    continue;
+                }
+            }
             let status = faults.get_status.unwrap_or(200);
             if status != 200 {
                 let _ = out.write_all(
