@@ -280,13 +280,7 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
-/// How a slow subscriber reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case", tag = "mode")]
-pub enum SlowMode {
-    Stall,
-    Trickle { bytes_per_s: u64 },
-}
+pub use crate::scenario::SlowMode;
 
 /// How events published on one node reach the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -354,6 +348,8 @@ pub struct RunConfig {
     pub max_publish_p99_ms: Option<f64>,
     /// What is published when, in stages (the flags give one constant stage).
     pub schedule: crate::scenario::Schedule,
+    /// Which subscribers connect before publishing, which a stage's ramp opens.
+    pub ramp: crate::scenario::RampPlan,
     pub json: Option<std::path::PathBuf>,
     pub html: Option<std::path::PathBuf>,
     pub histogram_out: Option<std::path::PathBuf>,
@@ -452,20 +448,7 @@ pub fn percent_encode(s: &str) -> String {
 }
 
 fn parse_slow_mode(s: &str) -> Result<SlowMode, UsageError> {
-    if s == "stall" {
-        return Ok(SlowMode::Stall);
-    }
-    if let Some(rate) = s.strip_prefix("trickle:") {
-        return match rate.parse::<u64>() {
-            Ok(n) if n > 0 => Ok(SlowMode::Trickle { bytes_per_s: n }),
-            _ => usage(format!(
-                "--slow-mode trickle:{rate}: BYTES_PER_S must be a positive integer"
-            )),
-        };
-    }
-    usage(format!(
-        "--slow-mode {s:?}: expected `stall` or `trickle:BYTES_PER_S`"
-    ))
+    SlowMode::parse(s).map_err(|e| UsageError(format!("--slow-mode {e}")))
 }
 
 fn check_header(h: &str, flag: &str) -> Result<(), UsageError> {
@@ -764,6 +747,13 @@ impl RunArgs {
                     .map_err(|e| UsageError(format!("--scenario {}: {e}", path.display())))?
             }
         };
+        if self.slow_fraction > 0.0 && schedule.has_slow_stage() {
+            return usage(
+                "--slow-fraction with a scenario whose stages set slow_fraction: give slow \
+                 subscribers per stage in the scenario, or for the whole run with the flag, not both",
+            );
+        }
+        let ramp = schedule.ramp_plan(self.subscribers);
         let duration_s = schedule.duration_ns().div_ceil(1_000_000_000);
         let rate = schedule.stages[0].segments[0].rate;
         let reconnect = self.reconnect || schedule.needs_reconnect();
@@ -810,6 +800,7 @@ impl RunArgs {
             min_published: self.min_published,
             max_publish_p99_ms: self.max_publish_p99_ms,
             schedule,
+            ramp,
             json: self.json.clone(),
             html: self.html.clone(),
             histogram_out: self.histogram_out.clone(),
@@ -908,9 +899,24 @@ impl RunConfig {
     /// Whether subscriber `i` is one of the slow ones: spreads exactly
     /// floor(N * F) slow subscribers evenly over the index range.
     pub fn is_slow(&self, i: usize) -> bool {
-        let f = self.slow_fraction;
-        ((i + 1) as f64 * f).floor() > (i as f64 * f).floor()
+        spread(self.slow_fraction, i)
     }
+
+    /// Stages (a bit each) in which subscriber `i` reads slowly: the same
+    /// even spread as `--slow-fraction`, with each stage's own fraction.
+    pub fn slow_stages(&self, i: usize) -> u32 {
+        self.schedule
+            .stages
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| spread(s.slow_fraction, i))
+            .fold(0, |bits, (k, _)| bits | 1 << k)
+    }
+}
+
+/// Whether index `i` is among floor(N * f) indices spread evenly over 0..N.
+fn spread(f: f64, i: usize) -> bool {
+    ((i + 1) as f64 * f).floor() > (i as f64 * f).floor()
 }
 
 #[cfg(test)]
@@ -968,6 +974,24 @@ mod tests {
         assert_eq!((0..1000).filter(|&i| c.is_slow(i)).count(), 100);
         let c = args(&["--subscribers", "10"]).expect("valid");
         assert_eq!((0..10).filter(|&i| c.is_slow(i)).count(), 0);
+    }
+
+    #[test]
+    fn slow_stages_are_spread_and_exclude_the_flag() {
+        let file = std::env::temp_dir().join(format!("loadgen-cli-{}.toml", std::process::id()));
+        std::fs::write(
+            &file,
+            "[[stage]]\nduration_s = 1\nrate = 1\n[[stage]]\nduration_s = 1\nrate = 1\nslow_fraction = 0.2\n",
+        )
+        .expect("write scenario");
+        let path = file.to_string_lossy().to_string();
+        let c = args(&["--subscribers", "100", "--scenario", &path]).expect("valid");
+        assert_eq!((0..100).filter(|&i| c.slow_stages(i) == 0b10).count(), 20);
+        assert!((0..100).all(|i| !c.is_slow(i)));
+        assert!(c.reconnect, "a slow stage's drops resume");
+        let e = args(&["--scenario", &path, "--slow-fraction", "0.1"]).expect_err("both");
+        assert!(e.0.contains("not both"), "{e}");
+        let _ = std::fs::remove_file(&file);
     }
 
     #[test]
