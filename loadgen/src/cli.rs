@@ -26,10 +26,11 @@ pub const DURATION_S_MAX: u64 = 3_600;
 pub const PAYLOAD_BYTES_MAX: usize = 1 << 20;
 
 const RUN_EXAMPLES: &str = "\
-Phases: ramp (connect every subscriber at --connect-rate), publish (open-loop, for
---duration-s), drain (up to --drain-s for the last deliveries), verdict (slow subscribers
-read once more to learn whether the server closed them), catch-up (--reconnect: slow
-subscribers whose drop only the verdict saw resume, up to --drain-s).
+Phases: ramp (connect every subscriber at --connect-rate, but those a scenario stage's
+connect_per_s opens while publishing), publish (open-loop, for --duration-s), drain
+(up to --drain-s for the last deliveries), verdict (slow subscribers read once more to
+learn whether the server closed them), catch-up (--reconnect: slow subscribers whose
+drop only the verdict saw resume, up to --drain-s).
 Latency = receive time - scheduled send time of the event.
 
 Exit codes: 0 SLOs met (or none set), 1 an SLO missed, 2 usage or connection error.
@@ -216,7 +217,8 @@ pub struct RunArgs {
     #[arg(long = "drain-s", default_value_t = 5.0)]
     pub drain_s: f64,
 
-    /// Share of subscribers that read slowly (0..1).
+    /// Share of subscribers that read slowly for the whole run (0..1); a
+    /// scenario can instead slow a share per stage (`slow_fraction`).
     #[arg(long = "slow-fraction", default_value_t = 0.0)]
     pub slow_fraction: f64,
 
@@ -259,8 +261,9 @@ pub struct RunArgs {
     pub html: Option<std::path::PathBuf>,
 
     /// Run a load profile from a TOML file: ordered stages with their own
-    /// rate shape, payload, churn, reconnect storm and SLOs (see
-    /// loadgen/scenarios/). Replaces --rate, --duration-s and --payload-bytes.
+    /// rate shape, payload, connect ramp, slow subscribers, churn, reconnect
+    /// storm and SLOs (see loadgen/scenarios/). Replaces --rate,
+    /// --duration-s and --payload-bytes.
     #[arg(long)]
     pub scenario: Option<std::path::PathBuf>,
 
