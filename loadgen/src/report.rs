@@ -654,7 +654,7 @@ pub fn summary(r: &Report) -> String {
     let l = &r.fast_latency_us;
     let mut s = format!(
         "stentor-loadgen: {url}\n\
-         subscribers  {conn}/{req} connected in {ct:.2} s (connect p50 {cp50:.2} ms, p99 {cp99:.2} ms); errors: {cerr}\n\
+         subscribers  {conn}/{req} connected{when} (connect p50 {cp50:.2} ms, p99 {cp99:.2} ms); errors: {cerr}\n\
          publishing   {pubd}/{sched} events sent, {acc} accepted at {rate} ev/s over {dur} s x {bytes} B; lag max {lag:.2} ms; errors: {perr}\n\
          publish rtt  p50 {rt50:.3} ms  p99 {rt99:.3} ms  max {rtmax:.3} ms  ({inflight} in flight per connection; {behind} not sent, behind schedule)\n\
          deliveries   {recv}/{exp} received ({dps:.0}/s); loss {loss} ({lr:.6}), duplicates {dup}, out of order {ooo}\n\
@@ -663,7 +663,13 @@ pub fn summary(r: &Report) -> String {
         url = r.url,
         conn = r.subscribers_connected,
         req = r.subscribers_requested,
-        ct = r.connect_time_ms / 1000.0,
+        when = match r.stages.iter().map(|s| s.ramped).sum::<u64>() {
+            0 => format!(" in {:.2} s", r.connect_time_ms / 1000.0),
+            ramped => format!(
+                ", {ramped} opened by stage ramps while publishing (the others in {:.2} s before)",
+                r.connect_time_ms / 1000.0
+            ),
+        },
         cp50 = ms(r.connect_latency_us.p50),
         cp99 = ms(r.connect_latency_us.p99),
         cerr = kinds(&r.connect_errors),
