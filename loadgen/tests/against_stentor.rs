@@ -630,6 +630,8 @@ rate = 20
     );
     let url = srv.url();
     let path = file.to_string_lossy().to_string();
+    let html = std::env::temp_dir().join(format!("loadgen-slow-{}.html", std::process::id()));
+    let html_s = html.to_string_lossy().to_string();
     let o = loadgen(&[
         "run",
         "--url",
@@ -642,8 +644,17 @@ rate = 20
         "0",
         "--drain-s",
         "8",
+        "--html",
+        &html_s,
     ]);
     let _ = std::fs::remove_file(&file);
+    let page = std::fs::read_to_string(&html).unwrap_or_default();
+    let _ = std::fs::remove_file(&html);
+    // The HTML report's stage table: slowed / slow drops / recovered.
+    assert!(
+        page.contains("<td>flood</td>") && page.contains("<td>20 / 20 / 0</td>"),
+        "stage table missing from the HTML report"
+    );
     let r = &o.report;
     assert_eq!(o.code, 0, "{}\n{r:#}", o.stderr);
     // The hiccup's 10 (all among the flood's 20) fell behind and caught up.
