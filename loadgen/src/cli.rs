@@ -26,10 +26,11 @@ pub const DURATION_S_MAX: u64 = 3_600;
 pub const PAYLOAD_BYTES_MAX: usize = 1 << 20;
 
 const RUN_EXAMPLES: &str = "\
-Phases: ramp (connect every subscriber at --connect-rate), publish (open-loop, for
---duration-s), drain (up to --drain-s for the last deliveries), verdict (slow subscribers
-read once more to learn whether the server closed them), catch-up (--reconnect: slow
-subscribers whose drop only the verdict saw resume, up to --drain-s).
+Phases: ramp (connect every subscriber at --connect-rate, but those a scenario stage's
+connect_per_s opens while publishing), publish (open-loop, for --duration-s), drain
+(up to --drain-s for the last deliveries), verdict (slow subscribers read once more to
+learn whether the server closed them), catch-up (--reconnect: slow subscribers whose
+drop only the verdict saw resume, up to --drain-s).
 Latency = receive time - scheduled send time of the event.
 
 Exit codes: 0 SLOs met (or none set), 1 an SLO missed, 2 usage or connection error.
@@ -216,7 +217,8 @@ pub struct RunArgs {
     #[arg(long = "drain-s", default_value_t = 5.0)]
     pub drain_s: f64,
 
-    /// Share of subscribers that read slowly (0..1).
+    /// Share of subscribers that read slowly for the whole run (0..1); a
+    /// scenario can instead slow a share per stage (`slow_fraction`).
     #[arg(long = "slow-fraction", default_value_t = 0.0)]
     pub slow_fraction: f64,
 
@@ -267,8 +269,9 @@ pub struct RunArgs {
     pub html: Option<std::path::PathBuf>,
 
     /// Run a load profile from a TOML file: ordered stages with their own
-    /// rate shape, payload, churn, reconnect storm and SLOs (see
-    /// loadgen/scenarios/). Replaces --rate, --duration-s and --payload-bytes.
+    /// rate shape, payload, connect ramp, slow subscribers, churn, reconnect
+    /// storm and SLOs (see loadgen/scenarios/). Replaces --rate,
+    /// --duration-s and --payload-bytes.
     #[arg(long)]
     pub scenario: Option<std::path::PathBuf>,
 
@@ -298,13 +301,7 @@ pub enum LatencyAt {
     Read,
 }
 
-/// How a slow subscriber reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case", tag = "mode")]
-pub enum SlowMode {
-    Stall,
-    Trickle { bytes_per_s: u64 },
-}
+pub use crate::scenario::SlowMode;
 
 /// How events published on one node reach the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -373,6 +370,8 @@ pub struct RunConfig {
     pub max_publish_p99_ms: Option<f64>,
     /// What is published when, in stages (the flags give one constant stage).
     pub schedule: crate::scenario::Schedule,
+    /// Which subscribers connect before publishing, which a stage's ramp opens.
+    pub ramp: crate::scenario::RampPlan,
     pub json: Option<std::path::PathBuf>,
     pub html: Option<std::path::PathBuf>,
     pub histogram_out: Option<std::path::PathBuf>,
@@ -471,20 +470,7 @@ pub fn percent_encode(s: &str) -> String {
 }
 
 fn parse_slow_mode(s: &str) -> Result<SlowMode, UsageError> {
-    if s == "stall" {
-        return Ok(SlowMode::Stall);
-    }
-    if let Some(rate) = s.strip_prefix("trickle:") {
-        return match rate.parse::<u64>() {
-            Ok(n) if n > 0 => Ok(SlowMode::Trickle { bytes_per_s: n }),
-            _ => usage(format!(
-                "--slow-mode trickle:{rate}: BYTES_PER_S must be a positive integer"
-            )),
-        };
-    }
-    usage(format!(
-        "--slow-mode {s:?}: expected `stall` or `trickle:BYTES_PER_S`"
-    ))
+    SlowMode::parse(s).map_err(|e| UsageError(format!("--slow-mode {e}")))
 }
 
 fn check_header(h: &str, flag: &str) -> Result<(), UsageError> {
@@ -783,6 +769,13 @@ impl RunArgs {
                     .map_err(|e| UsageError(format!("--scenario {}: {e}", path.display())))?
             }
         };
+        if self.slow_fraction > 0.0 && schedule.has_slow_stage() {
+            return usage(
+                "--slow-fraction with a scenario whose stages set slow_fraction: give slow \
+                 subscribers per stage in the scenario, or for the whole run with the flag, not both",
+            );
+        }
+        let ramp = schedule.ramp_plan(self.subscribers);
         let duration_s = schedule.duration_ns().div_ceil(1_000_000_000);
         let rate = schedule.stages[0].segments[0].rate;
         let reconnect = self.reconnect || schedule.needs_reconnect();
@@ -830,6 +823,7 @@ impl RunArgs {
             min_published: self.min_published,
             max_publish_p99_ms: self.max_publish_p99_ms,
             schedule,
+            ramp,
             json: self.json.clone(),
             html: self.html.clone(),
             histogram_out: self.histogram_out.clone(),
@@ -928,9 +922,24 @@ impl RunConfig {
     /// Whether subscriber `i` is one of the slow ones: spreads exactly
     /// floor(N * F) slow subscribers evenly over the index range.
     pub fn is_slow(&self, i: usize) -> bool {
-        let f = self.slow_fraction;
-        ((i + 1) as f64 * f).floor() > (i as f64 * f).floor()
+        spread(self.slow_fraction, i)
     }
+
+    /// Stages (a bit each) in which subscriber `i` reads slowly: the same
+    /// even spread as `--slow-fraction`, with each stage's own fraction.
+    pub fn slow_stages(&self, i: usize) -> u32 {
+        self.schedule
+            .stages
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| spread(s.slow_fraction, i))
+            .fold(0, |bits, (k, _)| bits | 1 << k)
+    }
+}
+
+/// Whether index `i` is among floor(N * f) indices spread evenly over 0..N.
+fn spread(f: f64, i: usize) -> bool {
+    ((i + 1) as f64 * f).floor() > (i as f64 * f).floor()
 }
 
 #[cfg(test)]
@@ -988,6 +997,24 @@ mod tests {
         assert_eq!((0..1000).filter(|&i| c.is_slow(i)).count(), 100);
         let c = args(&["--subscribers", "10"]).expect("valid");
         assert_eq!((0..10).filter(|&i| c.is_slow(i)).count(), 0);
+    }
+
+    #[test]
+    fn slow_stages_are_spread_and_exclude_the_flag() {
+        let file = std::env::temp_dir().join(format!("loadgen-cli-{}.toml", std::process::id()));
+        std::fs::write(
+            &file,
+            "[[stage]]\nduration_s = 1\nrate = 1\n[[stage]]\nduration_s = 1\nrate = 1\nslow_fraction = 0.2\n",
+        )
+        .expect("write scenario");
+        let path = file.to_string_lossy().to_string();
+        let c = args(&["--subscribers", "100", "--scenario", &path]).expect("valid");
+        assert_eq!((0..100).filter(|&i| c.slow_stages(i) == 0b10).count(), 20);
+        assert!((0..100).all(|i| !c.is_slow(i)));
+        assert!(c.reconnect, "a slow stage's drops resume");
+        let e = args(&["--scenario", &path, "--slow-fraction", "0.1"]).expect_err("both");
+        assert!(e.0.contains("not both"), "{e}");
+        let _ = std::fs::remove_file(&file);
     }
 
     #[test]

@@ -161,6 +161,7 @@ pub fn render(r: &Report) -> String {
     for w in &r.warnings {
         let _ = write!(h, r#"<p class="warn">warning: {}</p>"#, esc(w));
     }
+    h += &stage_table(r);
     // Percentile p drawn at 1 / (1 - p): 10 = p90, 100 = p99, 1000 = p99.9,
     // so the tail gets the room it deserves on a log axis.
     let dist: Vec<(f64, f64)> = r
@@ -188,6 +189,54 @@ pub fn render(r: &Report) -> String {
     );
     h += &series_charts(r);
     h += "</body></html>\n";
+    h
+}
+
+/// One row per scenario stage (none for a plain one-stage run): its
+/// window, fast latency, ramp, slow subscribers, churn and storm, SLO.
+fn stage_table(r: &Report) -> String {
+    let plain = r.stages.len() == 1
+        && r.stages.iter().all(|s| {
+            s.connect_per_s.is_none() && s.slow_fraction == 0.0 && s.churned + s.stormed == 0
+        });
+    if plain {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<table><tr><th>stage</th><th>s</th><th>fast p50 / p99 / max ms</th>\
+         <th>ramp opened / streamed</th><th>slowed / slow drops / recovered</th>\
+         <th>churned / stormed / resume max ms / not resumed</th><th>SLO</th></tr>",
+    );
+    for s in &r.stages {
+        let l = &s.fast_latency_us;
+        let slo = if s.slo_met {
+            "met".to_string()
+        } else {
+            s.slo_failures.join("; ")
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{:.0}&ndash;{:.0}</td><td>{:.3} / {:.3} / {:.3}</td>\
+             <td>{} / {}</td><td>{} / {} / {}</td><td>{} / {} / {} / {}</td><td>{}</td></tr>",
+            esc(&s.name),
+            s.start_s,
+            s.start_s + s.duration_s,
+            l.p50 as f64 / 1e3,
+            l.p99 as f64 / 1e3,
+            l.max as f64 / 1e3,
+            s.ramped,
+            s.ramp_connected,
+            s.slowed,
+            s.slow_dropped,
+            s.slow_recovered,
+            s.churned,
+            s.stormed,
+            s.resume_ms.max,
+            s.not_resumed,
+            esc(&slo),
+        );
+    }
+    h += "</table>";
     h
 }
 

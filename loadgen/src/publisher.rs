@@ -133,6 +133,8 @@ pub fn schedule_overrun_ns(duration_s: u64) -> u64 {
 #[derive(Debug, Clone, Copy)]
 struct Req {
     topic: usize,
+    /// The event's sequence number in its topic.
+    seq: u64,
     sent_ns: u64,
 }
 
@@ -238,7 +240,12 @@ impl Writer {
                 seq,
                 &mut req,
             );
-            self.send(group * topics as usize + topic, &req);
+            // Before the write: a subscriber that reads this mark after its
+            // stream opened is owed every event of the topic from it on.
+            if let Some(mark) = self.shared.seq_started.get(topic) {
+                mark.fetch_max(seq + 1, Ordering::AcqRel);
+            }
+            self.send(group * topics as usize + topic, seq, &req);
             let lag_us = self.shared.now_ns().saturating_sub(due_ns) / 1_000;
             self.stats.lag_us.saturating_record(lag_us.max(1));
             self.shared.events_sent.fetch_add(1, Ordering::Relaxed);
@@ -273,7 +280,7 @@ impl Writer {
         total
     }
 
-    fn send(&mut self, topic: usize, req: &[u8]) {
+    fn send(&mut self, topic: usize, seq: u64, req: &[u8]) {
         self.stats.sent += 1;
         if self.conn.is_none() && !self.connect() {
             bump(&mut self.stats.errors, "not_connected");
@@ -305,6 +312,7 @@ impl Writer {
             }
             q.push_back(Req {
                 topic,
+                seq,
                 sent_ns: self.shared.now_ns(),
             });
         }
@@ -383,6 +391,7 @@ impl Writer {
                 // The reader finishes once only this marker is left.
                 p.push_back(Req {
                     topic: RETIRED,
+                    seq: 0,
                     sent_ns: 0,
                 });
             }
@@ -453,11 +462,16 @@ fn read_responses(
                     let req = pending.lock().ok().and_then(|mut p| p.pop_front());
                     pending.answered.notify_all();
                     match req {
-                        Some(Req { topic: t, sent_ns }) if t != RETIRED => {
+                        Some(Req {
+                            topic: t,
+                            seq,
+                            sent_ns,
+                        }) if t != RETIRED => {
                             let rtt_us = arrived_ns.saturating_sub(sent_ns) / 1_000;
                             stats.round_trip_us.saturating_record(rtt_us.max(1));
                             if (200..300).contains(&status) {
                                 stats.accepted += 1;
+                                shared.mark_accepted(t, seq);
                                 shared.accepted[t].fetch_add(1, Ordering::AcqRel);
                             } else {
                                 bump(&mut stats.errors, &format!("status_{status}"));
@@ -528,6 +542,7 @@ fn give_up(mut stats: PubStats, pending: &Pending, kind: &str) -> PubStats {
         // Leave the retired marker semantics intact for the writer's view.
         p.push_back(Req {
             topic: RETIRED,
+            seq: 0,
             sent_ns: 0,
         });
     }

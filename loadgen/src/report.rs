@@ -67,6 +67,9 @@ pub struct SlowReport {
     /// Drops seen only when stalled subscribers read again after the drain
     /// (the server closed with unread data queued, so no signal reached us earlier).
     pub drops_seen_at_end: u64,
+    /// Events owed to subscribers a stage slowed (reading normally after
+    /// it, or resumed after a drop) that never arrived; kept out of `loss`.
+    pub stage_slowed_missing: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,6 +130,20 @@ pub struct StageReport {
     pub churn_per_s: f64,
     /// `all`, `node N`, or absent.
     pub storm: Option<String>,
+    /// Subscribers opened per second during the stage, how many its ramp
+    /// started, and of those how many streamed.
+    pub connect_per_s: Option<f64>,
+    pub ramped: u64,
+    pub ramp_connected: u64,
+    /// Share of subscribers slow during the stage, and how.
+    pub slow_fraction: f64,
+    pub slow_mode: Option<SlowMode>,
+    /// Connections the stage made slow; of those, closed by the server
+    /// (slow drops, not loss); subscribers it slowed that were never
+    /// dropped and had every event exactly once by the end.
+    pub slowed: u64,
+    pub slow_dropped: u64,
+    pub slow_recovered: u64,
     /// Fast subscribers' latency of events scheduled in this stage.
     pub fast_latency_us: Percentiles,
     /// Subscribers its churn and its storm disconnected.
@@ -427,7 +444,16 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
                     ));
                 }
             }
+            let count = |v: &Vec<u64>| v.get(i).copied().unwrap_or(0);
             StageReport {
+                connect_per_s: s.connect_per_s,
+                ramped: count(&st.stage_ramped),
+                ramp_connected: count(&st.stage_ramp_connected),
+                slow_fraction: s.slow_fraction,
+                slow_mode: s.slow_mode,
+                slowed: count(&st.stage_slowed),
+                slow_dropped: count(&st.stage_slow_dropped),
+                slow_recovered: count(&st.stage_slow_recovered),
                 name: s.name.clone(),
                 profile: s.profile.clone(),
                 start_s: s.start_ns as f64 / 1e9,
@@ -507,6 +533,7 @@ pub fn build(cfg: &RunConfig, url: &str, st: &Stats, ps: &PubStats, t: &RunTimes
             deliveries_received: st.slow_deliveries_received,
             drop_after_ms: to_ms(drop_after_us),
             drops_seen_at_end: st.slow_drops_seen_at_end,
+            stage_slowed_missing: st.stage_slow_missing,
         },
         resume: ResumeReport {
             enabled: cfg.reconnect,
@@ -636,7 +663,7 @@ pub fn summary(r: &Report) -> String {
     let l = &r.fast_latency_us;
     let mut s = format!(
         "stentor-loadgen: {url}\n\
-         subscribers  {conn}/{req} connected in {ct:.2} s (connect p50 {cp50:.2} ms, p99 {cp99:.2} ms); errors: {cerr}\n\
+         subscribers  {conn}/{req} connected{when} (connect p50 {cp50:.2} ms, p99 {cp99:.2} ms); errors: {cerr}\n\
          publishing   {pubd}/{sched} events sent, {acc} accepted at {rate} ev/s over {dur} s x {bytes} B; lag max {lag:.2} ms; errors: {perr}\n\
          publish rtt  p50 {rt50:.3} ms  p99 {rt99:.3} ms  max {rtmax:.3} ms  ({inflight} in flight per connection; {behind} not sent, behind schedule)\n\
          deliveries   {recv}/{exp} received ({dps:.0}/s); loss {loss} ({lr:.6}), duplicates {dup}, out of order {ooo}\n\
@@ -649,7 +676,13 @@ pub fn summary(r: &Report) -> String {
         },
         conn = r.subscribers_connected,
         req = r.subscribers_requested,
-        ct = r.connect_time_ms / 1000.0,
+        when = match r.stages.iter().map(|s| s.ramped).sum::<u64>() {
+            0 => format!(" in {:.2} s", r.connect_time_ms / 1000.0),
+            ramped => format!(
+                ", {ramped} opened by stage ramps while publishing (the others in {:.2} s before)",
+                r.connect_time_ms / 1000.0
+            ),
+        },
         cp50 = ms(r.connect_latency_us.p50),
         cp99 = ms(r.connect_latency_us.p99),
         cerr = kinds(&r.connect_errors),
@@ -696,6 +729,12 @@ pub fn summary(r: &Report) -> String {
             r.slow.drops_seen_at_end,
             ms(r.latency_us.p99)
         );
+        if r.slow.stage_slowed_missing > 0 {
+            s += &format!(
+                "slow         {} events owed to subscribers a stage slowed never arrived\n",
+                r.slow.stage_slowed_missing
+            );
+        }
     }
     if r.resume.enabled {
         s += &format!(
@@ -727,6 +766,28 @@ pub fn summary(r: &Report) -> String {
     );
     if r.stages.len() > 1 || r.stages.iter().any(|s| s.churned + s.stormed > 0) {
         for st in &r.stages {
+            if st.connect_per_s.is_some() {
+                s += &format!(
+                    "stage ramp   {:?}: {} of {} subscribers it opened streamed ({}/s)\n",
+                    st.name,
+                    st.ramp_connected,
+                    st.ramped,
+                    st.connect_per_s.unwrap_or(0.0),
+                );
+            }
+            if st.slow_fraction > 0.0 {
+                s += &format!(
+                    "stage slow   {:?}: {} connections slowed ({}), {} dropped by the server (slow drops), {} recovered with every event\n",
+                    st.name,
+                    st.slowed,
+                    match st.slow_mode {
+                        Some(SlowMode::Trickle { bytes_per_s }) => format!("trickle:{bytes_per_s}"),
+                        _ => "stall".to_string(),
+                    },
+                    st.slow_dropped,
+                    st.slow_recovered,
+                );
+            }
             s += &format!(
                 "stage        {:?} ({}, {:.0}-{:.0} s): p50 {:.3} ms p99 {:.3} ms max {:.3} ms; churned {} stormed {}, resumed p50 {} ms max {} ms, {} not resumed; SLO {}\n",
                 st.name,

@@ -40,7 +40,14 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
             ))
         })?;
     }
-    let shared = Arc::new(Shared::new(cfg.groups() * cfg.topics.len(), cfg.threads));
+    let mut shared = Shared::new(cfg.groups() * cfg.topics.len(), cfg.threads);
+    if cfg.schedule.has_ramp() {
+        // Subscribers that join while publishing goes on are owed what was
+        // sent after they joined: track accepted events by sequence number.
+        let per_topic = cfg.schedule.events_bound() / cfg.topics.len() as u64 + 1;
+        shared = shared.with_seq_tracking(cfg.topics.len(), per_topic.min(crate::track::SEQ_MAX));
+    }
+    let shared = Arc::new(shared);
     if let Some(addr) = cfg.prometheus_listen {
         let bound = crate::prom::serve(addr, shared.clone())
             .map_err(|e| RunError(format!("--prometheus-listen {addr}: {e}")))?;
@@ -64,10 +71,12 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
             }
         }
     }
-    let ramp_s = cfg.subscribers as f64 / cfg.connect_rate;
+    // Subscribers a stage's ramp opens connect while publishing goes on.
+    let before = cfg.ramp.before;
+    let ramp_s = before as f64 / cfg.connect_rate;
     let ramp_deadline =
         wall_start + Duration::from_secs_f64(ramp_s) + cfg.connect_timeout + RAMP_SLACK;
-    while shared.resolved.load(Ordering::Acquire) < cfg.subscribers as u64 {
+    while shared.resolved.load(Ordering::Acquire) < before as u64 {
         if Instant::now() >= ramp_deadline
             || handles.iter().any(|h| h.is_finished())
             || interrupted()
@@ -79,7 +88,7 @@ pub fn run(cfg: RunConfig, url: &str) -> Result<Report, RunError> {
     }
     shared.set(&shared.ramp_over);
     let connect_s = wall_start.elapsed().as_secs_f64();
-    if shared.streaming.load(Ordering::Acquire) == 0 {
+    if before > 0 && shared.streaming.load(Ordering::Acquire) == 0 {
         let stats = stop(&shared, handles);
         progress.finish();
         let why = stats

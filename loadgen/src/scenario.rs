@@ -2,8 +2,9 @@
 //! rate and its shape (constant, step, spike, Poisson), a payload size,
 //! churn (subscribers disconnecting and resuming with `Last-Event-ID`), an
 //! optional reconnect storm at its start (every subscriber, or every one of
-//! a node, dropped at once: what a node restart looks like to clients) and
-//! its own SLOs. `--scenario FILE` reads them from TOML; the flags of a
+//! a node, dropped at once: what a node restart looks like to clients), a
+//! connect ramp (subscribers opened at a rate during the stage), a share of
+//! subscribers that read slowly during the stage only, and its own SLOs. `--scenario FILE` reads them from TOML; the flags of a
 //! plain run are the one-stage shorthand. Pure: the publisher walks the
 //! schedule, the engine asks which stage it is in.
 
@@ -17,6 +18,8 @@ const STEPS_MAX: u32 = 100;
 pub const SCENARIO_S_MAX: f64 = crate::cli::DURATION_S_MAX as f64;
 /// Highest rate of any segment, events/s.
 const RATE_MAX: f64 = 1_000_000.0;
+/// Highest connect ramp rate of a stage, subscribers/s.
+const CONNECT_PER_S_MAX: f64 = 1_000_000.0;
 
 /// A scenario file as written (see `loadgen/scenarios/*.toml`).
 #[derive(Debug, Deserialize)]
@@ -48,6 +51,13 @@ struct StageFile {
     /// `--url` index, when given); they reconnect after the server's `retry:`.
     storm: Option<bool>,
     storm_node: Option<usize>,
+    /// Open this many subscribers per second during the stage (a ramp);
+    /// subscribers no stage opens connect before publishing begins.
+    connect_per_s: Option<f64>,
+    /// This share of the subscribers reads slowly during the stage only
+    /// (`slow_mode` as `--slow-mode`), and normally again after it.
+    slow_fraction: Option<f64>,
+    slow_mode: Option<String>,
     /// SLO: fast subscribers' p99 for events scheduled in this stage, ms.
     max_p99_ms: Option<f64>,
     /// SLO: every subscriber dropped by this stage's storm streams again within this many seconds.
@@ -77,8 +87,81 @@ pub struct Stage {
     pub churn_per_s: f64,
     /// `Some(None)`: storm on every node; `Some(Some(n))`: on node n.
     pub storm: Option<Option<usize>>,
+    /// Subscribers opened per second during the stage.
+    pub connect_per_s: Option<f64>,
+    /// Share of subscribers slow during the stage, and how (0: none).
+    pub slow_fraction: f64,
+    pub slow_mode: Option<SlowMode>,
     pub max_p99_ms: Option<f64>,
     pub max_resume_s: Option<f64>,
+}
+
+impl Stage {
+    /// Subscribers this stage's ramp can open: the last one is due before the stage ends.
+    pub fn ramp_capacity(&self) -> usize {
+        self.connect_per_s.map_or(0, |r| {
+            (r * (self.end_ns - self.start_ns) as f64 / 1e9).ceil() as usize
+        })
+    }
+}
+
+/// How a slow subscriber reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum SlowMode {
+    /// Reads nothing (after the response head, or from the stage's start).
+    Stall,
+    /// Reads at most this many bytes per second.
+    Trickle { bytes_per_s: u64 },
+}
+
+impl SlowMode {
+    /// `stall` or `trickle:BYTES_PER_S` (the `--slow-mode` syntax).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s == "stall" {
+            return Ok(Self::Stall);
+        }
+        if let Some(rate) = s.strip_prefix("trickle:") {
+            return match rate.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Self::Trickle { bytes_per_s: n }),
+                _ => Err(format!(
+                    "{s:?}: trickle's BYTES_PER_S must be a positive integer"
+                )),
+            };
+        }
+        Err(format!("{s:?}: expected `stall` or `trickle:BYTES_PER_S`"))
+    }
+}
+
+/// One stage's connect ramp: subscribers `first..end` (global indices), the
+/// k-th of them due `start_ns + k * interval_ns` after publishing began.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RampStage {
+    pub stage: usize,
+    pub first: usize,
+    pub end: usize,
+    pub start_ns: u64,
+    pub interval_ns: f64,
+}
+
+/// Which subscribers connect before publishing and which a stage opens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RampPlan {
+    /// Subscribers `0..before` connect before publishing, at `--connect-rate`.
+    pub before: usize,
+    pub stages: Vec<RampStage>,
+}
+
+impl RampPlan {
+    /// The stage ramp that opens subscriber `g` and when it is due (ns
+    /// after publishing began); `None`: it connects before publishing.
+    pub fn opens(&self, g: usize) -> Option<(usize, u64)> {
+        let r = self.stages.iter().find(|r| (r.first..r.end).contains(&g))?;
+        Some((
+            r.stage,
+            r.start_ns + ((g - r.first) as f64 * r.interval_ns) as u64,
+        ))
+    }
 }
 
 /// The whole publish schedule.
@@ -114,6 +197,9 @@ impl Schedule {
                 payload_bytes,
                 churn_per_s: 0.0,
                 storm: None,
+                connect_per_s: None,
+                slow_fraction: 0.0,
+                slow_mode: None,
                 max_p99_ms: None,
                 max_resume_s: None,
             }],
@@ -224,6 +310,25 @@ impl Schedule {
                 (false, Some(_)) => return bad(ctx("storm_node without storm = true")),
                 (false, None) => None,
             };
+            if let Some(r) = s.connect_per_s {
+                if !(r.is_finite() && r > 0.0 && r <= CONNECT_PER_S_MAX) {
+                    return bad(ctx(&format!(
+                        "connect_per_s must be in (0, {CONNECT_PER_S_MAX}] subscribers/s"
+                    )));
+                }
+            }
+            let slow_fraction = s.slow_fraction.unwrap_or(0.0);
+            if !(0.0..=1.0).contains(&slow_fraction) {
+                return bad(ctx("slow_fraction must be in [0, 1]"));
+            }
+            let slow_mode = match (&s.slow_mode, slow_fraction > 0.0) {
+                (Some(m), true) => {
+                    Some(SlowMode::parse(m).map_err(|e| ctx(&format!("slow_mode {e}")))?)
+                }
+                (None, true) => Some(SlowMode::Stall),
+                (Some(_), false) => return bad(ctx("slow_mode without slow_fraction > 0")),
+                (None, false) => None,
+            };
             for (what, v) in [
                 ("max_p99_ms", s.max_p99_ms),
                 ("max_resume_s", s.max_resume_s),
@@ -241,6 +346,9 @@ impl Schedule {
                 payload_bytes,
                 churn_per_s,
                 storm,
+                connect_per_s: s.connect_per_s,
+                slow_fraction,
+                slow_mode,
                 max_p99_ms: s.max_p99_ms,
                 max_resume_s: s.max_resume_s,
             });
@@ -275,10 +383,63 @@ impl Schedule {
             .unwrap_or(self.stages.len().saturating_sub(1))
     }
 
+    /// Churn, storms and slow stages end streams that must resume: they
+    /// turn `--reconnect` on.
     pub fn needs_reconnect(&self) -> bool {
         self.stages
             .iter()
-            .any(|s| s.churn_per_s > 0.0 || s.storm.is_some())
+            .any(|s| s.churn_per_s > 0.0 || s.storm.is_some() || s.slow_fraction > 0.0)
+    }
+
+    pub fn has_ramp(&self) -> bool {
+        self.stages.iter().any(|s| s.connect_per_s.is_some())
+    }
+
+    pub fn has_slow_stage(&self) -> bool {
+        self.stages.iter().any(|s| s.slow_fraction > 0.0)
+    }
+
+    /// Who opens which of `subscribers` subscribers: the stages' ramps take
+    /// the last ones, in stage order, each as many as its rate and length
+    /// allow; the rest (from index 0) connect before publishing begins.
+    pub fn ramp_plan(&self, subscribers: usize) -> RampPlan {
+        let capacity: usize = self.stages.iter().map(Stage::ramp_capacity).sum();
+        let before = subscribers.saturating_sub(capacity);
+        let mut next = before;
+        let mut stages = Vec::new();
+        for (i, s) in self.stages.iter().enumerate() {
+            let Some(rate) = s.connect_per_s else {
+                continue;
+            };
+            let take = s.ramp_capacity().min(subscribers - next);
+            stages.push(RampStage {
+                stage: i,
+                first: next,
+                end: next + take,
+                start_ns: s.start_ns,
+                interval_ns: 1e9 / rate,
+            });
+            next += take;
+        }
+        RampPlan { before, stages }
+    }
+
+    /// An upper bound on the events the schedule holds (Poisson segments:
+    /// the mean plus ten standard deviations), for tables sized up front.
+    pub fn events_bound(&self) -> u64 {
+        self.stages
+            .iter()
+            .flat_map(|s| &s.segments)
+            .map(|g| {
+                let mean = g.rate * (g.end_ns - g.start_ns) as f64 / 1e9;
+                let bound = if g.poisson {
+                    mean + 10.0 * mean.sqrt() + 16.0
+                } else {
+                    mean + 1.0
+                };
+                bound.ceil().max(0.0) as u64
+            })
+            .sum()
     }
 
     /// Every event in order: (offset from publishing start in ns, stage).
@@ -403,6 +564,55 @@ mod tests {
     }
 
     #[test]
+    fn ramps_take_the_last_subscribers_in_stage_order() {
+        let text = r#"
+            [[stage]]
+            name = "ramp"
+            duration_s = 2
+            rate = 10
+            connect_per_s = 100
+            [[stage]]
+            duration_s = 5
+            rate = 10
+            slow_fraction = 0.25
+            slow_mode = "trickle:500"
+            [[stage]]
+            duration_s = 1.5
+            rate = 10
+            connect_per_s = 2
+        "#;
+        let s = Schedule::parse(text, 1, 128).expect("valid");
+        assert_eq!(
+            (s.stages[0].ramp_capacity(), s.stages[2].ramp_capacity()),
+            (200, 3)
+        );
+        assert_eq!(
+            s.stages[1].slow_mode,
+            Some(SlowMode::Trickle { bytes_per_s: 500 })
+        );
+        assert!(s.has_ramp() && s.has_slow_stage() && s.needs_reconnect());
+        // 1000 subscribers: 797 before publishing, 200 by the first ramp, 3 by the last.
+        let plan = s.ramp_plan(1000);
+        assert_eq!(plan.before, 797);
+        assert_eq!(plan.opens(796), None);
+        assert_eq!(plan.opens(797), Some((0, 0)));
+        assert_eq!(plan.opens(996), Some((0, 1_990_000_000)));
+        assert_eq!(plan.opens(997), Some((2, 7_000_000_000)));
+        // 0.5 s apart: the third is due at 8.0 s, inside the 7..8.5 s stage.
+        assert_eq!(plan.opens(999), Some((2, 8_000_000_000)));
+        // Fewer subscribers than the ramps can open: all by the ramps, in order.
+        let plan = s.ramp_plan(150);
+        assert_eq!(plan.before, 0);
+        assert_eq!(plan.opens(149), Some((0, 1_490_000_000)));
+        assert_eq!(
+            plan.stages[1].first, plan.stages[1].end,
+            "nothing left for the last"
+        );
+        // Without ramps everyone connects before publishing.
+        assert_eq!(Schedule::constant(1.0, 1, 8).ramp_plan(5).before, 5);
+    }
+
+    #[test]
     fn shipped_scenarios_parse() {
         for text in [
             include_str!("../scenarios/soak.toml"),
@@ -411,7 +621,21 @@ mod tests {
         ] {
             let s = Schedule::parse(text, 1, 128).expect("shipped scenario");
             assert!(s.events_estimate() > 0);
+            assert!(s.duration_ns() as f64 <= SCENARIO_S_MAX * 1e9);
         }
+    }
+
+    #[test]
+    fn shipped_soak_ramps_and_spike_slows() {
+        let soak = Schedule::parse(include_str!("../scenarios/soak.toml"), 1, 128).expect("soak");
+        assert_eq!(
+            soak.ramp_plan(20_000).before,
+            0,
+            "the ramp opens all 20,000"
+        );
+        let spike =
+            Schedule::parse(include_str!("../scenarios/spike.toml"), 1, 128).expect("spike");
+        assert_eq!(spike.stages[1].slow_mode, Some(SlowMode::Stall));
     }
 
     #[test]
@@ -432,6 +656,34 @@ mod tests {
                 "storm_node",
             ),
             ("[[stage]]\nduration_s = 1\nrate = 1\nbogus = 1", "bogus"),
+            (
+                "[[stage]]\nduration_s = 1\nrate = 1\nconnect_per_s = 0",
+                "connect_per_s",
+            ),
+            (
+                "[[stage]]\nduration_s = 1\nrate = 1\nconnect_per_s = -3",
+                "connect_per_s",
+            ),
+            (
+                "[[stage]]\nduration_s = 1\nrate = 1\nslow_fraction = 1.5",
+                "slow_fraction",
+            ),
+            (
+                "[[stage]]\nduration_s = 1\nrate = 1\nslow_fraction = 0.1\nslow_mode = \"crawl\"",
+                "slow_mode",
+            ),
+            (
+                "[[stage]]\nduration_s = 1\nrate = 1\nslow_fraction = 0.1\nslow_mode = \"trickle:0\"",
+                "trickle",
+            ),
+            (
+                "[[stage]]\nduration_s = 1\nrate = 1\nslow_mode = \"stall\"",
+                "slow_fraction",
+            ),
+            (
+                "[[stage]]\nduration_s = 1\nrate = 1\nslow_fraction = \"lots\"",
+                "slow_fraction",
+            ),
         ] {
             let e = Schedule::parse(text, 1, 128).expect_err(text);
             assert!(e.contains(says), "{text:?}: {e}");

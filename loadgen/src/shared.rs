@@ -78,6 +78,18 @@ pub struct Shared {
     /// Per subscriber thread: dropped subscribers still catching up;
     /// [`NOT_STARTED`] until the thread has started its catch-up.
     pub catchup_left: Vec<AtomicU64>,
+    /// Per subscriber thread: subscribers owed events by sequence number
+    /// (opened by a stage's ramp, or slow in a stage and reading normally
+    /// again) that still miss some; [`NOT_STARTED`] until the thread has
+    /// looked after publishing ended.
+    pub owed_behind: Vec<AtomicU64>,
+    /// Per topic: one past the highest sequence number a publisher has
+    /// begun to send. Read when a late subscriber's stream opens, it says
+    /// which events were certainly sent after the server took it in.
+    pub seq_started: Vec<AtomicU64>,
+    /// Per expectation channel, a bitmap of the accepted (2xx) sequence
+    /// numbers; empty unless some subscriber joins while publishing goes on.
+    pub accepted_seqs: Vec<Box<[AtomicU64]>>,
     /// Finished seconds shipped by the subscriber threads for the `series`.
     pub series_parts: Mutex<Vec<SeriesPart>>,
     /// Closed seconds of the series, for `--prometheus-listen`.
@@ -105,9 +117,54 @@ impl Shared {
             verdict_acks: AtomicU64::new(0),
             p99_us: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             catchup_left: (0..threads).map(|_| AtomicU64::new(NOT_STARTED)).collect(),
+            owed_behind: (0..threads).map(|_| AtomicU64::new(NOT_STARTED)).collect(),
+            seq_started: Vec::new(),
+            accepted_seqs: Vec::new(),
             series_parts: Mutex::new(Vec::new()),
             live: Default::default(),
         }
+    }
+
+    /// Track sequence numbers for late joiners: `topics` per-topic send
+    /// marks, and for each channel a bitmap of `seqs` accepted sequence numbers.
+    pub fn with_seq_tracking(mut self, topics: usize, seqs: u64) -> Self {
+        let words = seqs.div_ceil(64) as usize;
+        self.seq_started = (0..topics).map(|_| AtomicU64::new(0)).collect();
+        self.accepted_seqs = (0..self.accepted.len())
+            .map(|_| (0..words).map(|_| AtomicU64::new(0)).collect())
+            .collect();
+        self
+    }
+
+    /// Record that `seq` was accepted on `channel` (beyond the bitmap: not
+    /// recorded; the bitmap is sized from the schedule's bound).
+    pub fn mark_accepted(&self, channel: usize, seq: u64) {
+        if let Some(w) = self
+            .accepted_seqs
+            .get(channel)
+            .and_then(|b| b.get((seq / 64) as usize))
+        {
+            w.fetch_or(1 << (seq % 64), Ordering::AcqRel);
+        }
+    }
+
+    /// Accepted events of `channel` with sequence number >= `from`.
+    pub fn accepted_from(&self, channel: usize, from: u64) -> u64 {
+        let Some(bits) = self.accepted_seqs.get(channel) else {
+            return 0;
+        };
+        let first = (from / 64) as usize;
+        bits.iter()
+            .enumerate()
+            .skip(first)
+            .map(|(i, w)| {
+                let mut v = w.load(Ordering::Acquire);
+                if i == first {
+                    v &= u64::MAX << (from % 64);
+                }
+                u64::from(v.count_ones())
+            })
+            .sum()
     }
 
     pub fn now_ns(&self) -> u64 {
@@ -130,8 +187,16 @@ impl Shared {
             .all(|l| l.load(Ordering::Acquire) == 0)
     }
 
-    /// Whether every live fast subscriber has every accepted event.
+    /// Whether every live fast subscriber has every accepted event (and
+    /// every subscriber owed events by sequence number has them).
     pub fn all_delivered(&self) -> bool {
+        let owed_done = self
+            .owed_behind
+            .iter()
+            .all(|l| l.load(Ordering::Acquire) == 0);
+        if !owed_done {
+            return false;
+        }
         let expected: u64 = self
             .accepted
             .iter()

@@ -96,6 +96,18 @@ pub struct Stats {
     pub stage_resume_us: Vec<Histogram<u64>>,
     /// Per stage: subscribers it disconnected that never streamed again.
     pub stage_not_resumed: Vec<u64>,
+    /// Per stage: subscribers its connect ramp started, and of those, connected.
+    pub stage_ramped: Vec<u64>,
+    pub stage_ramp_connected: Vec<u64>,
+    /// Per stage: connections it made slow, those of them the server closed
+    /// (slow drops), and subscribers it slowed that were never dropped and
+    /// had every event they were owed, exactly once, by the end.
+    pub stage_slowed: Vec<u64>,
+    pub stage_slow_dropped: Vec<u64>,
+    pub stage_slow_recovered: Vec<u64>,
+    /// Events owed to subscribers slowed by a stage that they never got
+    /// (not in the fast subscribers' `loss`).
+    pub stage_slow_missing: u64,
     /// This thread's current second for the `series` (and finished ones not shipped yet).
     pub series: PartCursor,
     /// The same, per node (`--url` order), for what happens to a
@@ -145,6 +157,12 @@ impl Default for Stats {
             stage_stormed: Vec::new(),
             stage_resume_us: Vec::new(),
             stage_not_resumed: Vec::new(),
+            stage_ramped: Vec::new(),
+            stage_ramp_connected: Vec::new(),
+            stage_slowed: Vec::new(),
+            stage_slow_dropped: Vec::new(),
+            stage_slow_recovered: Vec::new(),
+            stage_slow_missing: 0,
         }
     }
 }
@@ -184,7 +202,21 @@ impl Stats {
         self.stage_churned = vec![0; n];
         self.stage_stormed = vec![0; n];
         self.stage_not_resumed = vec![0; n];
+        for v in self.stage_counts_mut() {
+            *v = vec![0; n];
+        }
         self
+    }
+
+    /// The per-stage counters added since the storm and churn ones.
+    fn stage_counts_mut(&mut self) -> [&mut Vec<u64>; 5] {
+        [
+            &mut self.stage_ramped,
+            &mut self.stage_ramp_connected,
+            &mut self.stage_slowed,
+            &mut self.stage_slow_dropped,
+            &mut self.stage_slow_recovered,
+        ]
     }
 
     /// A fast delivery of an event scheduled `offset_ns` after publishing began.
@@ -195,7 +227,7 @@ impl Stats {
         self.stage_fast_us[i].saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
     }
 
-    pub fn merge(&mut self, o: Stats) {
+    pub fn merge(&mut self, mut o: Stats) {
         if self.stage_ends_ns.len() < o.stage_ends_ns.len() {
             let n = o.stage_ends_ns.len();
             self.stage_ends_ns = o.stage_ends_ns.clone();
@@ -220,6 +252,19 @@ impl Stats {
         for (i, v) in o.stage_not_resumed.iter().enumerate() {
             self.stage_not_resumed[i] += v;
         }
+        for (mine, theirs) in self
+            .stage_counts_mut()
+            .into_iter()
+            .zip(o.stage_counts_mut())
+        {
+            if mine.len() < theirs.len() {
+                mine.resize(theirs.len(), 0);
+            }
+            for (m, t) in mine.iter_mut().zip(theirs.iter()) {
+                *m += t;
+            }
+        }
+        self.stage_slow_missing += o.stage_slow_missing;
         // Histograms share bounds, so add cannot fail; a failure would only
         // lose the other thread's samples, never panic.
         let _ = self.fast_latency_us.add(&o.fast_latency_us);

@@ -17,6 +17,10 @@ pub struct SeqTracker {
     out_of_order: u32,
     /// Highest seq seen plus one (0: none yet).
     next_above: u64,
+    /// Sequence numbers from this one on are owed (a subscriber that
+    /// joined late), and how many distinct ones of them arrived.
+    owed_from: u64,
+    unique_owed: u32,
 }
 
 /// What one delivery turned out to be.
@@ -47,6 +51,9 @@ impl SeqTracker {
         }
         self.seen[word] |= bit;
         self.unique += 1;
+        if seq >= self.owed_from {
+            self.unique_owed += 1;
+        }
         if seq + 1 < self.next_above {
             self.out_of_order += 1;
             Delivery::Late
@@ -54,6 +61,36 @@ impl SeqTracker {
             self.next_above = seq + 1;
             Delivery::New
         }
+    }
+
+    /// Count only sequence numbers >= `from` as owed (those already seen
+    /// included).
+    pub fn owe_from(&mut self, from: u64) {
+        self.owed_from = from;
+        let first = (from / 64) as usize;
+        self.unique_owed = self
+            .seen
+            .iter()
+            .enumerate()
+            .skip(first)
+            .map(|(i, &w)| {
+                let w = if i == first {
+                    w & (u64::MAX << (from % 64))
+                } else {
+                    w
+                };
+                w.count_ones()
+            })
+            .sum();
+    }
+
+    pub fn owed_from(&self) -> u64 {
+        self.owed_from
+    }
+
+    /// Distinct sequence numbers >= the owed start seen (all, by default).
+    pub fn unique_owed(&self) -> u64 {
+        self.unique_owed as u64
     }
 
     pub fn unique(&self) -> u64 {
@@ -77,6 +114,23 @@ mod tests {
         assert_eq!(t.unique(), 6);
         assert_eq!(t.duplicates(), 2);
         assert_eq!(t.out_of_order, 2); // 2 after 3, 4 after 5
+    }
+
+    #[test]
+    fn owed_counts_only_from_the_start() {
+        let mut t = SeqTracker::default();
+        for s in [3, 64, 65, 70] {
+            t.record(s);
+        }
+        assert_eq!(t.unique_owed(), 4);
+        t.owe_from(65);
+        assert_eq!(t.unique_owed(), 2);
+        t.record(64);
+        t.record(200);
+        t.record(200);
+        assert_eq!((t.unique_owed(), t.unique()), (3, 5));
+        t.owe_from(0);
+        assert_eq!(t.unique_owed(), 5);
     }
 
     #[test]

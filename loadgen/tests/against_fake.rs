@@ -643,6 +643,36 @@ fn wrapped_payloads_are_measured_with_seq_regex_or_json_pointer() {
     }
 }
 
+/// Centrifugo-shaped events (`{"pub":{"data":{"seq":N,...}}}`) with every
+/// seventh sent twice: the JSON pointer finds every sequence number, nothing
+/// is lost, and the repeats are duplicates, exactly.
+#[test]
+fn wrapped_duplicates_are_counted_through_the_json_pointer() {
+    let srv = FakeServer::start(Faults {
+        wrap_pub_data: true,
+        duplicate_every: Some(7),
+        ..Faults::default()
+    });
+    let mut args = BASE.to_vec();
+    args.extend([
+        "--max-loss",
+        "0",
+        "--seq-json-pointer",
+        "/pub/data/seq",
+        "--pub-body-template",
+        r#"{"topic":"{topic}","data":{data}}"#,
+    ]);
+    let o = run_loadgen(&srv.url(), &args);
+    let r = &o.report;
+    assert_eq!(o.code, 0, "stderr: {}\nreport: {r:#}", o.stderr);
+    // ids 7, 14, ..., 98: 14 repeats per subscriber.
+    assert_eq!(n(r, "duplicates"), 14 * 20, "{r:#}");
+    assert_eq!(n(r, "deliveries_received"), 2000);
+    assert_eq!(n(r, "loss"), 0);
+    assert_eq!(n(r, "foreign_events"), 0);
+    assert_eq!(n(r, "out_of_order"), 0);
+}
+
 #[test]
 fn seq_flags_are_checked_before_connecting() {
     for bad in [

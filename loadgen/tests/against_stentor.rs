@@ -510,3 +510,228 @@ fn latency_at_kernel_receive_or_at_read() {
     // decades).
     assert!(p50.iter().all(|&us| us < 1_000_000), "p50s {p50:?} µs");
 }
+
+/// Write a scenario to a temporary file (removed by the caller).
+fn scenario_file(tag: &str, text: &str) -> std::path::PathBuf {
+    let file = std::env::temp_dir().join(format!("loadgen-{tag}-{}.toml", std::process::id()));
+    std::fs::write(&file, text).expect("write scenario");
+    file
+}
+
+/// The `series` points as (second, point).
+fn series(r: &serde_json::Value) -> Vec<(u64, &serde_json::Value)> {
+    r["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .map(|p| (p["t_s"].as_u64().expect("t_s"), p))
+        .collect()
+}
+
+/// A first stage that brings the 400 subscribers up at 100/s while
+/// publishing goes on (nobody connects before): `connected` in the series
+/// climbs by about 100 a second, and each joiner is owed exactly the events
+/// sent after its stream opened, so nothing is lost and far less than
+/// 400 x every event is expected. About 8 s.
+#[test]
+fn stage_ramp_opens_subscribers_at_its_rate() {
+    let Some(bin) = stentor_bin() else { return };
+    let srv = Stentor::start(&bin, "127.0.0.1:0", &["--workers", "1"]);
+    let file = scenario_file(
+        "ramp",
+        r#"
+[[stage]]
+name = "ramp"
+duration_s = 4
+rate = 20
+connect_per_s = 100
+[[stage]]
+name = "steady"
+duration_s = 2
+rate = 20
+"#,
+    );
+    let url = srv.url();
+    let path = file.to_string_lossy().to_string();
+    let o = loadgen(&[
+        "run",
+        "--url",
+        &url,
+        "--subscribers",
+        "400",
+        "--scenario",
+        &path,
+        "--max-loss",
+        "0",
+        "--drain-s",
+        "5",
+    ]);
+    let _ = std::fs::remove_file(&file);
+    let r = &o.report;
+    assert_eq!(o.code, 0, "{}\n{r:#}", o.stderr);
+    assert_eq!(n(r, "stages.0.ramped"), 400, "{r:#}");
+    assert_eq!(n(r, "stages.0.ramp_connected"), 400);
+    assert_eq!(n(r, "stages.1.ramped"), 0);
+    assert_eq!(n(r, "subscribers_connected"), 400);
+    assert_eq!(r["connect_errors"], serde_json::json!({}), "{r:#}");
+
+    // Seconds wholly inside the ramp: about 100 more connected each (point
+    // t_s = s says how many were connected at the end of second s).
+    let start = r["publish_start_s"].as_f64().expect("publish_start_s");
+    let pts = series(r);
+    let connected = |t: u64| {
+        pts.iter()
+            .find(|(s, _)| *s == t)
+            .map_or(0, |(_, p)| p["connected"].as_u64().unwrap_or(0))
+    };
+    let inside: Vec<u64> = (1..8u64)
+        .filter(|&t| t as f64 >= start && t as f64 + 1.0 <= start + 4.0)
+        .collect();
+    assert!(inside.len() >= 3, "start {start}: {inside:?}");
+    for &t in &inside {
+        let rise = connected(t) - connected(t - 1);
+        assert!(
+            (60..=140).contains(&rise),
+            "second {t}: {rise} connected (about 100 expected); series {:#}",
+            r["series"]
+        );
+    }
+    assert!(
+        connected(inside[0] - 1) < 200,
+        "not all at once: {:#}",
+        r["series"]
+    );
+    let opened: u64 = pts
+        .iter()
+        .map(|(_, p)| p["connects"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(opened, 400);
+
+    // Owed what was sent after joining: subscriber k joins at k/100 s and
+    // misses ~20 ev/s x k/100 s of the 120 events, ~32,000 owed in all.
+    assert_eq!(n(r, "events_accepted"), 120, "{r:#}");
+    let expected = n(r, "deliveries_expected");
+    assert!((29_000..=34_000).contains(&expected), "{expected}: {r:#}");
+    assert_eq!(n(r, "loss"), 0);
+    assert_eq!(n(r, "duplicates"), 0);
+}
+
+/// Slow subscribers per stage: 10% trickle through a short "hiccup" (a few
+/// KB behind, within the kernel's buffers) and read normally after it;
+/// 20% stall through a 4 s "flood" of 1 KiB events, which the server
+/// (16 KiB queue) drops: slow drops of that stage, inside its window, each
+/// resumed with Last-Event-ID and complete; the fast 80 lose nothing.
+/// About 12 s.
+#[test]
+fn slow_stages_drop_or_recover_and_fast_subscribers_lose_nothing() {
+    let Some(bin) = stentor_bin() else { return };
+    let srv = Stentor::start(
+        &bin,
+        "127.0.0.1:0",
+        &[
+            "--workers",
+            "1",
+            "--queue-bytes-max",
+            "16384",
+            "--retry-ms",
+            "200",
+            "--resume-rate-per-ip",
+            "100000",
+        ],
+    );
+    let file = scenario_file(
+        "slow",
+        r#"
+[[stage]]
+name = "calm"
+duration_s = 1
+rate = 20
+[[stage]]
+name = "hiccup"
+duration_s = 1
+rate = 10
+slow_fraction = 0.1
+slow_mode = "trickle:200"
+[[stage]]
+name = "calm again"
+duration_s = 1
+rate = 20
+[[stage]]
+name = "flood"
+duration_s = 4
+rate = 100
+payload_bytes = 1024
+slow_fraction = 0.2
+slow_mode = "stall"
+[[stage]]
+name = "after"
+duration_s = 2
+rate = 20
+"#,
+    );
+    let url = srv.url();
+    let path = file.to_string_lossy().to_string();
+    let html = std::env::temp_dir().join(format!("loadgen-slow-{}.html", std::process::id()));
+    let html_s = html.to_string_lossy().to_string();
+    let o = loadgen(&[
+        "run",
+        "--url",
+        &url,
+        "--subscribers",
+        "100",
+        "--scenario",
+        &path,
+        "--max-loss",
+        "0",
+        "--drain-s",
+        "8",
+        "--html",
+        &html_s,
+    ]);
+    let _ = std::fs::remove_file(&file);
+    let page = std::fs::read_to_string(&html).unwrap_or_default();
+    let _ = std::fs::remove_file(&html);
+    // The HTML report's stage table: slowed / slow drops / recovered.
+    assert!(
+        page.contains("<td>flood</td>") && page.contains("<td>20 / 20 / 0</td>"),
+        "stage table missing from the HTML report"
+    );
+    let r = &o.report;
+    assert_eq!(o.code, 0, "{}\n{r:#}", o.stderr);
+    // The hiccup's 10 (all among the flood's 20) fell behind and caught up.
+    assert_eq!(n(r, "stages.1.slowed"), 10, "{r:#}");
+    assert_eq!(n(r, "stages.1.slow_dropped"), 0, "{r:#}");
+    assert_eq!(n(r, "stages.1.slow_recovered"), 10, "{r:#}");
+    // The flood's 20 were dropped by the server: slow drops, not loss.
+    assert_eq!(n(r, "stages.3.slowed"), 20, "{r:#}");
+    assert_eq!(n(r, "stages.3.slow_dropped"), 20, "{r:#}");
+    assert_eq!(n(r, "stages.3.slow_recovered"), 0);
+    assert_eq!(n(r, "slow_clients"), 20);
+    assert_eq!(n(r, "slow_clients_dropped"), 20);
+    let start = r["publish_start_s"].as_f64().expect("publish_start_s");
+    let drops: Vec<(u64, u64)> = series(r)
+        .iter()
+        .map(|(t, p)| (*t, p["slow_drops"].as_u64().unwrap_or(0)))
+        .filter(|&(_, d)| d > 0)
+        .collect();
+    assert_eq!(drops.iter().map(|d| d.1).sum::<u64>(), 20, "{drops:?}");
+    for &(t, _) in &drops {
+        // The flood runs from 3 s to 7 s after publishing began.
+        assert!(
+            t as f64 + 1.0 > start + 3.0 && (t as f64) < start + 7.0,
+            "slow drop in second {t}, publishing began at {start} s: {drops:?}"
+        );
+    }
+    // Dropped ones resumed and got everything exactly once.
+    assert_eq!(n(r, "resume.resumed_subscribers"), 20, "{r:#}");
+    assert_eq!(n(r, "resume.resumed_exactly_once"), 20, "{r:#}");
+    assert_eq!(n(r, "slow.stage_slowed_missing"), 0, "{r:#}");
+    // The fast 80 lost nothing.
+    assert_eq!(n(r, "loss"), 0);
+    assert_eq!(n(r, "duplicates"), 0);
+    assert_eq!(
+        n(r, "deliveries_expected"),
+        80 * n(r, "events_accepted"),
+        "{r:#}"
+    );
+}

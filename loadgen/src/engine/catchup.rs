@@ -53,5 +53,5 @@ impl Engine {
 }
 
 fn behind_after_drop(s: &Sub, accepted: u64) -> bool {
-    s.ledger.slow && s.dropped && s.ledger.tracker.unique() < accepted
+    s.flag_slow && s.dropped && s.ledger.tracker.unique() < accepted
 }

@@ -67,7 +67,8 @@ impl Engine {
 
     /// A fast subscriber that will not come back leaves the drain arithmetic.
     pub(super) fn leave_live(&mut self, idx: usize) {
-        if self.subs[idx].ledger.slow {
+        self.subs[idx].gone = true;
+        if !self.subs[idx].counted_live {
             return;
         }
         self.flush_counters();
@@ -91,9 +92,18 @@ impl Engine {
         self.stats.series.at(super::second_of(now)).disconnects += 1;
         self.shared.streaming.fetch_sub(1, Ordering::AcqRel);
         let reconnect = self.wants_reconnect(idx);
+        let node = self.subs[idx].node as usize;
         let s = &mut self.subs[idx];
-        if s.ledger.slow && !s.dropped {
+        if s.slow_conn {
+            // A slowed connection the server closed (a loadgen drop clears
+            // the mark first): a slow drop, not loss; it resumes as a
+            // normal reader.
+            s.slow_conn = false;
             s.dropped = true;
+            if let (Some(stage), false) = (s.slow_stage, s.flag_slow) {
+                s.slow_dropped_stages |= 1 << stage;
+                self.nodes[node].stage_slow_dropped[stage as usize] += 1;
+            }
             self.stats.slow_clients_dropped += 1;
             self.stats.series.at(super::second_of(now)).slow_drops += 1;
             if s.state == State::Verdict {
@@ -125,12 +135,17 @@ impl Engine {
         s.state = State::Closing;
         s.reader = None;
         if let Some(op) = s.op {
-            let e = opcode::AsyncCancel::new(op)
-                .build()
-                .user_data(user_data(OP_CANCEL, 0, idx as u32));
-            self.push(e);
+            self.cancel(idx, op);
         }
         self.maybe_close(idx);
+    }
+
+    /// Cancel subscriber `idx`'s op `op` (its completion says when it is gone).
+    pub(super) fn cancel(&mut self, idx: usize, op: u64) {
+        let e = opcode::AsyncCancel::new(op)
+            .build()
+            .user_data(user_data(OP_CANCEL, 0, idx as u32));
+        self.push(e);
     }
 
     /// Close the slot once no op is in flight on it.

@@ -16,6 +16,7 @@
 pub(crate) mod busy;
 mod catchup;
 mod lifecycle;
+mod owed;
 pub(crate) mod ports;
 mod slow;
 mod stages;
@@ -34,7 +35,7 @@ use io_uring::{cqueue, opcode, squeue, IoUring};
 use stentor::ring::token::{pack_raw, unpack_raw, GENERATION_MAX};
 
 use crate::cli::{LatencyAt, RunConfig, SlowMode};
-use crate::shared::Shared;
+use crate::shared::{Shared, NOT_STARTED};
 use crate::stats::Stats;
 use crate::stream::{Clock, Step, StreamReader};
 use ports::PortCursor;
@@ -141,8 +142,11 @@ struct Engine {
     backlog: VecDeque<squeue::Entry>,
     cqes: Vec<(u64, i32, u32)>,
     items: Vec<stentor::wire::sse::Item>,
-    /// Next subscriber of the ramp, and when the ramp began.
+    /// Next subscriber of the ramp, and when the ramp began. Subscribers
+    /// `..ramp_before` (local) connect before publishing; the rest are
+    /// opened by stages' ramps, in order.
     ramp_next: usize,
+    ramp_before: usize,
     ramp_start_ns: u64,
     ramp_interval_ns: f64,
     reconnects: BinaryHeap<Reverse<(u64, u32)>>,
@@ -159,6 +163,10 @@ struct Engine {
     /// Subscribers owed a churn disconnect (fractional), and where to look next.
     churn_credit: f64,
     churn_cursor: usize,
+    /// The stage whose slow subscribers are slow now.
+    slow_active: Option<usize>,
+    /// Some subscriber may trickle (credit is handed out every tick).
+    trickles: bool,
 }
 
 impl Engine {
@@ -173,9 +181,24 @@ impl Engine {
             .map(|&g| {
                 let (topic, node) = (g % cfg.topics.len(), cfg.node_of(g));
                 let channel = cfg.channel(node, topic);
-                Sub::new(topic as u32, node as u16, channel as u32, cfg.is_slow(g))
+                let ramp = cfg.ramp.opens(g).map(|(stage, at)| (stage as u16, at));
+                Sub::new(
+                    topic as u32,
+                    node as u16,
+                    channel as u32,
+                    cfg.is_slow(g),
+                    cfg.slow_stages(g),
+                    ramp,
+                )
             })
             .collect();
+        let ramp_before = globals.iter().filter(|&&g| g < cfg.ramp.before).count();
+        let trickles = matches!(cfg.slow_mode, SlowMode::Trickle { .. }) && cfg.slow_fraction > 0.0
+            || cfg
+                .schedule
+                .stages
+                .iter()
+                .any(|s| matches!(s.slow_mode, Some(SlowMode::Trickle { .. })));
         let servers = cfg
             .nodes
             .iter()
@@ -211,6 +234,9 @@ impl Engine {
             stage_entered: None,
             churn_credit: 0.0,
             churn_cursor: thread_idx,
+            slow_active: None,
+            trickles,
+            ramp_before,
             ports,
             stats: Stats::default(),
             backlog: VecDeque::new(),
@@ -266,8 +292,8 @@ impl Engine {
             }
         }
         let mut due = self.next_tick_ns.min(now + WAIT_NS_MAX);
-        if self.ramp_next < self.subs.len() && !self.shared.flag(&self.shared.ramp_over) {
-            due = due.min(self.ramp_due(self.ramp_next));
+        if let Some(t) = self.next_open_due() {
+            due = due.min(t);
         }
         if let Some(Reverse((t, _))) = self.reconnects.peek() {
             due = due.min(*t);
@@ -322,21 +348,55 @@ impl Engine {
         self.ramp_start_ns + (n as f64 * self.ramp_interval_ns) as u64
     }
 
+    /// When the next subscriber is due to open (`None`: none is waiting).
+    fn next_open_due(&self) -> Option<u64> {
+        let n = self.ramp_next;
+        if n < self.ramp_before {
+            return (!self.shared.flag(&self.shared.ramp_over)).then(|| self.ramp_due(n));
+        }
+        let (_, at) = self.subs.get(n)?.ramp?;
+        let start = self.shared.publish_start_ns.load(Ordering::Acquire);
+        (start != NOT_STARTED).then(|| start + at)
+    }
+
     fn ramp(&mut self, now: u64) {
         if self.shared.flag(&self.shared.ramp_over) {
             // Never started: counted once, as a connect error of its own kind.
-            while self.ramp_next < self.subs.len() {
-                self.connect_error(self.ramp_next, "not_started", now);
-                self.resolve(self.ramp_next);
+            while self.ramp_next < self.ramp_before {
+                self.never_started(self.ramp_next, now);
                 self.ramp_next += 1;
             }
-            return;
         }
-        while self.ramp_next < self.subs.len() && self.ramp_due(self.ramp_next) <= now {
+        while self.ramp_next < self.ramp_before && self.ramp_due(self.ramp_next) <= now {
             let idx = self.ramp_next;
             self.ramp_next += 1;
             self.start_connect(idx, now);
         }
+        if self.ramp_next < self.ramp_before || self.ramp_next >= self.subs.len() {
+            return;
+        }
+        // Stages' ramps: due from the start of publishing; what publishing
+        // ended (or a stop cut short) before it was due never starts.
+        if self.shared.flag(&self.shared.publish_done) || self.shared.flag(&self.shared.stop) {
+            while self.ramp_next < self.subs.len() {
+                self.never_started(self.ramp_next, now);
+                self.ramp_next += 1;
+            }
+            return;
+        }
+        while self.next_open_due().is_some_and(|t| t <= now) {
+            let idx = self.ramp_next;
+            self.ramp_next += 1;
+            if let Some((stage, _)) = self.subs[idx].ramp {
+                self.nodes[self.subs[idx].node as usize].stage_ramped[stage as usize] += 1;
+            }
+            self.start_connect(idx, now);
+        }
+    }
+
+    fn never_started(&mut self, idx: usize, now: u64) {
+        self.connect_error(idx, "not_started", now);
+        self.resolve(idx);
     }
 
     fn start_due_reconnects(&mut self, now: u64) {
@@ -357,6 +417,8 @@ impl Engine {
     }
 
     fn start_connect(&mut self, idx: usize, now: u64) {
+        // Every connection of a slow subscriber asks for the small receive
+        // buffer, so the server sees it fall behind whenever it is slow.
         let slow = self.subs[idx].ledger.slow;
         let mut opened = Err("no_source_port".to_string());
         // A port another program holds (any socket bound without
@@ -401,7 +463,7 @@ impl Engine {
             return;
         }
         let s = &mut self.subs[idx];
-        s.begin_attempt(now);
+        s.begin_attempt(now, self.cfg.slow_mode);
         let ud = user_data(OP_CONNECT, s.gen, idx as u32);
         s.op = Some(ud);
         s.state = State::Connecting;
@@ -532,6 +594,10 @@ impl Engine {
                     self.arm_recv_one(idx, SLOW_BUF_BYTES);
                 } else if state == State::Verdict && idle {
                     self.arm_recv_one(idx, SLOW_BUF_BYTES);
+                } else if state == State::Streaming && idle && self.subs[idx].slow_mode.is_none() {
+                    // A slow stage ended while we polled: read normally
+                    // again (a close it saw shows up as EOF or an error).
+                    self.arm_recv_multi(idx);
                 }
             }
             _ => debug_assert!(false, "unknown op kind {kind}"),
@@ -600,7 +666,7 @@ impl Engine {
         s.req = None;
         s.state = State::Head;
         s.reader = Some(StreamReader::new());
-        if s.reads_slowly {
+        if s.slow_mode.is_some() {
             self.arm_recv_one(idx, SLOW_BUF_BYTES);
         } else {
             self.arm_recv_multi(idx);
@@ -664,6 +730,14 @@ impl Engine {
             }
             return;
         }
+        if res == -libc::ECANCELED && matches!(state, State::Stalled | State::Streaming) {
+            // A read cancelled because a slow stage began (or ended): read
+            // the new way.
+            if self.subs[idx].op.is_none() {
+                self.rearm_read(idx);
+            }
+            return;
+        }
         if res == -libc::ENOBUFS {
             self.stats.recv_no_buffers += 1;
         }
@@ -687,13 +761,24 @@ impl Engine {
         }
         let s = &self.subs[idx];
         match (kind, s.state) {
-            (OP_RECV_MULTI, State::Head | State::Streaming) => self.arm_recv_multi(idx),
             (OP_RECV_ONE, State::Head) => self.arm_recv_one(idx, SLOW_BUF_BYTES),
             (OP_RECV_ONE, State::Verdict | State::Draining) => {
                 self.arm_recv_one(idx, SLOW_BUF_BYTES)
             }
-            // Trickling subscribers re-arm from the tick, by credit; stalled
-            // ones wait on their poll.
+            (_, State::Head | State::Streaming | State::Stalled) => self.rearm_read(idx),
+            _ => {}
+        }
+    }
+
+    /// The read a connection with nothing in flight needs now: a poll for
+    /// the server's close while stalled, nothing while trickling (the tick
+    /// re-arms by credit), else a multishot read.
+    fn rearm_read(&mut self, idx: usize) {
+        let s = &self.subs[idx];
+        match (s.state, s.slow_mode) {
+            (State::Stalled, _) => self.arm_poll(idx),
+            (State::Head | State::Streaming, Some(_)) => {}
+            (State::Head | State::Streaming, None) => self.arm_recv_multi(idx),
             _ => {}
         }
     }
@@ -709,12 +794,19 @@ impl Engine {
         }
         s.state = State::Streaming;
         s.streaming_since_ns = now;
-        let slow = s.reads_slowly;
+        let slow_mode = s.slow_mode;
         let connect_us = now.saturating_sub(s.attempt_start_ns) / 1_000;
-        let slow_ledger = s.ledger.slow;
         if let Some(ended) = s.ended_at_ns.take() {
             let us = now.saturating_sub(ended) / 1_000;
             self.stats.resume_us.saturating_record(us.max(1));
+        }
+        if first && s.ramp.is_some() {
+            // Joined while publishing goes on: owed every event whose send
+            // began after now (the server took it in before answering).
+            let mark = self.shared.seq_started.get(s.topic as usize);
+            let from = mark.map_or(0, |m| m.load(Ordering::Acquire));
+            s.ledger.tracker.owe_from(from);
+            s.owed_by_seq = true;
         }
         self.resumed_after_drop(idx, now);
         let part = self.stats.series.at(second_of(now));
@@ -723,30 +815,37 @@ impl Engine {
         self.stats.connect_us.saturating_record(connect_us.max(1));
         self.shared.streaming.fetch_add(1, Ordering::AcqRel);
         if first {
-            if !slow_ledger {
-                let channel = self.subs[idx].channel as usize;
-                self.shared.live_fast[channel].fetch_add(1, Ordering::AcqRel);
+            let s = &self.subs[idx];
+            if s.counted_live {
+                self.shared.live_fast[s.channel as usize].fetch_add(1, Ordering::AcqRel);
+            }
+            if let Some((stage, _)) = s.ramp {
+                self.nodes[s.node as usize].stage_ramp_connected[stage as usize] += 1;
             }
             self.resolve(idx);
         }
-        if slow {
-            match self.cfg.slow_mode {
-                SlowMode::Stall => {
-                    let s = &mut self.subs[idx];
-                    s.state = State::Stalled;
-                    s.ledger.behind_since_ns = Some(now);
-                    if s.op.is_none() {
-                        self.arm_poll(idx);
-                    }
+        match slow_mode {
+            Some(SlowMode::Stall) => {
+                let s = &mut self.subs[idx];
+                s.state = State::Stalled;
+                s.ledger.behind_since_ns = Some(now);
+                if s.op.is_none() {
+                    self.arm_poll(idx);
                 }
-                SlowMode::Trickle { .. } => {}
+            }
+            Some(SlowMode::Trickle { .. }) => {}
+            // A subscriber the current stage slows is slow from its start.
+            None => {
+                if let Some(stage) = self.slow_active {
+                    self.enter_slow(idx, stage, now);
+                }
             }
         }
     }
 
     fn count_new(&mut self, idx: usize, new: u64) {
         self.unflushed_all += new;
-        if !self.subs[idx].ledger.slow {
+        if self.subs[idx].counted_live {
             self.unflushed_live += new;
         }
     }
@@ -760,13 +859,18 @@ impl Engine {
                 let connecting =
                     matches!(s.state, State::Connecting | State::Sending | State::Head);
                 let late = now.saturating_sub(s.attempt_start_ns) > timeout;
-                if connecting && (late || (ramp_over && !s.resolved)) {
+                let abandoned = ramp_over && !s.resolved && s.ramp.is_none();
+                if connecting && (late || abandoned) {
                     self.fail_attempt(idx, "timeout", now);
                 }
             }
         }
-        if let SlowMode::Trickle { bytes_per_s } = self.cfg.slow_mode {
-            self.give_trickle_credit(bytes_per_s);
+        if self.trickles {
+            self.give_trickle_credit();
+        }
+        if self.shared.flag(&self.shared.publish_done) {
+            let behind = self.owed_behind();
+            self.shared.owed_behind[self.thread_idx].store(behind, Ordering::Release);
         }
         if self.catchup_started {
             let left = self.catchup_left();
@@ -824,13 +928,22 @@ impl Engine {
             if let Some((_, stage)) = s.dropped_at {
                 st.stage_not_resumed[stage as usize] += 1;
             }
-            let accepted = self.shared.accepted[s.channel as usize].load(Ordering::Acquire);
-            let unique = s.ledger.tracker.unique();
-            let lost = accepted.saturating_sub(unique);
+            let (owed, got) = self.owed(s);
+            let lost = owed.saturating_sub(got);
             if s.ledger.slow {
                 st.slow_clients += 1;
+                if !s.flag_slow {
+                    // Slowed by a stage, reading normally after it: owed
+                    // everything, but apart from the fast subscribers' loss.
+                    st.stage_slow_missing += lost;
+                    let clean = lost == 0 && s.ledger.tracker.duplicates() == 0;
+                    let recovered = s.slowed_stages & !s.slow_dropped_stages;
+                    for (k, n) in st.stage_slow_recovered.iter_mut().enumerate() {
+                        *n += u64::from(clean && recovered & (1 << k) != 0);
+                    }
+                }
             } else {
-                st.deliveries_expected += accepted;
+                st.deliveries_expected += owed;
                 st.loss += lost;
             }
             if s.resumed {

@@ -7,18 +7,22 @@ use io_uring::opcode;
 use io_uring::types::Fixed;
 
 use super::sub::State;
-use super::{user_data, Engine, OP_CANCEL, OP_POLL, SLOW_BUF_BYTES, TICK_NS};
+use super::{user_data, Engine, OP_POLL, SLOW_BUF_BYTES, TICK_NS};
+use crate::scenario::SlowMode;
 
 impl Engine {
     /// Every 100 ms a trickling subscriber may read `bytes_per_s / 10` more
     /// bytes (credit capped at its buffer), one single-shot recv at a time.
-    pub(super) fn give_trickle_credit(&mut self, bytes_per_s: u64) {
-        let per_tick = (bytes_per_s * TICK_NS / 1_000_000_000).max(1);
+    pub(super) fn give_trickle_credit(&mut self) {
         for idx in 0..self.subs.len() {
             let s = &mut self.subs[idx];
-            if !(s.reads_slowly && s.state == State::Streaming) {
+            let Some(SlowMode::Trickle { bytes_per_s }) = s.slow_mode else {
+                continue;
+            };
+            if s.state != State::Streaming {
                 continue;
             }
+            let per_tick = (bytes_per_s * TICK_NS / 1_000_000_000).max(1);
             s.credit = (s.credit + per_tick).min(SLOW_BUF_BYTES as u64);
             if s.op.is_none() {
                 let credit = s.credit as usize;
@@ -46,19 +50,14 @@ impl Engine {
         let mut n = 0;
         for idx in 0..self.subs.len() {
             let s = &mut self.subs[idx];
-            let trickling = s.reads_slowly && s.state == State::Streaming;
+            let trickling = s.slow_mode.is_some() && s.state == State::Streaming;
             if s.state != State::Stalled && !trickling {
                 continue;
             }
             s.state = State::Verdict;
             n += 1;
             match s.op {
-                Some(op) => {
-                    let e = opcode::AsyncCancel::new(op)
-                        .build()
-                        .user_data(user_data(OP_CANCEL, 0, idx as u32));
-                    self.push(e);
-                }
+                Some(op) => self.cancel(idx, op),
                 None => self.arm_recv_one(idx, SLOW_BUF_BYTES),
             }
         }

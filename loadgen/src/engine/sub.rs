@@ -1,6 +1,7 @@
 //! One subscriber as the engine sees it: its connection state, the op in
 //! flight on its fixed slot, and the ledger that outlives reconnects.
 
+use crate::scenario::SlowMode;
 use crate::stream::{StreamReader, SubLedger};
 
 /// Where a subscriber's current connection stands.
@@ -46,9 +47,36 @@ pub struct Sub {
     pub slow_buf: Option<Box<[u8]>>,
     /// Trickle credit, bytes.
     pub credit: u64,
-    /// This connection reads slowly (a slow subscriber's first connection;
-    /// after a drop it reconnects as a normal reader to test resume).
-    pub reads_slowly: bool,
+    /// Chosen slow by `--slow-fraction`: its first connection reads slowly
+    /// for the whole run.
+    pub flag_slow: bool,
+    /// Scenario stages (a bit each) in which it reads slowly.
+    pub slow_stages: u32,
+    /// How this connection misbehaves right now (`None`: reads normally). A
+    /// flag-slow subscriber's first connection, or a connection during a
+    /// stage that slows it; after a drop it reconnects as a normal reader,
+    /// so the resume is tested, not the slowness again.
+    pub slow_mode: Option<SlowMode>,
+    /// This connection was made slow: the server closing it is a slow drop.
+    pub slow_conn: bool,
+    /// The last stage that made it slow, and the stages whose slow
+    /// connection the server closed.
+    pub slow_stage: Option<u16>,
+    pub slowed_stages: u32,
+    pub slow_dropped_stages: u32,
+    /// Opened by a stage's ramp (which stage, due how long after publishing
+    /// began) instead of before publishing.
+    pub ramp: Option<(u16, u64)>,
+    /// Owed events by sequence number from where publishing stood when its
+    /// first stream opened (a subscriber that joined while publishing went on).
+    pub owed_by_seq: bool,
+    /// Counted in the shared live-fast drain arithmetic (a fast subscriber
+    /// connected before publishing); the others are checked by sequence.
+    pub counted_live: bool,
+    /// Will not come back (gave up, or not reconnecting).
+    pub gone: bool,
+    /// What it is owed once publishing is over (computed once, then).
+    pub owed_total: Option<u64>,
     pub attempt_start_ns: u64,
     pub streaming_since_ns: u64,
     pub attempts: u16,
@@ -78,7 +106,15 @@ pub struct Sub {
 }
 
 impl Sub {
-    pub fn new(topic: u32, node: u16, channel: u32, slow: bool) -> Self {
+    pub fn new(
+        topic: u32,
+        node: u16,
+        channel: u32,
+        flag_slow: bool,
+        slow_stages: u32,
+        ramp: Option<(u16, u64)>,
+    ) -> Self {
+        let slow = flag_slow || slow_stages != 0;
         Self {
             topic,
             node,
@@ -95,7 +131,18 @@ impl Sub {
             },
             slow_buf: None,
             credit: 0,
-            reads_slowly: false,
+            flag_slow,
+            slow_stages,
+            slow_mode: None,
+            slow_conn: false,
+            slow_stage: None,
+            slowed_stages: 0,
+            slow_dropped_stages: 0,
+            ramp,
+            owed_by_seq: false,
+            counted_live: !slow && ramp.is_none(),
+            gone: false,
+            owed_total: None,
             attempt_start_ns: 0,
             streaming_since_ns: 0,
             attempts: 0,
@@ -113,8 +160,9 @@ impl Sub {
         }
     }
 
-    /// A new connection attempt on the (free) slot.
-    pub fn begin_attempt(&mut self, now_ns: u64) {
+    /// A new connection attempt on the (free) slot; `flag_mode` is how a
+    /// flag-slow subscriber's first connection reads.
+    pub fn begin_attempt(&mut self, now_ns: u64, flag_mode: SlowMode) {
         debug_assert!(
             matches!(self.state, State::Idle | State::Closed),
             "attempt started in state {:?}",
@@ -128,8 +176,9 @@ impl Sub {
         self.req = None;
         self.req_off = 0;
         self.credit = 0;
-        self.reads_slowly = self.ledger.slow && !self.ever_connected;
-        if !self.reads_slowly {
+        self.slow_mode = (self.flag_slow && !self.ever_connected).then_some(flag_mode);
+        self.slow_conn = self.slow_mode.is_some();
+        if self.slow_mode.is_none() {
             self.slow_buf = None;
         }
     }
