@@ -130,9 +130,10 @@ fn scenario_storm_and_churn_resume_exactly_once() {
             "100000",
         ],
     );
-    let file = std::env::temp_dir().join(format!("loadgen-scenario-{}.toml", std::process::id()));
-    std::fs::write(
-        &file,
+    let o = run_scenario(
+        "storm",
+        &srv.url(),
+        "300",
         r#"
 [[stage]]
 name = "steady"
@@ -152,24 +153,8 @@ rate = 20
 profile = "poisson"
 churn_per_s = 0.2
 "#,
-    )
-    .expect("write scenario");
-    let url = srv.url();
-    let path = file.to_string_lossy().to_string();
-    let o = loadgen(&[
-        "run",
-        "--url",
-        &url,
-        "--subscribers",
-        "300",
-        "--scenario",
-        &path,
-        "--max-loss",
-        "0",
-        "--drain-s",
-        "5",
-    ]);
-    let _ = std::fs::remove_file(&file);
+        &["--drain-s", "5"],
+    );
     let r = &o.report;
     assert_eq!(o.code, 0, "{}\n{r:#}", o.stderr);
     assert_eq!(r["stages"].as_array().map(Vec::len), Some(3));
@@ -511,11 +496,33 @@ fn latency_at_kernel_receive_or_at_read() {
     assert!(p50.iter().all(|&us| us < 1_000_000), "p50s {p50:?} µs");
 }
 
-/// Write a scenario to a temporary file (removed by the caller).
-fn scenario_file(tag: &str, text: &str) -> std::path::PathBuf {
+/// Run the loadgen against `url` with `subscribers` and the scenario
+/// `toml` (in a temporary file, removed after), `--max-loss 0` and `extra`.
+fn run_scenario(
+    tag: &str,
+    url: &str,
+    subscribers: &str,
+    toml: &str,
+    extra: &[&str],
+) -> support::Outcome {
     let file = std::env::temp_dir().join(format!("loadgen-{tag}-{}.toml", std::process::id()));
-    std::fs::write(&file, text).expect("write scenario");
-    file
+    std::fs::write(&file, toml).expect("write scenario");
+    let path = file.to_string_lossy().to_string();
+    let mut args = vec![
+        "run",
+        "--url",
+        url,
+        "--subscribers",
+        subscribers,
+        "--scenario",
+        &path,
+        "--max-loss",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    let o = loadgen(&args);
+    let _ = std::fs::remove_file(&file);
+    o
 }
 
 /// The `series` points as (second, point).
@@ -537,8 +544,10 @@ fn series(r: &serde_json::Value) -> Vec<(u64, &serde_json::Value)> {
 fn stage_ramp_opens_subscribers_at_its_rate() {
     let Some(bin) = stentor_bin() else { return };
     let srv = Stentor::start(&bin, "127.0.0.1:0", &["--workers", "1"]);
-    let file = scenario_file(
+    let o = run_scenario(
         "ramp",
+        &srv.url(),
+        "400",
         r#"
 [[stage]]
 name = "ramp"
@@ -550,23 +559,8 @@ name = "steady"
 duration_s = 2
 rate = 20
 "#,
+        &["--drain-s", "5"],
     );
-    let url = srv.url();
-    let path = file.to_string_lossy().to_string();
-    let o = loadgen(&[
-        "run",
-        "--url",
-        &url,
-        "--subscribers",
-        "400",
-        "--scenario",
-        &path,
-        "--max-loss",
-        "0",
-        "--drain-s",
-        "5",
-    ]);
-    let _ = std::fs::remove_file(&file);
     let r = &o.report;
     assert_eq!(o.code, 0, "{}\n{r:#}", o.stderr);
     assert_eq!(n(r, "stages.0.ramped"), 400, "{r:#}");
@@ -639,8 +633,12 @@ fn slow_stages_drop_or_recover_and_fast_subscribers_lose_nothing() {
             "100000",
         ],
     );
-    let file = scenario_file(
+    let html = std::env::temp_dir().join(format!("loadgen-slow-{}.html", std::process::id()));
+    let html_s = html.to_string_lossy().to_string();
+    let o = run_scenario(
         "slow",
+        &srv.url(),
+        "100",
         r#"
 [[stage]]
 name = "calm"
@@ -668,27 +666,8 @@ name = "after"
 duration_s = 2
 rate = 20
 "#,
+        &["--drain-s", "8", "--html", &html_s],
     );
-    let url = srv.url();
-    let path = file.to_string_lossy().to_string();
-    let html = std::env::temp_dir().join(format!("loadgen-slow-{}.html", std::process::id()));
-    let html_s = html.to_string_lossy().to_string();
-    let o = loadgen(&[
-        "run",
-        "--url",
-        &url,
-        "--subscribers",
-        "100",
-        "--scenario",
-        &path,
-        "--max-loss",
-        "0",
-        "--drain-s",
-        "8",
-        "--html",
-        &html_s,
-    ]);
-    let _ = std::fs::remove_file(&file);
     let page = std::fs::read_to_string(&html).unwrap_or_default();
     let _ = std::fs::remove_file(&html);
     // The HTML report's stage table: slowed / slow drops / recovered.
