@@ -524,7 +524,7 @@ impl Shared {
                 }
             }
         }
-        self.wake_where(&woken);
+        Wakeups(woken).fire(self);
         crate::metrics::add(
             &crate::metrics::COUNTERS.events_published_total,
             kept.len() as u64,
@@ -558,7 +558,7 @@ impl Shared {
                 q.notices.push((at, frame.clone()));
             }
         }
-        self.wake_where(&woken);
+        Wakeups(woken).fire(self);
     }
 
     fn inboxes_full(&self, adding: usize) -> bool {
@@ -568,14 +568,6 @@ impl Shared {
             !inbox.closed.load(Ordering::SeqCst)
                 && (q.items.len() > room || q.bytes > INBOX_BYTES_MAX)
         })
-    }
-
-    fn wake_where(&self, woken: &[bool; WORKERS_MAX]) {
-        for (i, inbox) in self.inboxes.iter().enumerate() {
-            if woken[i] {
-                inbox.wake();
-            }
-        }
     }
 
     /// Publish `requests` in order, all or nothing: the hub gives them ids,
