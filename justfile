@@ -62,6 +62,7 @@ seqpub-compare PEERS_DIR *ARGS:
 # The loadgen's loads A (1k subscribers, 100 ev/s), B (10k, 10 ev/s) and C (10k, 128 ev/s) with a
 # sequential publisher, delivery latency at kernel receive, stentor and the peers alternating,
 # medians of 3, e.g. `just peers-compare PEERS_DIR "A B C" 10` (performance.md, section 11).
+# SERVER_CPUS=0 LOADGEN_CPUS=1 keeps the servers and the loadgen on separate CPUs (section 12).
 peers-compare PEERS_DIR *ARGS:
     cargo build --release --locked -p stentor -p stentor-loadgen
     bash bench/scripts/peers-compare {{PEERS_DIR}} {{ARGS}}
