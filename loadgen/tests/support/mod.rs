@@ -3,6 +3,12 @@
 //! real `stentor-loadgen` with a deadline, read its JSON report.
 #![allow(dead_code)] // each test binary uses a different subset
 
+#[path = "../../../server/tests/support/require.rs"]
+mod require;
+
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use require::{require, require_program};
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -177,32 +183,6 @@ pub fn n(r: &Value, path: &str) -> u64 {
     }
     v.as_u64()
         .unwrap_or_else(|| panic!("{path} missing or not a count in {r:#}"))
-}
-
-/// Whether `program` is on PATH. Under CI (`CI` set) a missing one fails the
-/// test, since `.ci/install-deps` installs it; elsewhere the test is skipped
-/// with a message that says what to install.
-pub fn require_program(program: &str, install_hint: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    require(program, found, install_hint)
-}
-
-/// Whether something a test needs (`what`) is `present`, with the same rule
-/// as [`require_program`].
-pub fn require(what: &str, present: bool, install_hint: &str) -> bool {
-    if present {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{what} is required under CI but is not installed ({install_hint})");
-    }
-    eprintln!("SKIPPED: {what} not found; install it to run this test ({install_hint})");
-    false
 }
 
 /// A loopback port nothing listens on right now (bound to port 0 and let

@@ -659,27 +659,41 @@ mod tests {
     use crate::hub::id::ResumePoint;
     use crate::limit;
 
-    /// A worker that stops (an error out of its loop, or a panic) must
-    /// give back what its connections hold node-wide, and its inbox must
-    /// stop filling: nobody will ever drain it, and a full inbox refuses
-    /// every publish of the node.
-    #[test]
-    fn a_stopped_worker_releases_its_connections_and_inbox() {
+    /// A worker `id` of a node of `workers`, configured by `args`, on a
+    /// listener of its own (one ring, 64 slots, unpinned); the listener's
+    /// address for a test that connects.
+    fn test_worker(
+        args: &[&str],
+        workers: usize,
+        id: usize,
+    ) -> (Worker, Arc<Shared>, std::net::SocketAddr) {
         use clap::Parser;
-        let config =
-            crate::config::Config::try_parse_from(["stentor", "--max-connections-per-ip", "1"])
-                .unwrap();
-        let shared = Arc::new(Shared::new(config, 2, 1000).unwrap());
+        let config = crate::config::Config::try_parse_from(
+            std::iter::once("stentor").chain(args.iter().copied()),
+        )
+        .unwrap();
+        let shared = Arc::new(Shared::new(config, workers, 1000).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
         let setup = WorkerSetup {
-            id: 1,
+            id,
             listener,
             rings: 1,
             fixed_slots: 64,
             connections_per_ring: 32,
             cpu: None,
         };
-        let mut worker = Worker::new(setup, shared.clone()).unwrap();
+        let worker = Worker::new(setup, shared.clone()).unwrap();
+        (worker, shared, addr)
+    }
+
+    /// A worker that stops (an error out of its loop, or a panic) must
+    /// give back what its connections hold node-wide, and its inbox must
+    /// stop filling: nobody will ever drain it, and a full inbox refuses
+    /// every publish of the node.
+    #[test]
+    fn a_stopped_worker_releases_its_connections_and_inbox() {
+        let (mut worker, shared, _) = test_worker(&["--max-connections-per-ip", "1"], 2, 1);
         // A stream as `on_accept` + `start_stream` leave it.
         let topic = crate::hub::topic::Topic::parse("t", 128).unwrap();
         let peer_key = limit::ip_key("10.0.0.1".parse().unwrap());
@@ -745,23 +759,8 @@ mod tests {
     /// before the memory they point at is freed.
     #[test]
     fn a_stopping_worker_waits_for_its_ops_in_flight() {
-        use clap::Parser;
         use std::io::Write;
-        let config =
-            crate::config::Config::try_parse_from(["stentor", "--queue-bytes-max", "4194304"])
-                .unwrap();
-        let shared = Arc::new(Shared::new(config, 1, 1000).unwrap());
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let setup = WorkerSetup {
-            id: 0,
-            listener,
-            rings: 1,
-            fixed_slots: 64,
-            connections_per_ring: 32,
-            cpu: None,
-        };
-        let mut worker = Worker::new(setup, shared.clone()).unwrap();
+        let (mut worker, _shared, addr) = test_worker(&["--queue-bytes-max", "4194304"], 1, 0);
         let client = std::net::TcpStream::connect(addr).unwrap();
         // Small receive window, never read: the send below stays in flight.
         crate::sys::setsockopt_int(client.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4096)
@@ -807,20 +806,7 @@ mod tests {
     /// counts queue entries as well as bytes.
     #[test]
     fn fan_out_stops_at_the_first_overflow() {
-        use clap::Parser;
-        let config =
-            crate::config::Config::try_parse_from(["stentor", "--queue-bytes-max", "4096"])
-                .unwrap();
-        let shared = Arc::new(Shared::new(config, 1, 1000).unwrap());
-        let setup = WorkerSetup {
-            id: 0,
-            listener: TcpListener::bind("127.0.0.1:0").unwrap(),
-            rings: 1,
-            fixed_slots: 64,
-            connections_per_ring: 32,
-            cpu: None,
-        };
-        let mut worker = Worker::new(setup, shared.clone()).unwrap();
+        let (mut worker, shared, _) = test_worker(&["--queue-bytes-max", "4096"], 1, 0);
         let topic = crate::hub::topic::Topic::parse("t", 128).unwrap();
         let open = |worker: &mut Worker| {
             let key = worker.conns.vacant_key() as u32;

@@ -4,6 +4,10 @@
 
 pub mod client;
 pub mod redis;
+mod require;
+
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use require::{require, require_program};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -161,33 +165,6 @@ fn listen_addr_in(line: &str) -> Option<SocketAddr> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix("addr="))
         .and_then(|a| a.trim_matches('"').parse().ok())
-}
-
-/// Whether an outside program is on PATH. Under CI (`CI` set) a missing one
-/// fails the test, since `.ci/run` installs it; elsewhere the test is skipped
-/// with a message that says what to install.
-pub fn require_program(program: &str, install_hint: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    require(program, found, install_hint)
-}
-
-/// Whether something a test needs (`what`) is `present`. Under CI (`CI`
-/// set) a missing one fails the test, since `.ci/install-deps` installs it;
-/// elsewhere the test is skipped with a message that says what to install.
-pub fn require(what: &str, present: bool, install_hint: &str) -> bool {
-    if present {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{what} is required under CI but is not installed ({install_hint})");
-    }
-    eprintln!("SKIPPED: {what} not found; install it to run this test ({install_hint})");
-    false
 }
 
 /// A blocking TCP connection to `to` from the loopback address `from`
