@@ -23,6 +23,10 @@ use crate::hub::topic::Topic;
 use crate::hub::{Hub, HubStats, Replay};
 use crate::wire::sse::Frame;
 
+/// How often the node may warn that a per-IP limit refused a proxy it
+/// does not trust (the fix is the same every time).
+const UNTRUSTED_PROXY_HINT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Most worker threads (the `--workers` flag's own bound).
 pub const WORKERS_MAX: usize = 256;
 
@@ -257,6 +261,9 @@ pub struct Shared {
     pub publish_rate: crate::limit::PublishRate,
     /// Resume token buckets per client IP (`--resume-rate-per-ip`).
     pub resume_rate: crate::limit::PublishRate,
+    /// The warning that a per-IP limit refused an untrusted proxy's
+    /// request: once a minute for the whole node.
+    pub untrusted_proxy_hint: crate::log::OncePer,
     /// The JWT keys in force, swapped whole on SIGHUP; workers take them
     /// when `keys_generation` moves (checked per request, never per
     /// delivery).
@@ -354,6 +361,7 @@ impl Shared {
             per_ip: crate::limit::PerIp::new(config.max_connections_per_ip),
             publish_rate: crate::limit::PublishRate::new(config.publish_rate_per_s_max),
             resume_rate: crate::limit::PublishRate::new(config.resume_rate_per_ip),
+            untrusted_proxy_hint: crate::log::OncePer::new(UNTRUSTED_PROXY_HINT_EVERY),
             // Validated at startup: a key that fails here failed there.
             keys: Mutex::new(
                 Keys::load(&config.jwt_config())

@@ -346,6 +346,41 @@ macro_rules! info { ($($t:tt)*) => { $crate::log!($crate::log::__tracing::Level:
 #[macro_export]
 macro_rules! debug { ($($t:tt)*) => { $crate::log!($crate::log::__tracing::Level::DEBUG, $($t)*) }; }
 
+/// A warning said at most once per `every` node-wide: whichever thread
+/// comes first says it, the others stay quiet until the time is up.
+pub struct OncePer {
+    every_ms: u64,
+    epoch: std::time::Instant,
+    /// Milliseconds since `epoch` before which nobody says it again.
+    next_ms: AtomicU64,
+}
+
+impl OncePer {
+    pub fn new(every: std::time::Duration) -> Self {
+        OncePer {
+            every_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
+            epoch: std::time::Instant::now(),
+            next_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// True for the one caller that may say it now.
+    pub fn allow(&self) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Ordering::Relaxed);
+        now >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now.saturating_add(self.every_ms),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+}
+
 // ---- Access log ------------------------------------------------------------
 
 /// What an access-log line records.
@@ -593,6 +628,26 @@ pub fn redact_query(target: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Many threads racing for one warning: exactly one says it, and
+    /// nobody again before the time is up.
+    #[test]
+    fn once_per_lets_exactly_one_caller_through() {
+        let once = std::sync::Arc::new(OncePer::new(std::time::Duration::from_secs(3600)));
+        let said: usize = (0..8)
+            .map(|_| {
+                let once = once.clone();
+                std::thread::spawn(move || (0..1000).filter(|_| once.allow()).count())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .sum();
+        assert_eq!(said, 1);
+        // With no wait between, every call may say it.
+        let always = OncePer::new(std::time::Duration::ZERO);
+        assert!(always.allow() && always.allow());
+    }
 
     fn line(format: Format, fields: &[(&str, &str)]) -> String {
         let mut l = Line::new(

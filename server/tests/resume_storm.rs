@@ -41,11 +41,16 @@ fn resume_rate_refusals(addr: SocketAddr) -> u64 {
 /// Open `GET /events?topic=r` resuming after `id` from the loopback address
 /// `from`; the response head as text (read byte by byte: nothing after it).
 fn resume_head(addr: SocketAddr, from: Ipv4Addr, id: u64) -> (TcpStream, String) {
+    resume_head_with(addr, from, id, "")
+}
+
+/// [`resume_head`] with extra header lines (each ending in CRLF).
+fn resume_head_with(addr: SocketAddr, from: Ipv4Addr, id: u64, extra: &str) -> (TcpStream, String) {
     let mut sock = connect_from(from, addr).expect("connect");
     sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     write!(
         sock,
-        "GET /events?topic=r&lastEventId={id} HTTP/1.1\r\nHost: t\r\n\r\n"
+        "GET /events?topic=r&lastEventId={id} HTTP/1.1\r\nHost: t\r\n{extra}\r\n"
     )
     .unwrap();
     let mut head = Vec::new();
@@ -91,6 +96,66 @@ fn resumes_past_the_rate_get_429_with_retry_after_and_are_counted() {
         .unwrap();
     support::read_stream_head(&mut live);
     assert_eq!(resume_rate_refusals(server.addr), 1);
+}
+
+/// Behind a load balancer that is not a `--trusted-proxy`, every client
+/// has the balancer's address and its headers are ignored, so the per-IP
+/// limits refuse the balancer's clients in bulk (a failover's resumes
+/// first). The operator is told which address and what fixes it, once a
+/// minute, not once per refusal; a refusal of a client that names nobody
+/// else says nothing.
+#[test]
+fn a_refused_untrusted_proxy_gets_the_operator_a_hint_once() {
+    let _serial = serial();
+    let server = Server::start(&["--resume-rate-per-ip", "1"]);
+    let hints = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l.contains("--trusted-proxy"))
+            .cloned()
+            .collect()
+    };
+    // A plain client over its rate: refused, and no hint.
+    let plain = Ipv4Addr::new(127, 0, 0, 20);
+    let (_open, head) = resume_head(server.addr, plain, 1);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let (_, head) = resume_head(server.addr, plain, 1);
+    assert!(head.starts_with("HTTP/1.1 429 "), "{head}");
+    assert_eq!(
+        hints(&server.log_lines(Duration::from_millis(300))),
+        Vec::<String>::new()
+    );
+    // A proxy forwarding for three clients: the first resume passes, the
+    // rest are refused as if they were all the proxy.
+    let proxy = Ipv4Addr::new(127, 0, 0, 21);
+    let mut held = Vec::new();
+    for (i, client) in ["203.0.113.7", "203.0.113.8", "203.0.113.9"]
+        .iter()
+        .enumerate()
+    {
+        let (sock, head) = resume_head_with(
+            server.addr,
+            proxy,
+            1,
+            &format!("X-Forwarded-For: {client}\r\n"),
+        );
+        let want = if i == 0 {
+            "HTTP/1.1 200 "
+        } else {
+            "HTTP/1.1 429 "
+        };
+        assert!(head.starts_with(want), "client {client}: {head}");
+        held.push(sock);
+    }
+    let said = hints(&server.log_lines(Duration::from_millis(500)));
+    assert_eq!(said.len(), 1, "one hint for two refusals: {said:?}");
+    assert!(said[0].contains("127.0.0.21"), "{}", said[0]);
+    assert!(said[0].contains("resume_rate"), "{}", said[0]);
+    assert!(
+        said[0].contains("level=warn") || said[0].contains("WARN"),
+        "{}",
+        said[0]
+    );
 }
 
 /// How hard the storm test pushes, and how long.

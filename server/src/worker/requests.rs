@@ -154,6 +154,7 @@ impl Worker {
             r.retry_after_s = Some(1);
             r.limit = Some(Limit::PerIp);
             self.respond(key, r);
+            self.hint_untrusted_proxy(&head, peer, Limit::PerIp);
             return false;
         }
         self.sync_keys();
@@ -218,7 +219,11 @@ impl Worker {
                     patterns,
                     rights,
                 };
-                self.start_stream(key, interest, &resume, &headers, client_key(&client));
+                let refused =
+                    self.start_stream(key, interest, &resume, &headers, client_key(&client));
+                if let Some(limit) = refused {
+                    self.hint_untrusted_proxy(&head, peer, limit);
+                }
                 self.access_stream_open(key, &head, peer);
                 return false;
             }
@@ -402,7 +407,8 @@ impl Worker {
     /// live frames (see `Shared::subscribe` for the seam), then queue the
     /// head, `: connected`, `retry:` and the replay. `client_key` is the
     /// client's per-IP key (resumes are rate limited per client; a trusted
-    /// proxy's streams are counted per client here).
+    /// proxy's streams are counted per client here). The per-IP limit
+    /// that refused it, if one did.
     pub(super) fn start_stream(
         &mut self,
         key: u32,
@@ -410,7 +416,7 @@ impl Worker {
         resume: &ResumePoint,
         headers: &Headers,
         client_key: u64,
-    ) {
+    ) -> Option<Limit> {
         let Interest {
             topics,
             patterns,
@@ -423,7 +429,7 @@ impl Worker {
                 r.retry_after_s = Some(retry_after_s);
                 r.limit = Some(Limit::ResumeRate);
                 self.respond(key, r);
-                return;
+                return Some(Limit::ResumeRate);
             }
         }
         if self.conns[key as usize].peer_key == 0 {
@@ -437,7 +443,7 @@ impl Worker {
                 r.retry_after_s = Some(1);
                 r.limit = Some(Limit::PerIp);
                 self.respond(key, r);
-                return;
+                return Some(Limit::PerIp);
             }
             self.conns[key as usize].peer_key = client_key;
         }
@@ -507,6 +513,29 @@ impl Worker {
             metrics::add(&COUNTERS.missed_notices_total, 1);
         }
         self.mark_dirty(key);
+        None
+    }
+
+    /// A per-IP `limit` refused a request from `peer` that says it speaks
+    /// for other clients (Forwarded, X-Forwarded-For, X-Real-IP or Via),
+    /// though `peer` is no `--trusted-proxy`. Its headers are ignored, as
+    /// they must be, so every client behind that proxy counts as the
+    /// proxy's one address: a failover or a busy minute refuses them in
+    /// bulk. The operator is told, with the fix, once a minute per node.
+    fn hint_untrusted_proxy(&mut self, head: &RequestHead, peer: std::net::IpAddr, limit: Limit) {
+        if self.api.trusted_proxies.contains(peer) || !api::client::has_proxy_headers(head) {
+            return;
+        }
+        if !self.shared.untrusted_proxy_hint.allow() {
+            return;
+        }
+        crate::warn!(
+            "a per-IP limit refused a proxy's request: the proxy is not trusted, so all its clients share its address's limits",
+            worker = self.id,
+            peer = peer,
+            limit = limit.name(),
+            hint = "if it is your load balancer or CDN, name it in --trusted-proxy (STENTOR_TRUSTED_PROXY)"
+        );
     }
 
     /// Give a plain HTTP connection the one clock its phase calls for:
