@@ -25,7 +25,7 @@ use crate::wire::sse::Frame;
 
 /// How often the node may warn that a per-IP limit refused a proxy it
 /// does not trust (the fix is the same every time).
-const UNTRUSTED_PROXY_HINT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+const UNTRUSTED_PROXY_HINT_EVERY_MS: u64 = 60_000;
 
 /// Most worker threads (the `--workers` flag's own bound).
 pub const WORKERS_MAX: usize = 256;
@@ -361,7 +361,7 @@ impl Shared {
             per_ip: crate::limit::PerIp::new(config.max_connections_per_ip),
             publish_rate: crate::limit::PublishRate::new(config.publish_rate_per_s_max),
             resume_rate: crate::limit::PublishRate::new(config.resume_rate_per_ip),
-            untrusted_proxy_hint: crate::log::OncePer::new(UNTRUSTED_PROXY_HINT_EVERY),
+            untrusted_proxy_hint: crate::log::OncePer::new(UNTRUSTED_PROXY_HINT_EVERY_MS),
             // Validated at startup: a key that fails here failed there.
             keys: Mutex::new(
                 Keys::load(&config.jwt_config())

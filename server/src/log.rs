@@ -346,27 +346,26 @@ macro_rules! info { ($($t:tt)*) => { $crate::log!($crate::log::__tracing::Level:
 #[macro_export]
 macro_rules! debug { ($($t:tt)*) => { $crate::log!($crate::log::__tracing::Level::DEBUG, $($t)*) }; }
 
-/// A warning said at most once per `every` node-wide: whichever thread
-/// comes first says it, the others stay quiet until the time is up.
+/// A warning said at most once per `every_ms` node-wide, and at once the
+/// first time: whichever thread comes first says it, the others stay quiet
+/// until the time is up. On the limiter's clock (`limit::now_ms`).
 pub struct OncePer {
     every_ms: u64,
-    epoch: std::time::Instant,
-    /// Milliseconds since `epoch` before which nobody says it again.
+    /// `limit::now_ms` before which nobody says it again.
     next_ms: AtomicU64,
 }
 
 impl OncePer {
-    pub fn new(every: std::time::Duration) -> Self {
+    pub const fn new(every_ms: u64) -> Self {
         OncePer {
-            every_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
-            epoch: std::time::Instant::now(),
+            every_ms,
             next_ms: AtomicU64::new(0),
         }
     }
 
     /// True for the one caller that may say it now.
     pub fn allow(&self) -> bool {
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now = crate::limit::now_ms();
         let next = self.next_ms.load(Ordering::Relaxed);
         now >= next
             && self
@@ -633,7 +632,7 @@ mod tests {
     /// nobody again before the time is up.
     #[test]
     fn once_per_lets_exactly_one_caller_through() {
-        let once = std::sync::Arc::new(OncePer::new(std::time::Duration::from_secs(3600)));
+        let once = std::sync::Arc::new(OncePer::new(3_600_000));
         let said: usize = (0..8)
             .map(|_| {
                 let once = once.clone();
@@ -645,7 +644,7 @@ mod tests {
             .sum();
         assert_eq!(said, 1);
         // With no wait between, every call may say it.
-        let always = OncePer::new(std::time::Duration::ZERO);
+        let always = OncePer::new(0);
         assert!(always.allow() && always.allow());
     }
 

@@ -213,14 +213,14 @@ struct Bites {
     refused_total: [AtomicU64; Limit::ALL.len()],
     /// Bites not yet reported in a log line, per slot.
     unlogged: [AtomicU64; LOG_SLOTS],
-    /// Milliseconds since [`epoch`] (+ one period) of the last log line, per slot.
-    last_log_ms: [AtomicU64; LOG_SLOTS],
+    /// Who may write the next log line, per slot.
+    log_gate: [crate::log::OncePer; LOG_SLOTS],
 }
 
 static BITES: Bites = Bites {
     refused_total: [const { AtomicU64::new(0) }; Limit::ALL.len()],
     unlogged: [const { AtomicU64::new(0) }; LOG_SLOTS],
-    last_log_ms: [const { AtomicU64::new(0) }; LOG_SLOTS],
+    log_gate: [const { crate::log::OncePer::new(BITE_LOG_EVERY_MS) }; LOG_SLOTS],
 };
 
 /// A limit bite is logged at most once per this many milliseconds per
@@ -243,16 +243,9 @@ pub fn now_ms() -> u64 {
 /// once for the first bite).
 fn bite_to_log(slot: usize) -> Option<u64> {
     BITES.unlogged[slot].fetch_add(1, Ordering::Relaxed);
-    // Offset by one period so the very first bite is logged at once.
-    let now = now_ms() + BITE_LOG_EVERY_MS;
-    let last = BITES.last_log_ms[slot].load(Ordering::Relaxed);
-    if now.saturating_sub(last) < BITE_LOG_EVERY_MS {
+    if !BITES.log_gate[slot].allow() {
         return None;
     }
-    // One thread wins the right to log this period.
-    BITES.last_log_ms[slot]
-        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-        .ok()?;
     Some(BITES.unlogged[slot].swap(0, Ordering::Relaxed).max(1))
 }
 
